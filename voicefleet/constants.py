@@ -1,0 +1,84 @@
+"""Every name that more than one part of voicefleet spells: API group, label and annotation
+keys, condition types and reasons, event reasons, ports, metric prefixes.
+
+One module, so no string literal appears twice (KubeRay's ``utils/constant.go`` habit).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- API ---------------------------------------------------------------------------------
+GROUP: Final = "voicefleet.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "VoiceAgentPool"
+PLURAL: Final = "voiceagentpools"
+SINGULAR: Final = "voiceagentpool"
+SHORT_NAMES: Final = ("vap", "voicepool")
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# --- Labels and annotations the operator puts on what it owns -------------------------------
+LABEL_POOL: Final = f"{GROUP}/pool"
+LABEL_COMPONENT: Final = f"{GROUP}/component"
+LABEL_CAPACITY_TYPE: Final = f"{GROUP}/capacity-type"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "voicefleet"
+ANNOTATION_DRAINING: Final = f"{GROUP}/draining"
+ANNOTATION_DRAIN_DEADLINE: Final = f"{GROUP}/drain-deadline"
+ANNOTATION_DRAIN_REASON: Final = f"{GROUP}/drain-reason"
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/pod-spec-hash"
+
+# --- Well-known node labels ------------------------------------------------------------------
+NODE_LABEL_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
+NODE_LABEL_GPU_MEMORY: Final = "nvidia.com/gpu.memory"
+NODE_LABEL_GPU_COUNT: Final = "nvidia.com/gpu.count"
+NODE_LABEL_GPU_FAMILY: Final = "nvidia.com/gpu.family"
+RESOURCE_GPU: Final = "nvidia.com/gpu"
+NODE_LABEL_KARPENTER_CAPACITY_TYPE: Final = "karpenter.sh/capacity-type"
+NODE_LABEL_EKS_CAPACITY_TYPE: Final = "eks.amazonaws.com/capacityType"
+NODE_LABEL_GKE_SPOT: Final = "cloud.google.com/gke-spot"
+NODE_LABEL_GKE_PREEMPTIBLE: Final = "cloud.google.com/gke-preemptible"
+NODE_LABEL_AKS_PRIORITY: Final = "kubernetes.azure.com/scalesetpriority"
+
+# --- Capacity strategies and types ----------------------------------------------------------
+STRATEGY_ON_DEMAND: Final = "on-demand"
+STRATEGY_SPOT_FIRST: Final = "spot-first"
+STRATEGY_SPOT_ONLY: Final = "spot-only"
+CAPACITY_SPOT: Final = "spot"
+CAPACITY_ON_DEMAND: Final = "on-demand"
+
+# --- Planner vocabulary (status.plan.limitedBy) -----------------------------------------------
+LIMITED_BY_MEMORY: Final = "memory"
+LIMITED_BY_COMPUTE: Final = "compute"
+LIMITED_BY_POLICY: Final = "policy"
+DENSITY_BATCHED: Final = "batched"
+DENSITY_REPLICATED: Final = "replicated"
+
+# --- Conditions (type, reasons) ---------------------------------------------------------------
+CONDITION_READY: Final = "Ready"
+CONDITION_PROGRESSING: Final = "Progressing"
+CONDITION_DEGRADED: Final = "Degraded"
+REASON_PLAN_INVALID: Final = "PlanInvalid"
+REASON_CAPACITY_SHORTFALL: Final = "CapacityShortfall"
+REASON_SPOT_UNAVAILABLE: Final = "SpotUnavailable"
+REASON_RUNTIME_UNREACHABLE: Final = "RuntimeUnreachable"
+
+# --- Runtime ports, paths and protocol --------------------------------------------------------
+RUNTIME_PORT: Final = 8998
+RUNTIME_PORT_NAME: Final = "voice"
+PATH_MOSHI_CHAT: Final = "/api/chat"
+PATH_PCM: Final = "/ws/pcm"
+PATH_HEALTHZ: Final = "/healthz"
+PATH_READYZ: Final = "/readyz"
+PATH_METRICS: Final = "/metrics"
+PATH_STATUS: Final = "/v1/status"
+PATH_DRAIN: Final = "/v1/drain"
+ENV_POOL_TOKEN: Final = "VOICEFLEET_POOL_TOKEN"
+RUNTIME_METRIC_PREFIX: Final = "voicefleet_runtime_"
+OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"
+
+# --- Audio ------------------------------------------------------------------------------------
+MOSHI_SAMPLE_RATE: Final = 24_000
+MOSHI_FRAME_HZ: Final = 12.5
+MOSHI_FRAME_SAMPLES: Final = 1920  # 80 ms at 24 kHz
