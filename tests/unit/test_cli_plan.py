@@ -1,0 +1,115 @@
+"""`voicefleet plan` and `voicefleet crd` through a real subprocess, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "support-en.yaml"
+
+
+def voicefleet(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voicefleet", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_plan_json_has_the_design_keys_and_the_measured_density() -> None:
+    done = voicefleet("plan", "-f", str(EXAMPLE), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    design_keys = {
+        "sessionsPerPod", "limitedBy", "replicas", "onDemandReplicas", "spotReplicas",
+        "sessionCapacity", "costPerHour", "costPerSessionHour", "perSessionGiB", "weightsGiB",
+        "frameMsAtCapacity",
+    }  # fmt: skip
+    assert design_keys <= set(result)
+    assert result["sessionsPerPod"] == 40
+    assert result["limitedBy"] == "memory"
+    assert (result["replicas"], result["onDemandReplicas"], result["spotReplicas"]) == (6, 2, 4)
+
+
+def test_plan_table_compare_shows_both_density_models() -> None:
+    done = voicefleet("plan", "-f", str(EXAMPLE), "--compare")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:2] == ["POOL", "DENSITY"]
+    rows = {line.split()[1]: line.split() for line in lines[1:3]}
+    assert int(rows["batched"][4]) == 40
+    assert 3 <= int(rows["replicated"][4]) <= 4
+
+
+def test_plan_yaml_of_several_pools_skips_other_kinds(tmp_path: Path) -> None:
+    pool = yaml.safe_load(EXAMPLE.read_text())
+    second = {**pool, "metadata": {"name": "short-calls"}}
+    second["spec"] = {**pool["spec"], "sessions": {"target": 100, "maxSessionSeconds": 120}}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    path = tmp_path / "pools.yaml"
+    path.write_text(yaml.safe_dump_all([pool, other, second]))
+    done = voicefleet("plan", "-f", str(path), "-o", "yaml")
+    assert done.returncode == 0, done.stderr
+    plans = yaml.safe_load(done.stdout)
+    assert set(plans) == {"support-en", "short-calls"}
+    assert plans["short-calls"]["sessionsPerPod"] == 80
+
+
+def test_plan_reads_stdin_and_a_price_file(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("gpus:\n  NVIDIA-H100-80GB-HBM3: {onDemandPerHour: 1.0, spotPerHour: 0.5}\n")
+    done = voicefleet(
+        "plan", "-f", "-", "-o", "json", "--prices", str(prices), stdin=EXAMPLE.read_text()
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["costPerHour"] == 2 * 1.0 + 4 * 0.5
+
+
+def test_invalid_manifest_names_the_field_and_exits_2(tmp_path: Path) -> None:
+    pool = yaml.safe_load(EXAMPLE.read_text())
+    pool["spec"]["capacity"]["spotPercentage"] = 150
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    done = voicefleet("plan", "-f", str(path))
+    assert done.returncode == 2
+    assert "spec.capacity.spotPercentage" in done.stderr
+    assert "less than or equal to 100" in done.stderr
+    assert done.stdout == ""
+
+
+def test_unplannable_pool_says_what_to_change(tmp_path: Path) -> None:
+    pool = yaml.safe_load(EXAMPLE.read_text())
+    pool["spec"]["sessions"]["maxReplicas"] = 2
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    done = voicefleet("plan", "-f", str(path))
+    assert done.returncode == 2
+    assert "raise sessions.maxReplicas" in done.stderr
+
+
+def test_a_file_without_a_pool_says_so() -> None:
+    done = voicefleet("plan", "-f", str(ROOT / "crds" / "voicefleet.dev_voiceagentpools.yaml"))
+    assert done.returncode == 2
+    assert "no VoiceAgentPool" in done.stderr
+    assert "CustomResourceDefinition" in done.stderr
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    done = voicefleet("plan", "-f", "/nonexistent/pool.yaml")
+    assert done.returncode == 2
+    assert "cannot read" in done.stderr
+
+
+def test_crd_command_writes_what_is_checked_in(tmp_path: Path) -> None:
+    done = voicefleet("crd", "--write", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    written = (tmp_path / "voicefleet.dev_voiceagentpools.yaml").read_text()
+    assert written == (ROOT / "crds" / "voicefleet.dev_voiceagentpools.yaml").read_text()

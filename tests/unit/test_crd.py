@@ -1,0 +1,68 @@
+"""The checked-in CRD is what the API types generate, and it is a structural schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voicefleet.cli.crd import crd_filename, render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_checked_in_crd_matches_the_api_types() -> None:
+    checked_in = (ROOT / "crds" / crd_filename()).read_text(encoding="utf-8")
+    assert checked_in == render(), (
+        "crds/ is out of date with voicefleet/api/pool.py: run `voicefleet crd --write crds/`"
+    )
+
+
+def _walk(node: dict[str, Any], path: str) -> list[str]:
+    """Paths of schema nodes that break the structural-schema rules we rely on."""
+    problems = []
+    for banned in ("$ref", "anyOf", "allOf", "oneOf", "title", "additionalProperties"):
+        if banned in node:
+            problems.append(f"{path}: {banned}")
+    if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        problems.append(f"{path}: no type")
+    for name, child in node.get("properties", {}).items():
+        problems += _walk(child, f"{path}.{name}")
+    if "items" in node:
+        problems += _walk(node["items"], f"{path}[]")
+    return problems
+
+
+def test_schema_is_structural_and_every_spec_field_is_described() -> None:
+    crd = yaml.safe_load(render())
+    version = crd["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    assert _walk(schema["properties"]["spec"], "spec") == []
+    assert _walk(schema["properties"]["status"], "status") == []
+
+    def undescribed(node: dict[str, Any], path: str) -> list[str]:
+        out = [] if "description" in node else [path]
+        for name, child in node.get("properties", {}).items():
+            out += undescribed(child, f"{path}.{name}")
+        return out
+
+    assert undescribed(schema["properties"]["spec"], "spec") == []
+
+
+def test_crd_carries_the_contract_from_design() -> None:
+    crd = yaml.safe_load(render())
+    assert crd["metadata"]["name"] == "voiceagentpools.voicefleet.dev"
+    assert crd["spec"]["names"]["shortNames"] == ["vap", "voicepool"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.sessions.target"
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        "Model", "GPU", "Sessions/Pod", "Pods", "Ready", "Spot", "Active", "Capacity",
+        "$/Session-h", "Age",
+    ]  # fmt: skip
+    capacity = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["capacity"]
+    spot = capacity["properties"]["spotPercentage"]
+    assert (spot["minimum"], spot["maximum"]) == (0, 100)
+    assert capacity["properties"]["strategy"]["enum"] == ["on-demand", "spot-first", "spot-only"]
+    assert any("onDemandBase == 0" in r["rule"] for r in capacity["x-kubernetes-validations"])

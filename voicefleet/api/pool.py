@@ -1,0 +1,449 @@
+"""The VoiceAgentPool API (voicefleet.dev/v1alpha1): spec and status as pydantic models.
+
+These models are the single source of the CRD (``voicefleet crd`` renders them to
+``crds/``): field descriptions become ``kubectl explain`` text, bounds and enums become the
+OpenAPI schema, and each model's ``RULES`` become ``x-kubernetes-validations``. The same
+models validate a manifest in ``voicefleet plan``, so the API server and the planner reject
+the same inputs with the same words.
+
+Field names are snake_case here and camelCase on the wire (units in the name: ``...Seconds``,
+``...Percent``, ``...MiB``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from voicefleet import catalog, constants
+from voicefleet.api.rules import Rule, RuleViolation
+from voicefleet.naming import camel
+
+Strategy = Literal["on-demand", "spot-first", "spot-only"]
+ModelName = Literal["moshi", "hertz-dev"]
+GPU_AUTO = "auto"
+DEFAULT_GPU = "NVIDIA-H100-80GB-HBM3"
+DEFAULT_IMAGE = "ghcr.io/voicefleet/runtime:0.1.0"
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+    RULES: ClassVar[tuple[Rule[Any], ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> ApiModel:
+        for rule in self.RULES:
+            if rule.violated(self):
+                raise RuleViolation(rule.message, rule.field_path)
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it (camelCase, unset optionals left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _variant_rules() -> tuple[Rule[ModelSpec], ...]:
+    rules: list[Rule[ModelSpec]] = []
+    for name, profile in sorted(catalog.models().items()):
+        allowed = sorted(profile.variants)
+        listed = ", ".join(allowed)
+        cel_list = "[" + ", ".join(f"'{v}'" for v in allowed) + "]"
+
+        def violated(m: ModelSpec, n: str = name, ok: frozenset[str] = frozenset(allowed)) -> bool:
+            return m.name == n and m.variant is not None and m.variant not in ok
+
+        rules.append(
+            Rule(
+                cel=f"self.name != '{name}' || !has(self.variant) || self.variant in {cel_list}",
+                message=f"variant must be one of {listed} for model {name}",
+                violated=violated,
+                field_path=".variant",
+            )
+        )
+    return tuple(rules)
+
+
+class ModelSpec(ApiModel):
+    """Which speech-to-speech model the pool serves."""
+
+    name: ModelName = Field(
+        default="moshi",
+        description="Catalog key of the model: moshi (Kyutai Moshi 7B) or hertz-dev.",
+    )
+    variant: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description=(
+            "Weights and precision, which pick the memory and compute profile: moshiko-bf16, "
+            "moshika-bf16, moshiko-int8, moshika-int8 for moshi; hertz-dev-bf16 for hertz-dev. "
+            "Defaults to the model's first variant."
+        ),
+    )
+    source: str | None = Field(
+        default=None,
+        pattern=r"^(hf|file|pvc)://.+",
+        max_length=512,
+        description=(
+            "Where the runtime loads the weights from: hf://org/repo, file:///path on the "
+            "node or image, or pvc://claim/path. Defaults to the variant's Hugging Face repo."
+        ),
+    )
+
+    RULES: ClassVar[tuple[Rule[Any], ...]] = ()  # filled below, once the catalog is read
+
+
+ModelSpec.RULES = _variant_rules()
+
+
+class SessionsSpec(ApiModel):
+    """How many concurrent conversations the pool must hold, and for how long each."""
+
+    target: int = Field(
+        default=1,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Concurrent conversations the pool must hold. `kubectl scale vap/NAME "
+            "--replicas=N` sets this field."
+        ),
+    )
+    max_session_seconds: int = Field(
+        default=240,
+        ge=1,
+        le=3600,
+        description=(
+            "Hard cap on one conversation, in seconds. It sizes the per-session cache, so "
+            "shorter caps fit more conversations on a GPU. Bounded by the model's context "
+            "(240 s for moshi, 256 s for hertz-dev)."
+        ),
+    )
+    headroom_percent: int = Field(
+        default=15,
+        ge=0,
+        le=400,
+        description="Extra capacity above target, in percent, for bursts and rollouts.",
+    )
+    max_per_pod: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description=(
+            "Policy cap on conversations per pod, below what memory and compute allow "
+            "(e.g. to keep latency low or limit the blast radius of one pod)."
+        ),
+    )
+    max_replicas: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description=(
+            "Most pods the pool may run. A target that needs more is refused with a "
+            "message, and nothing already running is removed."
+        ),
+    )
+
+
+class GpuSpec(ApiModel):
+    """Which GPUs the pool's pods run on."""
+
+    product: str = Field(
+        default=DEFAULT_GPU,
+        min_length=1,
+        max_length=128,
+        description=(
+            "GPU product as in the node label nvidia.com/gpu.product (e.g. "
+            "NVIDIA-H100-80GB-HBM3), or auto to use what the pool's nodes report."
+        ),
+    )
+    gpus_per_node: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description=(
+            "GPUs on one node. Each pod uses one GPU, so this many pods can share a node; "
+            "spot capacity is sized so losing one whole spot node still covers the target."
+        ),
+    )
+    memory_mib: int | None = Field(
+        default=None,
+        ge=1024,
+        le=4_194_304,
+        description=(
+            "GPU memory in MiB, for a product the catalog does not know (as in the node "
+            "label nvidia.com/gpu.memory)."
+        ),
+    )
+    memory_bandwidth_gbps: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description=(
+            "GPU memory bandwidth in GB/s, for a product the catalog does not know; without "
+            "it the compute limit of such a GPU is not estimated."
+        ),
+    )
+
+
+class InterruptionSpec(ApiModel):
+    """What happens to live conversations when a node is about to go away."""
+
+    drain_seconds: int = Field(
+        default=100,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds live conversations get to finish after an interruption notice or a "
+            "scale-in before they are closed (AWS gives 120 s of spot notice, GKE and AKS 30 s)."
+        ),
+    )
+
+
+class PricingSpec(ApiModel):
+    """Where GPU prices come from; the first of these that names a price wins."""
+
+    on_demand_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Price of one on-demand GPU-hour, in the catalog's currency (USD).",
+    )
+    spot_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Price of one spot GPU-hour, in the catalog's currency (USD).",
+    )
+    config_map_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=253,
+        description=(
+            "A ConfigMap in the pool's namespace whose key prices.yaml overrides the default "
+            "price table (same shape as the catalog's prices.yaml)."
+        ),
+    )
+
+
+class CapacitySpec(ApiModel):
+    """How pods are split between on-demand and spot capacity."""
+
+    strategy: Strategy = Field(
+        default="on-demand",
+        description=(
+            "on-demand: every pod on on-demand nodes. spot-first: onDemandBase pods on "
+            "on-demand nodes, spotPercentage of the rest on spot. spot-only: every pod on spot."
+        ),
+    )
+    on_demand_base: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Pods that always run on on-demand nodes, whatever the strategy.",
+    )
+    spot_percentage: int = Field(
+        default=80,
+        ge=0,
+        le=100,
+        description=(
+            "Share of the pods above onDemandBase that run on spot nodes, in percent "
+            "(spot-first only)."
+        ),
+    )
+    interruption: InterruptionSpec = Field(
+        default_factory=InterruptionSpec,
+        description="What happens to live conversations when a node is about to go away.",
+    )
+    pricing: PricingSpec = Field(
+        default_factory=PricingSpec,
+        description="Where GPU prices come from; the first of these that names a price wins.",
+    )
+
+    RULES: ClassVar[tuple[Rule[Any], ...]] = (
+        Rule["CapacitySpec"](
+            cel="self.strategy != 'spot-only' || self.onDemandBase == 0",
+            message=(
+                "spot-only pools run no on-demand pods: set onDemandBase to 0 "
+                "or use strategy spot-first"
+            ),
+            violated=lambda c: c.strategy == constants.STRATEGY_SPOT_ONLY and c.on_demand_base > 0,
+            field_path=".onDemandBase",
+        ),
+    )
+
+
+class RuntimeSpec(ApiModel):
+    """The model server the pods run."""
+
+    image: str = Field(
+        default=DEFAULT_IMAGE,
+        min_length=1,
+        max_length=512,
+        description="Container image of the voicefleet runtime.",
+    )
+
+
+def _context_rules() -> tuple[Rule[VoiceAgentPoolSpec], ...]:
+    rules: list[Rule[VoiceAgentPoolSpec]] = []
+    for name, profile in sorted(catalog.models().items()):
+        limit = profile.max_session_seconds
+
+        def violated(s: VoiceAgentPoolSpec, n: str = name, lim: int = limit) -> bool:
+            return s.model.name == n and s.sessions.max_session_seconds > lim
+
+        rules.append(
+            Rule(
+                cel=(f"self.model.name != '{name}' || self.sessions.maxSessionSeconds <= {limit}"),
+                message=(
+                    f"sessions.maxSessionSeconds must be at most {limit} for {name} "
+                    f"(its context is {profile.context_steps} steps); lower it"
+                ),
+                violated=violated,
+                field_path=".sessions.maxSessionSeconds",
+            )
+        )
+    return tuple(rules)
+
+
+class VoiceAgentPoolSpec(ApiModel):
+    """Desired state of a pool of voice-agent pods."""
+
+    model: ModelSpec = Field(
+        default_factory=ModelSpec, description="Which speech-to-speech model the pool serves."
+    )
+    sessions: SessionsSpec = Field(
+        default_factory=SessionsSpec,
+        description="How many concurrent conversations the pool must hold, and for how long.",
+    )
+    gpu: GpuSpec = Field(default_factory=GpuSpec, description="Which GPUs the pods run on.")
+    capacity: CapacitySpec = Field(
+        default_factory=CapacitySpec,
+        description="How pods are split between on-demand and spot capacity.",
+    )
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec, description="The model server the pods run."
+    )
+    template: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Pod template overrides (metadata and spec: tolerations, resources, env, ...), "
+            "merged over what the operator builds."
+        ),
+    )
+
+    RULES: ClassVar[tuple[Rule[Any], ...]] = ()  # filled below
+
+
+VoiceAgentPoolSpec.RULES = _context_rules()
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+class PlanStatus(ApiModel):
+    """The capacity plan: what the planner decided and why (same keys as `voicefleet plan`)."""
+
+    density: Literal["batched", "replicated"] = Field(
+        default="batched",
+        description="batched: all sessions of a pod share one model; replicated: one per session.",
+    )
+    gpu: str = Field(description="Short name of the GPU product planned for.")
+    sessions_per_pod: int = Field(description="Conversations one pod holds.")
+    limited_by: Literal["memory", "compute", "policy"] = Field(
+        description="What bounds sessionsPerPod: memory, compute or policy."
+    )
+    memory_limit: int = Field(description="Sessions per pod that fit in GPU memory.")
+    compute_limit: int | None = Field(
+        default=None, description="Sessions per pod that stay real-time; absent if unknown."
+    )
+    replicas: int = Field(description="Pods the pool runs.")
+    on_demand_replicas: int = Field(description="Pods on on-demand nodes.")
+    spot_replicas: int = Field(description="Pods on spot nodes.")
+    session_capacity: int = Field(description="Conversations the pool holds: replicas x per pod.")
+    cost_per_hour: float | None = Field(
+        default=None, description="Price of the pool per hour; absent when a price is unknown."
+    )
+    cost_per_session_hour: float | None = Field(
+        default=None, description="costPerHour divided by the session target."
+    )
+    per_session_gib: float = Field(description="GPU memory one conversation's state takes.")
+    weights_gib: float = Field(description="GPU memory of the model weights.")
+    frame_ms_at_capacity: float | None = Field(
+        default=None,
+        description="Predicted p95 step time of a full pod, in ms (real time: below the frame).",
+    )
+    frame_budget_ms: float = Field(description="One audio frame, in ms: the real-time budget.")
+    estimate: bool = Field(
+        description="True when the GPU or model profile was not measured, only estimated."
+    )
+
+
+class Condition(ApiModel):
+    """A condition as in metav1.Condition."""
+
+    type: str = Field(description="Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="What happened and what to change.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition was computed for."
+    )
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+
+
+class SessionsStatus(ApiModel):
+    active: int = Field(default=0, description="Live conversations, summed from pod reports.")
+    capacity: int = Field(default=0, description="Conversations the ready pods can hold.")
+
+
+class VoiceAgentPoolStatus(ApiModel):
+    """Observed state of the pool, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the status reflects."
+    )
+    plan: PlanStatus | None = Field(default=None, description="The capacity plan.")
+    replicas: int = Field(default=0, description="Pods that exist.")
+    ready_replicas: int = Field(default=0, description="Pods ready for conversations.")
+    starting_replicas: int = Field(default=0, description="Pods not ready yet.")
+    draining_replicas: int = Field(default=0, description="Pods draining live conversations.")
+    spot_replicas: int = Field(default=0, description="Pods on spot nodes.")
+    on_demand_replicas: int = Field(default=0, description="Pods on on-demand nodes.")
+    sessions: SessionsStatus = Field(
+        default_factory=SessionsStatus, description="Live conversations and capacity."
+    )
+    selector: str | None = Field(
+        default=None, description="Label selector of the pool's pods (for the scale subresource)."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing and Degraded, with reasons."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata the planner reads; everything else passes through."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class VoiceAgentPool(BaseModel):
+    """A whole VoiceAgentPool manifest."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    api_version: Literal["voicefleet.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["VoiceAgentPool"]
+    metadata: ObjectMeta
+    spec: VoiceAgentPoolSpec = Field(default_factory=VoiceAgentPoolSpec)
+    status: VoiceAgentPoolStatus | None = None

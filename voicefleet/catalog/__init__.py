@@ -1,0 +1,172 @@
+"""GPU, model and price catalogs: data files beside this module, read into typed models.
+
+The tables are data, not code, so a new card or a price change is a YAML edit. Prices can be
+overridden from a file of the same shape as ``prices.yaml`` (the operator reads one from a
+ConfigMap; ``voicefleet plan --prices FILE`` reads one from disk).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from voicefleet.naming import camel
+
+
+class _CatalogModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class GpuProduct(_CatalogModel):
+    """One GPU product, keyed by its ``nvidia.com/gpu.product`` label value."""
+
+    product: str
+    short_name: str
+    aliases: tuple[str, ...] = ()
+    memory_mib: int = Field(gt=0)
+    bandwidth_gbps: float = Field(gt=0)
+    overhead_gib: float = Field(ge=0)
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_mib / 1024
+
+
+class ComputeProfile(_CatalogModel):
+    """Parameters of the frame-time model, calibrated on one GPU (see models.yaml)."""
+
+    calibrated_on: str
+    launch_ms: float = Field(ge=0)
+    per_session_ms: float = Field(ge=0)
+    bandwidth_efficiency: float = Field(gt=0, le=1)
+    p95_over_p50: float = Field(ge=1)
+
+
+class ModelVariant(_CatalogModel):
+    """Weights and precision of one model: its memory and compute profile."""
+
+    name: str
+    source: str
+    weights_gib: float = Field(gt=0)
+    state_bytes_per_step: int = Field(gt=0)
+    state_fixed_gib: float = Field(ge=0)
+    workspace_gib: float = Field(ge=0)
+    measured: bool
+    compute: ComputeProfile
+
+
+class ModelProfile(_CatalogModel):
+    """One model (catalog key of ``spec.model.name``) and its variants."""
+
+    name: str
+    display_name: str
+    frame_hz: float = Field(gt=0)
+    context_steps: int = Field(gt=0)
+    default_variant: str
+    variants: dict[str, ModelVariant]
+
+    @property
+    def frame_ms(self) -> float:
+        return 1000.0 / self.frame_hz
+
+    @property
+    def max_session_seconds(self) -> int:
+        """The longest conversation the model's context holds, in whole seconds."""
+        return int(self.context_steps / self.frame_hz)
+
+
+class GpuPrice(_CatalogModel):
+    on_demand_per_hour: float | None = Field(default=None, ge=0)
+    spot_per_hour: float | None = Field(default=None, ge=0)
+
+
+class PriceTable(_CatalogModel):
+    currency: str = "USD"
+    gpus: dict[str, GpuPrice] = Field(default_factory=dict)
+
+    def merged_over(self, base: PriceTable) -> PriceTable:
+        """This table's entries win; products it does not name keep ``base``'s prices."""
+        gpus = dict(base.gpus)
+        for product, price in self.gpus.items():
+            old = gpus.get(product, GpuPrice())
+            gpus[product] = GpuPrice(
+                on_demand_per_hour=price.on_demand_per_hour
+                if price.on_demand_per_hour is not None
+                else old.on_demand_per_hour,
+                spot_per_hour=price.spot_per_hour
+                if price.spot_per_hour is not None
+                else old.spot_per_hour,
+            )
+        return PriceTable(currency=self.currency, gpus=gpus)
+
+
+class CatalogError(ValueError):
+    """A catalog or price file that cannot be read; the message names the file and field."""
+
+
+def _read_packaged(name: str) -> Any:
+    text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+@cache
+def gpus() -> dict[str, GpuProduct]:
+    raw: dict[str, dict[str, Any]] = _read_packaged("gpus.yaml")
+    return {key: GpuProduct(product=key, **value) for key, value in raw.items()}
+
+
+@cache
+def models() -> dict[str, ModelProfile]:
+    raw: dict[str, dict[str, Any]] = _read_packaged("models.yaml")
+    out: dict[str, ModelProfile] = {}
+    for key, value in raw.items():
+        variants = {
+            name: ModelVariant(name=name, **spec) for name, spec in value.pop("variants").items()
+        }
+        out[key] = ModelProfile(name=key, variants=variants, **value)
+    return out
+
+
+@cache
+def default_prices() -> PriceTable:
+    return PriceTable.model_validate(_read_packaged("prices.yaml"))
+
+
+def parse_prices(text: str, origin: str) -> PriceTable:
+    """Reads a price override (the shape of prices.yaml); ``origin`` names it in errors."""
+    try:
+        data = yaml.safe_load(text)
+        return PriceTable.model_validate(data or {})
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{origin}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CatalogError(f"{origin}: {where}: {first['msg']}") from exc
+
+
+def load_prices(path: Path) -> PriceTable:
+    """The default prices with the file at ``path`` laid over them."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read price file: {exc.strerror}") from exc
+    return parse_prices(text, str(path)).merged_over(default_prices())
+
+
+def find_gpu(product: str) -> GpuProduct | None:
+    """The catalog entry for a product label value or one of its aliases."""
+    table = gpus()
+    if product in table:
+        return table[product]
+    for gpu in table.values():
+        if product in gpu.aliases:
+            return gpu
+    return None
