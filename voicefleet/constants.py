@@ -40,6 +40,11 @@ NODE_LABEL_EKS_CAPACITY_TYPE: Final = "eks.amazonaws.com/capacityType"
 NODE_LABEL_GKE_SPOT: Final = "cloud.google.com/gke-spot"
 NODE_LABEL_GKE_PREEMPTIBLE: Final = "cloud.google.com/gke-preemptible"
 NODE_LABEL_AKS_PRIORITY: Final = "kubernetes.azure.com/scalesetpriority"
+NODE_LABEL_HOSTNAME: Final = "kubernetes.io/hostname"
+NODE_LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
+# Values of eks.amazonaws.com/capacityType (Karpenter's label uses CAPACITY_* below).
+EKS_CAPACITY_SPOT: Final = "SPOT"
+EKS_CAPACITY_ON_DEMAND: Final = "ON_DEMAND"
 
 # --- Capacity strategies and types ----------------------------------------------------------
 STRATEGY_ON_DEMAND: Final = "on-demand"

@@ -1,0 +1,345 @@
+"""Bring the sandbox up, report on it, and take it down again.
+
+``up`` in order, each step waiting for the one before to be healthy:
+1. find (or build) the binaries, write certificates and kubeconfigs;
+2. start etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok;
+3. create the fake nodes, wait until kwok reports them Ready and the service-account
+   controller has made ``default/default`` (before that, every pod create is refused).
+
+The state file is rewritten after every start, so whatever happens to ``up`` itself,
+``down`` finds every pid it left. A failure stops what was started, removes the state but
+keeps the logs, and names the component and its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import random
+import shutil
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from voicefleet.sandbox import binaries, kubeconfig, nodes, pki, processes
+from voicefleet.sandbox.api import ApiError, Client, Credentials, get_text, unverified_context
+from voicefleet.sandbox.build import Progress
+from voicefleet.sandbox.components import (
+    KWOK_CONFIG,
+    Component,
+    Health,
+    Layout,
+    Ports,
+    api_server_url,
+    control_plane,
+)
+from voicefleet.sandbox.processes import Process
+from voicefleet.sandbox.versions import KUBERNETES_VERSION
+
+ENV_STATE_DIR: Final = "VOICEFLEET_SANDBOX_DIR"
+POLL_SECONDS: Final = 0.2
+NODES_READY_TIMEOUT: Final = 60.0
+ADMIN_USER: Final = "admin"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be started; the message says which part and where its log is."""
+
+
+def default_state_dir() -> Path:
+    """``$VOICEFLEET_SANDBOX_DIR`` or ``$XDG_STATE_HOME/voicefleet/sandbox``."""
+    override = os.environ.get(ENV_STATE_DIR)
+    if override:
+        return Path(override).expanduser()
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "voicefleet" / "sandbox"
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox, as recorded in ``<state>/state.json``."""
+
+    state_dir: Path
+    server: str
+    kubeconfig: Path
+    pod_network: str
+    ports: dict[str, int]
+    kubernetes_version: str = KUBERNETES_VERSION
+    processes: list[Process] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    started_seconds: float = 0.0
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.state_dir)
+
+    def credentials(self) -> Credentials:
+        directory = self.layout.pki
+        return Credentials(
+            self.server, directory / "ca.crt", directory / "admin.crt", directory / "admin.key"
+        )
+
+    def client(self) -> Client:
+        return Client(self.credentials())
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["kubeconfig"] = str(self.kubeconfig)
+        data["processes"] = [{**asdict(p), "log": str(p.log)} for p in self.processes]
+        temporary = self.layout.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        temporary.replace(self.layout.state_file)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Sandbox | None:
+        path = Layout(state_dir).state_file
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        data["state_dir"] = Path(data["state_dir"])
+        data["kubeconfig"] = Path(data["kubeconfig"])
+        data["processes"] = [Process(**{**p, "log": Path(p["log"])}) for p in data["processes"]]
+        return cls(**data)
+
+    def running(self) -> list[Process]:
+        return [p for p in self.processes if processes.is_running(p)]
+
+    def healthy(self) -> bool:
+        """Every process runs and the API server says it is ready."""
+        every = len(self.running()) == len(self.processes) > 0
+        return every and self.client().healthy()
+
+    def rss_kib(self) -> int:
+        return sum(processes.rss_kib(p.pid) for p in self.running())
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per state directory."""
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
+    with state_dir.with_name(state_dir.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _pod_network() -> str:
+    """A /16 inside 127.0.0.0/8 for pod IPs, random so parallel sandboxes rarely share it.
+
+    127.0.x.x is left alone: 127.0.0.1 and Debian's 127.0.1.1 hostname entry live there.
+    """
+    return f"127.{random.randint(64, 250)}.0.0/16"
+
+
+def _health_ok(component: Component, client: Client) -> bool:
+    if component.health is Health.ADMIN_TLS:
+        return client.healthy(urllib.parse.urlparse(component.health_url).path)
+    context = unverified_context() if component.health is Health.SELF_SIGNED else None
+    status, _body = get_text(component.health_url, context)
+    return status == 200
+
+
+def _wait_healthy(component: Component, process: Process, client: Client) -> None:
+    deadline = time.monotonic() + component.start_timeout
+    while True:
+        if not processes.is_running(process):
+            raise SandboxError(
+                f"{component.name} exited during start; its log is {process.log}:\n"
+                + processes.log_tail(process.log)
+            )
+        if _health_ok(component, client):
+            return
+        if time.monotonic() > deadline:
+            raise SandboxError(
+                f"{component.name} was not healthy after {component.start_timeout:.0f} s "
+                f"({component.health_url}); its log is {process.log}:\n"
+                + processes.log_tail(process.log)
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def _create_nodes(client: Client, manifests: Sequence[dict[str, Any]]) -> None:
+    for manifest in manifests:
+        try:
+            client.request("POST", "/api/v1/nodes", manifest)
+        except ApiError as exc:
+            if exc.status != 409:  # already there: `up` is idempotent
+                raise
+
+
+def _ready_nodes(client: Client) -> set[str]:
+    selector = urllib.parse.quote(nodes.LABEL_SANDBOX_GROUP)
+    listing = client.request("GET", f"/api/v1/nodes?labelSelector={selector}")
+    ready: set[str] = set()
+    for item in listing.get("items", []):
+        for condition in item.get("status", {}).get("conditions") or []:
+            if condition.get("type") == "Ready" and condition.get("status") == "True":
+                ready.add(item["metadata"]["name"])
+    return ready
+
+
+def _wait_cluster_ready(sandbox: Sandbox, kwok_log: Path) -> None:
+    """Until every fake node is Ready and pods can be admitted in ``default``."""
+    client = sandbox.client()
+    deadline = time.monotonic() + NODES_READY_TIMEOUT
+    missing: set[str] = set(sandbox.nodes)
+    has_account = False
+    while time.monotonic() < deadline:
+        missing = set(sandbox.nodes) - _ready_nodes(client)
+        try:
+            client.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+            has_account = True
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        if not missing and has_account:
+            return
+        time.sleep(POLL_SECONDS)
+    if missing:
+        raise SandboxError(
+            f"kwok did not make nodes Ready within {NODES_READY_TIMEOUT:.0f} s "
+            f"({', '.join(sorted(missing))}); its log is {kwok_log}"
+        )
+    raise SandboxError(
+        "the controller manager made no default service account within "
+        f"{NODES_READY_TIMEOUT:.0f} s; its log is {sandbox.layout.log('kube-controller-manager')}"
+    )
+
+
+def _stop_all(sandbox: Sandbox) -> None:
+    for process in reversed(sandbox.processes):
+        processes.stop(process)
+
+
+def _remove_state(state_dir: Path, *, keep_logs: bool) -> None:
+    if not state_dir.is_dir():
+        return
+    for entry in state_dir.iterdir():
+        if keep_logs and entry.name == Layout(state_dir).logs.name:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if not keep_logs:
+        state_dir.rmdir()
+
+
+def _prepare(state_dir: Path, found: dict[str, Path]) -> tuple[Sandbox, list[Component]]:
+    """Write certificates, kubeconfigs and configs; nothing is started yet."""
+    layout = Layout(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    layout.logs.mkdir(exist_ok=True)
+    keys = pki.generate(layout.pki)
+    ports = Ports.free()
+    server = api_server_url(ports)
+    kubeconfig.write(
+        layout.kubeconfig, server=server, ca=keys.ca.cert, user=ADMIN_USER, credentials=keys.admin
+    )
+    kubeconfig.write(
+        layout.controller_manager_kubeconfig,
+        server=server,
+        ca=keys.ca.cert,
+        user=pki.CONTROLLER_MANAGER_USER,
+        credentials=keys.controller_manager,
+    )
+    kubeconfig.write(
+        layout.scheduler_kubeconfig,
+        server=server,
+        ca=keys.ca.cert,
+        user=pki.SCHEDULER_USER,
+        credentials=keys.scheduler,
+    )
+    layout.kwok_config.write_text(KWOK_CONFIG)
+    pod_network = _pod_network()
+    # kwok's fallback range: the first /24, which nodes.plan_nodes leaves to it.
+    kwok_cidr = pod_network.replace(".0.0/16", ".0.0/24")
+    sandbox = Sandbox(
+        state_dir=state_dir,
+        server=server,
+        kubeconfig=layout.kubeconfig,
+        pod_network=pod_network,
+        ports=asdict(ports),
+    )
+    return sandbox, control_plane(found, layout, ports, keys, kwok_cidr)
+
+
+def up(
+    state_dir: Path | None = None,
+    groups: Sequence[nodes.NodeGroup] = nodes.DEFAULT_NODES,
+    log: Progress = print,
+) -> Sandbox:
+    """Start the sandbox, or return the one already running in ``state_dir``."""
+    state_dir = state_dir or default_state_dir()
+    with _locked(state_dir):
+        existing = Sandbox.load(state_dir)
+        if existing is not None:
+            if existing.healthy():
+                log(f"sandbox already running in {state_dir}")
+                return existing
+            log(f"sandbox in {state_dir} is not healthy; stopping what is left of it")
+            _stop_all(existing)
+        _remove_state(state_dir, keep_logs=False)
+        found = binaries.resolve(binaries.CONTROL_PLANE, log=log)
+        started = time.monotonic()
+        sandbox, components = _prepare(state_dir, found)
+        sandbox.save()
+        try:
+            client = sandbox.client()
+            for component in components:
+                log(f"starting {component.name}")
+                process = processes.start(
+                    component.name, component.argv, sandbox.layout.log(component.name)
+                )
+                sandbox.processes.append(process)
+                sandbox.save()
+                _wait_healthy(component, process, client)
+            manifests = nodes.manifests(groups, sandbox.pod_network)
+            sandbox.nodes = [m["metadata"]["name"] for m in manifests]
+            log(f"creating {len(manifests)} fake nodes")
+            _create_nodes(client, manifests)
+            _wait_cluster_ready(sandbox, sandbox.layout.log("kwok"))
+        except BaseException as exc:
+            # Why BaseException: Ctrl-C during a slow start must not leave orphans either.
+            _stop_all(sandbox)
+            _remove_state(state_dir, keep_logs=True)
+            if isinstance(exc, SandboxError):
+                raise
+            if isinstance(exc, Exception):
+                raise SandboxError(
+                    f"sandbox start failed: {exc}; logs are in {sandbox.layout.logs}"
+                ) from exc
+            raise
+        sandbox.started_seconds = round(time.monotonic() - started, 2)
+        sandbox.save()
+        log(f"sandbox up in {sandbox.started_seconds:.1f} s ({len(sandbox.nodes)} nodes)")
+        return sandbox
+
+
+def down(state_dir: Path | None = None, log: Progress = print) -> bool:
+    """Stop every process the sandbox started and remove its state; False if none was."""
+    state_dir = state_dir or default_state_dir()
+    with _locked(state_dir):
+        sandbox = Sandbox.load(state_dir)
+        if sandbox is None:
+            _remove_state(state_dir, keep_logs=False)
+            return False
+        for process in reversed(sandbox.processes):
+            if processes.is_running(process):
+                log(f"stopping {process.name} (pid {process.pid})")
+            processes.stop(process)
+        _remove_state(state_dir, keep_logs=False)
+        return True
+
+
+def load(state_dir: Path | None = None) -> Sandbox | None:
+    return Sandbox.load(state_dir or default_state_dir())

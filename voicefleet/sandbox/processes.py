@@ -1,0 +1,107 @@
+"""Start, find and stop the sandbox's processes by pid.
+
+Each component runs detached in its own session (so ``voicefleet sandbox up`` can exit and
+Ctrl-C in the shell does not reach it), logs to ``<state>/logs/<name>.log``, and is found
+again through the pid recorded in the state file. A pid alone could have been reused by an
+unrelated process after a reboot, so a pid counts as ours only while ``/proc/<pid>/cmdline``
+still names the binary we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+STOP_GRACE_SECONDS: Final = 10.0
+POLL_SECONDS: Final = 0.1
+
+
+@dataclass(frozen=True)
+class Process:
+    """A started component: what it is, its pid and where it logs."""
+
+    name: str
+    pid: int
+    binary: str
+    log: Path
+
+
+def start(name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Process:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    return Process(name=name, pid=popen.pid, binary=str(argv[0]), log=log)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a child of this process, so it is no zombie."""
+    # Not our child (started by an earlier `sandbox up`): then init reaps it.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_running(process: Process) -> bool:
+    _reap(process.pid)
+    cmdline = _cmdline(process.pid)
+    return bool(cmdline) and cmdline[0] == process.binary
+
+
+def stop(process: Process, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
+    if not is_running(process):
+        return
+    try:
+        os.kill(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_running(process):
+            return
+        time.sleep(POLL_SECONDS)
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while is_running(process):
+        time.sleep(POLL_SECONDS)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of one process (VmRSS), 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
