@@ -14,5 +14,7 @@ echo "== mypy --strict"
 mypy -p voicefleet
 echo "== import layers"
 lint-imports
+echo "== sandbox binaries (built from Go modules once, then cached)"
+e2e/build-sandbox.sh
 echo "== pytest"
 pytest "$@"
