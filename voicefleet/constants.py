@@ -28,6 +28,11 @@ ANNOTATION_DRAINING: Final = f"{GROUP}/draining"
 ANNOTATION_DRAIN_DEADLINE: Final = f"{GROUP}/drain-deadline"
 ANNOTATION_DRAIN_REASON: Final = f"{GROUP}/drain-reason"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/pod-spec-hash"
+# Hash of what the operator last applied to an object: equal hash, no write (operator).
+ANNOTATION_APPLIED_HASH: Final = f"{GROUP}/applied-hash"
+ANNOTATION_DRAIN_NODE: Final = f"{GROUP}/drain-node"
+FINALIZER: Final = f"{GROUP}/finalizer"
+COMPONENT_RUNTIME: Final = "runtime"
 
 # --- Well-known node labels ------------------------------------------------------------------
 NODE_LABEL_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
@@ -68,6 +73,32 @@ REASON_PLAN_INVALID: Final = "PlanInvalid"
 REASON_CAPACITY_SHORTFALL: Final = "CapacityShortfall"
 REASON_SPOT_UNAVAILABLE: Final = "SpotUnavailable"
 REASON_RUNTIME_UNREACHABLE: Final = "RuntimeUnreachable"
+REASON_PODS_NOT_READY: Final = "PodsNotReady"
+REASON_ALL_READY: Final = "AllPodsReady"
+REASON_SCALING: Final = "Scaling"
+REASON_ROLLING: Final = "RollingUpdate"
+REASON_DRAINING: Final = "Draining"
+REASON_STABLE: Final = "Stable"
+REASON_HEALTHY: Final = "Healthy"
+REASON_NODE_INTERRUPTED: Final = "NodeInterrupted"
+REASON_PRICES_INVALID: Final = "PricesInvalid"
+
+# --- Event reasons (operator) -----------------------------------------------------------------
+EVENT_POD_CREATED: Final = "PodCreated"
+EVENT_POD_DELETED: Final = "PodDeleted"
+EVENT_DRAIN_STARTED: Final = "DrainStarted"
+EVENT_DRAIN_FAILED: Final = "DrainFailed"
+EVENT_NODE_INTERRUPTED: Final = "NodeInterrupted"
+EVENT_PLAN_INVALID: Final = "PlanInvalid"
+EVENT_SPOT_FALLBACK: Final = "SpotFallback"
+EVENT_CREATE_FAILED: Final = "CreateFailed"
+
+# --- Operator process -------------------------------------------------------------------------
+OPERATOR_NAME: Final = "voicefleet-operator"
+FIELD_MANAGER: Final = OPERATOR_NAME
+OPERATOR_KEY_SECRET: Final = "voicefleet-operator-key"
+POOL_TOKEN_KEY: Final = "token"
+PATH_TOKEN_DIR: Final = "/var/run/voicefleet"
 
 # --- Runtime ports, paths and protocol --------------------------------------------------------
 RUNTIME_PORT: Final = 8998

@@ -1,0 +1,301 @@
+"""The runtime pod of a pool: one GPU, one runtime process, its slots and its drain.
+
+Built in three layers, in this order (later wins):
+
+1. the operator's defaults: container, probes, preStop, GPU request, grace period;
+2. capacity placement: node affinity and tolerations for spot or on-demand nodes;
+3. ``spec.template`` merged over both (``merge``), so a user can add tolerations, env,
+   resources or a node selector without losing the rest.
+
+The pod's spec hash (annotation) covers everything but its name and the nodes it must
+avoid, so a changed image, model or slot count is seen as "needs new pods" (a rollout),
+while a changed session target is not.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Final
+
+from voicefleet import constants
+from voicefleet.api.pool import PlanStatus, VoiceAgentPoolSpec
+from voicefleet.operator import interruption
+from voicefleet.operator.builders.common import PoolRef, content_hash, metadata, selector_labels
+from voicefleet.operator.builders.merge import merge
+from voicefleet.operator.builders.secret import secret_name
+from voicefleet.operator.planner import resolve_model
+
+CONTAINER_NAME: Final = "runtime"
+RUNTIME_COMMAND: Final = ("voicefleet", "runtime", "serve")
+MODELS_MOUNT: Final = "/var/lib/voicefleet/models"
+MODELS_VOLUME: Final = "models"
+# Time after the drain deadline for the process to close sockets and exit.
+DEFAULT_GRACE_MARGIN_SECONDS: Final = 30
+# The NVIDIA device plugin's conventional taint on GPU nodes.
+GPU_TAINT: Final = constants.RESOURCE_GPU
+# Taints that spot nodes carry on GKE (optional) and AKS (always).
+SPOT_TAINTS: Final[tuple[tuple[str, str], ...]] = (
+    (constants.NODE_LABEL_GKE_SPOT, "true"),
+    (constants.NODE_LABEL_AKS_PRIORITY, constants.CAPACITY_SPOT),
+)
+# preStop: start the drain through the runtime's own API, so it begins before the
+# endpoints controller and SIGTERM race; SIGTERM then joins the same drain.
+PRESTOP_SCRIPT: Final = (
+    "import json,os,sys,urllib.request as u\n"
+    "r=u.Request('http://127.0.0.1:%d%s',data=json.dumps({'deadlineSeconds':int(sys.argv[1]),"
+    "'reason':'preStop'}).encode(),method='POST',headers={'Content-Type':'application/json',"
+    "'Authorization':'Bearer '+os.environ.get('%s','')})\n"
+    "u.urlopen(r,timeout=5)\n"
+)
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Operator-wide choices that shape every pod."""
+
+    grace_margin_seconds: int = DEFAULT_GRACE_MARGIN_SECONDS
+    spot_labels: tuple[tuple[str, str], ...] = interruption.SPOT_LABELS
+
+
+def pod_name(pool: PoolRef, ordinal: int) -> str:
+    """Pods are named by ordinal: a create after a crash hits "already exists", not a twin."""
+    return f"{pool.name}-{ordinal}"
+
+
+def ordinal_of(pool: PoolRef, name: str) -> int | None:
+    prefix = f"{pool.name}-"
+    rest = name.removeprefix(prefix)
+    return int(rest) if name.startswith(prefix) and rest.isdigit() else None
+
+
+def weights_source(spec: VoiceAgentPoolSpec) -> str:
+    _profile, variant = resolve_model(spec.model)
+    return spec.model.source or variant.source
+
+
+def _weights(spec: VoiceAgentPoolSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(--weights value, volumes, mounts). ``pvc://claim/path`` becomes a read-only mount."""
+    source = weights_source(spec)
+    if source.startswith("pvc://"):
+        claim, _, path = source.removeprefix("pvc://").partition("/")
+        volume = {
+            "name": MODELS_VOLUME,
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        mount = {"name": MODELS_VOLUME, "mountPath": MODELS_MOUNT, "readOnly": True}
+        return f"{MODELS_MOUNT}/{path}".rstrip("/"), [volume], [mount]
+    return source, [], []
+
+
+def runtime_args(spec: VoiceAgentPoolSpec, plan: PlanStatus, weights: str) -> list[str]:
+    """The runtime's command-line settings: slots, session cap, model, drain."""
+    _profile, variant = resolve_model(spec.model)
+    precision = variant.name.rsplit("-", 1)[-1]
+    return [
+        "--backend",
+        spec.model.name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(constants.RUNTIME_PORT),
+        "--max-sessions",
+        str(plan.sessions_per_pod),
+        "--max-session-seconds",
+        str(spec.sessions.max_session_seconds),
+        "--weights",
+        weights,
+        "--variant",
+        precision,
+        "--drain-seconds",
+        str(spec.capacity.interruption.drain_seconds),
+    ]
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": constants.RUNTIME_PORT_NAME},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _container(spec: VoiceAgentPoolSpec, plan: PlanStatus) -> tuple[dict[str, Any], list[Any]]:
+    weights, volumes, mounts = _weights(spec)
+    drain = spec.capacity.interruption.drain_seconds
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.runtime.image,
+        "command": list(RUNTIME_COMMAND),
+        "args": runtime_args(spec, plan, weights),
+        "ports": [
+            {
+                "name": constants.RUNTIME_PORT_NAME,
+                "containerPort": constants.RUNTIME_PORT,
+                "protocol": "TCP",
+            }
+        ],
+        "env": [
+            {
+                "name": constants.ENV_POOL_TOKEN,
+                "valueFrom": {
+                    "secretKeyRef": {"name": "", "key": constants.POOL_TOKEN_KEY},
+                },
+            }
+        ],
+        "resources": {
+            "requests": {constants.RESOURCE_GPU: "1"},
+            "limits": {constants.RESOURCE_GPU: "1"},
+        },
+        "readinessProbe": _probe(constants.PATH_READYZ, 2, 1),
+        # Loading weights takes minutes; the startup probe covers it so liveness stays tight.
+        "startupProbe": _probe(constants.PATH_HEALTHZ, 5, 120),
+        "livenessProbe": _probe(constants.PATH_HEALTHZ, 10, 3),
+        "lifecycle": {
+            "preStop": {
+                "exec": {
+                    "command": [
+                        "python",
+                        "-c",
+                        PRESTOP_SCRIPT
+                        % (constants.RUNTIME_PORT, constants.PATH_DRAIN, constants.ENV_POOL_TOKEN),
+                        str(drain),
+                    ]
+                }
+            }
+        },
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    return container, volumes
+
+
+def _spot_terms(product_expr: list[dict[str, Any]], settings: PodSettings) -> list[dict[str, Any]]:
+    """One node-selector term per spot label: the terms are ORed, so any cloud's label fits."""
+    return [
+        {"matchExpressions": [*product_expr, {"key": k, "operator": "In", "values": [v]}]}
+        for k, v in settings.spot_labels
+    ]
+
+
+def _on_demand_terms(
+    product_expr: list[dict[str, Any]], settings: PodSettings
+) -> list[dict[str, Any]]:
+    """One term that excludes every spot label (NotIn also matches nodes without the label)."""
+    return [
+        {
+            "matchExpressions": [
+                *product_expr,
+                *({"key": k, "operator": "NotIn", "values": [v]} for k, v in settings.spot_labels),
+            ]
+        }
+    ]
+
+
+def placement(
+    capacity_type: str, gpu_product: str | None, settings: PodSettings = PodSettings()
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(affinity, tolerations) that put a pod on ``capacity_type`` nodes with the GPU."""
+    product_expr: list[dict[str, Any]] = []
+    if gpu_product:
+        product_expr = [
+            {"key": constants.NODE_LABEL_GPU_PRODUCT, "operator": "In", "values": [gpu_product]}
+        ]
+    if capacity_type == constants.CAPACITY_SPOT:
+        terms = _spot_terms(product_expr, settings)
+    else:
+        terms = _on_demand_terms(product_expr, settings)
+    tolerations: list[dict[str, Any]] = [
+        {"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    if capacity_type == constants.CAPACITY_SPOT:
+        tolerations += [
+            {"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"}
+            for k, v in SPOT_TAINTS
+        ]
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+        }
+    }
+    return affinity, tolerations
+
+
+def build_pod_template(
+    pool: PoolRef,
+    spec: VoiceAgentPoolSpec,
+    plan: PlanStatus,
+    capacity_type: str,
+    gpu_product: str | None,
+    *,
+    settings: PodSettings = PodSettings(),
+) -> dict[str, Any]:
+    """The pod without its name: defaults, placement, then ``spec.template`` over them.
+
+    The ``pod-spec-hash`` annotation is the hash of everything else here.
+    """
+    container, volumes = _container(spec, plan)
+    container["env"][0]["valueFrom"]["secretKeyRef"]["name"] = secret_name(pool)
+    affinity, tolerations = placement(capacity_type, gpu_product, settings)
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "affinity": affinity,
+        "tolerations": tolerations,
+        "terminationGracePeriodSeconds": spec.capacity.interruption.drain_seconds
+        + settings.grace_margin_seconds,
+        # The operator, not the kubelet, replaces a runtime: a crashed one restarts in place.
+        "restartPolicy": "Always",
+        "enableServiceLinks": False,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": constants.NODE_LABEL_HOSTNAME,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(pool)},
+            }
+        ],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    labels = {
+        **selector_labels(pool),
+        constants.LABEL_CAPACITY_TYPE: capacity_type,
+    }
+    meta = metadata(pool, "", labels)
+    del meta["name"]
+    pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+    override = spec.template
+    if override:
+        pod["metadata"] = merge(pod["metadata"], override.get("metadata") or {})
+        pod["spec"] = merge(pod["spec"], override.get("spec") or {})
+        # The selector labels and owner are the operator's; a template cannot take them.
+        pod["metadata"]["labels"].update(labels)
+        pod["metadata"]["ownerReferences"] = meta["ownerReferences"]
+    annotations = dict(pod["metadata"].get("annotations") or {})
+    annotations[constants.ANNOTATION_SPEC_HASH] = content_hash(pod)
+    pod["metadata"]["annotations"] = annotations
+    return pod
+
+
+def build_pod(
+    template: dict[str, Any], pool: PoolRef, ordinal: int, avoid_nodes: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A pod from ``template``: its name, and the nodes it must not land on (interrupted
+    nodes whose notice is a label only, with no taint to keep the scheduler away)."""
+    pod = copy.deepcopy(template)
+    pod["metadata"]["name"] = pod_name(pool, ordinal)
+    if avoid_nodes:
+        avoid = {
+            "key": constants.NODE_LABEL_HOSTNAME,
+            "operator": "NotIn",
+            "values": sorted(avoid_nodes),
+        }
+        node_affinity = pod["spec"].setdefault("affinity", {}).setdefault("nodeAffinity", {})
+        required = node_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+        terms = required.setdefault("nodeSelectorTerms", [])
+        if not terms:
+            terms.append({})
+        for term in terms:
+            term.setdefault("matchExpressions", []).append(avoid)
+    return pod

@@ -1,0 +1,60 @@
+"""The pool's two Services: one for callers (ready pods only) and one headless for per-pod
+DNS names (every pod, ready or not, so a draining pod stays addressable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voicefleet import constants
+from voicefleet.operator.builders.common import (
+    PoolRef,
+    metadata,
+    selector_labels,
+    with_applied_hash,
+)
+
+
+def service_name(pool: PoolRef) -> str:
+    return pool.name
+
+
+def headless_service_name(pool: PoolRef) -> str:
+    return f"{pool.name}-pods"
+
+
+def _port() -> dict[str, Any]:
+    return {
+        "name": constants.RUNTIME_PORT_NAME,
+        "port": constants.RUNTIME_PORT,
+        "targetPort": constants.RUNTIME_PORT_NAME,
+        "protocol": "TCP",
+    }
+
+
+def build_service(pool: PoolRef) -> dict[str, Any]:
+    """ClusterIP Service on the runtime port; only ready (not draining) pods get traffic."""
+    return with_applied_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(pool, service_name(pool)),
+            "spec": {"type": "ClusterIP", "selector": selector_labels(pool), "ports": [_port()]},
+        }
+    )
+
+
+def build_headless_service(pool: PoolRef) -> dict[str, Any]:
+    """Headless Service: DNS records for every pod, ready or not (reconnect targets)."""
+    return with_applied_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(pool, headless_service_name(pool)),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": selector_labels(pool),
+                "ports": [_port()],
+            },
+        }
+    )

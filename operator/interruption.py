@@ -1,0 +1,151 @@
+"""Which node signals mean "this node is going away": pure, no I/O.
+
+The table follows REFERENCE.md's list of interruption signals per source. Each entry is a
+taint key, a label key (optionally with a value) or one of the node-wide conditions
+(cordon, NotReady, deletion). The key list is configurable (``--interruption-taint`` and
+``--interruption-label`` on ``voicefleet operator run``) because clusters run their own
+termination handlers; the defaults cover aws-node-termination-handler, Karpenter, Cluster
+Autoscaler, GKE and AKS.
+
+Capacity type: the same module tells spot from on-demand nodes by the well-known labels of
+Karpenter, EKS, GKE and AKS, so the builders and the watcher agree on one list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from voicefleet import constants
+
+# --- signal kinds (also the reasons written on drained pods and in events) -----------------
+KIND_TAINT: Final = "taint"
+KIND_LABEL: Final = "label"
+KIND_CORDON: Final = "cordon"
+KIND_NOT_READY: Final = "not-ready"
+KIND_DELETED: Final = "deleted"
+
+ANTH_PREFIX: Final = "aws-node-termination-handler"
+# Taints that announce removal. PreferNoSchedule candidates of Cluster Autoscaler are only a
+# hint (the node may stay for hours), so they are not in the default list.
+DEFAULT_TAINTS: Final[tuple[str, ...]] = (
+    f"{ANTH_PREFIX}/spot-itn",
+    f"{ANTH_PREFIX}/rebalance-recommendation",
+    f"{ANTH_PREFIX}/scheduled-maintenance",
+    f"{ANTH_PREFIX}/asg-lifecycle-termination",
+    "karpenter.sh/disrupted",
+    "karpenter.sh/disruption",
+    "ToBeDeletedByClusterAutoscaler",
+    "cloud.google.com/impending-node-termination",
+    "node.kubernetes.io/out-of-service",
+)
+# Labels whose presence announces removal; aws-node-termination-handler sets these three
+# together, the action label alone is enough.
+DEFAULT_LABELS: Final[tuple[str, ...]] = (f"{ANTH_PREFIX}/action",)
+# The kubelet and node lifecycle controller put these on a node whose kubelet stopped
+# reporting; they are NotReady, handled by the condition check rather than as a taint.
+TAINT_UNREACHABLE: Final = "node.kubernetes.io/unreachable"
+TAINT_NOT_READY: Final = "node.kubernetes.io/not-ready"
+
+# Spot capacity labels: (key, value that means spot). AKS puts a taint of the same key on
+# spot nodes, which pods on spot must tolerate.
+SPOT_LABELS: Final[tuple[tuple[str, str], ...]] = (
+    (constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE, constants.CAPACITY_SPOT),
+    (constants.NODE_LABEL_EKS_CAPACITY_TYPE, constants.EKS_CAPACITY_SPOT),
+    (constants.NODE_LABEL_GKE_SPOT, "true"),
+    (constants.NODE_LABEL_GKE_PREEMPTIBLE, "true"),
+    (constants.NODE_LABEL_AKS_PRIORITY, constants.CAPACITY_SPOT),
+)
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """Which taint and label keys count as an interruption notice."""
+
+    taints: tuple[str, ...] = DEFAULT_TAINTS
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    cordon: bool = True
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One reason a node is going away: its kind and the key (or condition) that said so."""
+
+    kind: str
+    key: str = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.key}".strip()
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the operator needs of a Node, read once from its body."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[tuple[str, str], ...] = ()  # (key, effect)
+    unschedulable: bool = False
+    ready: bool = True
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> NodeView:
+        metadata = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        ready = True
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "Ready":
+                ready = condition.get("status") == "True"
+        taints = tuple(
+            (str(t.get("key", "")), str(t.get("effect", ""))) for t in spec.get("taints") or []
+        )
+        return cls(
+            name=str(metadata.get("name", "")),
+            labels=dict(metadata.get("labels") or {}),
+            taints=taints,
+            unschedulable=bool(spec.get("unschedulable", False)),
+            ready=ready,
+        )
+
+
+def signals(node: NodeView, config: SignalConfig = SignalConfig()) -> list[Signal]:
+    """Every interruption signal ``node`` shows, in a stable order; empty when it stays."""
+    found: list[Signal] = []
+    taint_keys = {key for key, _effect in node.taints}
+    for key in config.taints:
+        if key in taint_keys:
+            found.append(Signal(KIND_TAINT, key))
+    for key in config.labels:
+        if key in node.labels:
+            found.append(Signal(KIND_LABEL, key))
+    if config.cordon and node.unschedulable:
+        found.append(Signal(KIND_CORDON))
+    if not node.ready or taint_keys & {TAINT_UNREACHABLE, TAINT_NOT_READY}:
+        found.append(Signal(KIND_NOT_READY))
+    return found
+
+
+def is_spot(labels: Mapping[str, str]) -> bool:
+    """True when any well-known capacity label marks the node as spot (or preemptible)."""
+    return any(labels.get(key, "").lower() == value.lower() for key, value in SPOT_LABELS)
+
+
+def gpu_products(nodes: Sequence[NodeView]) -> dict[str, int]:
+    """GPU products the nodes report (GPU feature discovery's label), with node counts."""
+    counts: dict[str, int] = {}
+    for node in nodes:
+        product = node.labels.get(constants.NODE_LABEL_GPU_PRODUCT)
+        if product:
+            counts[product] = counts.get(product, 0) + 1
+    return counts
+
+
+def parse_keys(values: Sequence[str], default: tuple[str, ...]) -> tuple[str, ...]:
+    """A key list from the command line: none given keeps the default; ``+key`` adds to it."""
+    if not values:
+        return default
+    if all(v.startswith("+") for v in values):
+        return default + tuple(v[1:] for v in values)
+    return tuple(v.lstrip("+") for v in values)

@@ -1,0 +1,216 @@
+"""The pool's status from what the reconcile observed: pure, no I/O.
+
+``compute`` returns the whole ``status`` the operator wants; ``changed`` tells whether it
+differs from the stored one, so the status is written only when something changed and the
+operator never wakes itself up (KubeRay's ``inconsistentRayClusterStatus``). Condition
+transition times are kept from the stored conditions while a condition's status stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from voicefleet import constants
+from voicefleet.api.pool import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
+from voicefleet.operator.scaling import PodView
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the status is computed from."""
+
+    generation: int
+    selector: str
+    pods: Sequence[PodView]
+    plan: PlanStatus | None = None
+    plan_error: str | None = None  # PlanInvalid message (what to change)
+    prices_error: str | None = None
+    desired_hashes: Mapping[str, str] | None = None
+    pending_creates: int = 0
+    spot_fallback: int = 0
+    target_sessions: int = 0
+    interrupted_pods: int = 0
+    now: float = 0.0
+    not_ready_timeout_seconds: float = 600.0
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str, gen: int) -> Condition:
+    return Condition(
+        type=kind,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
+        observed_generation=gen,
+    )
+
+
+def _degraded(obs: Observation, live: Sequence[PodView]) -> Condition:
+    gen = obs.generation
+    if obs.plan_error is not None:
+        return _condition(
+            constants.CONDITION_DEGRADED, True, constants.REASON_PLAN_INVALID, obs.plan_error, gen
+        )
+    if obs.prices_error is not None:
+        return _condition(
+            constants.CONDITION_DEGRADED,
+            True,
+            constants.REASON_PRICES_INVALID,
+            f"{obs.prices_error}; planning with the default prices",
+            gen,
+        )
+    stuck = sorted(
+        p.name for p in live if not p.ready and obs.now - p.created >= obs.not_ready_timeout_seconds
+    )
+    if stuck:
+        return _condition(
+            constants.CONDITION_DEGRADED,
+            True,
+            constants.REASON_PODS_NOT_READY,
+            f"{len(stuck)} pod(s) not ready after {obs.not_ready_timeout_seconds:.0f} s: "
+            f"{', '.join(stuck[:5])}; check their events and logs",
+            gen,
+        )
+    if obs.spot_fallback:
+        return _condition(
+            constants.CONDITION_DEGRADED,
+            True,
+            constants.REASON_SPOT_UNAVAILABLE,
+            f"{obs.spot_fallback} spot pod(s) unschedulable; running on-demand stand-ins",
+            gen,
+        )
+    unreachable = sorted(p.name for p in live if p.ready and p.sessions_active is None)
+    if unreachable:
+        return _condition(
+            constants.CONDITION_DEGRADED,
+            True,
+            constants.REASON_RUNTIME_UNREACHABLE,
+            f"{len(unreachable)} ready pod(s) do not answer {constants.PATH_STATUS}: "
+            f"{', '.join(unreachable[:5])}",
+            gen,
+        )
+    return _condition(constants.CONDITION_DEGRADED, False, constants.REASON_HEALTHY, "", gen)
+
+
+def _progressing(obs: Observation, live: Sequence[PodView], draining: int) -> Condition:
+    gen = obs.generation
+    hashes = obs.desired_hashes or {}
+    outdated = sum(1 for p in live if hashes and p.spec_hash != hashes.get(p.capacity_type))
+    if outdated:
+        return _condition(
+            constants.CONDITION_PROGRESSING,
+            True,
+            constants.REASON_ROLLING,
+            f"{outdated} pod(s) to replace with the new template",
+            gen,
+        )
+    want = obs.plan.replicas if obs.plan else len(live)
+    starting = sum(1 for p in live if not p.serving)
+    if obs.pending_creates or starting or len(live) != want:
+        return _condition(
+            constants.CONDITION_PROGRESSING,
+            True,
+            constants.REASON_SCALING,
+            f"{len(live) - starting} of {want} pod(s) serving",
+            gen,
+        )
+    if draining:
+        return _condition(
+            constants.CONDITION_PROGRESSING,
+            True,
+            constants.REASON_DRAINING,
+            f"{draining} pod(s) draining live sessions",
+            gen,
+        )
+    return _condition(constants.CONDITION_PROGRESSING, False, constants.REASON_STABLE, "", gen)
+
+
+def _ready(obs: Observation, serving: int, capacity: int) -> Condition:
+    gen = obs.generation
+    if obs.plan is None:
+        return _condition(
+            constants.CONDITION_READY,
+            False,
+            constants.REASON_PLAN_INVALID,
+            obs.plan_error or "no plan",
+            gen,
+        )
+    if serving >= obs.plan.replicas and capacity >= obs.target_sessions:
+        return _condition(
+            constants.CONDITION_READY,
+            True,
+            constants.REASON_ALL_READY,
+            f"{serving} pod(s) serving, {capacity} session slots for a target of "
+            f"{obs.target_sessions}",
+            gen,
+        )
+    return _condition(
+        constants.CONDITION_READY,
+        False,
+        constants.REASON_CAPACITY_SHORTFALL,
+        f"{serving} of {obs.plan.replicas} pod(s) serving, {capacity} session slots for a "
+        f"target of {obs.target_sessions}",
+        gen,
+    )
+
+
+def compute(obs: Observation, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The status to store (wire form), transition times carried over from ``previous``."""
+    pods = [p for p in obs.pods if not p.deleting]
+    draining = [p for p in pods if p.draining]
+    live = [p for p in pods if not p.draining]
+    serving = [p for p in live if p.serving]
+    per_pod = obs.plan.sessions_per_pod if obs.plan else 0
+    capacity = len(serving) * per_pod
+    status = VoiceAgentPoolStatus(
+        observed_generation=obs.generation,
+        plan=obs.plan,
+        replicas=len(pods),
+        ready_replicas=len(serving),
+        starting_replicas=len(live) - len(serving),
+        draining_replicas=len(draining),
+        spot_replicas=sum(1 for p in pods if p.capacity_type == constants.CAPACITY_SPOT),
+        on_demand_replicas=sum(1 for p in pods if p.capacity_type == constants.CAPACITY_ON_DEMAND),
+        sessions=SessionsStatus(
+            active=sum(p.sessions_active or 0 for p in pods), capacity=capacity
+        ),
+        selector=obs.selector,
+        conditions=[
+            _ready(obs, len(serving), capacity),
+            _progressing(obs, live, len(draining)),
+            _degraded(obs, live),
+        ],
+    )
+    wire = status.wire()
+    old_times = {
+        c.get("type"): (c.get("status"), c.get("lastTransitionTime"))
+        for c in (previous or {}).get("conditions") or []
+    }
+    for condition in wire["conditions"]:
+        old_status, old_time = old_times.get(condition["type"], (None, None))
+        condition["lastTransitionTime"] = (
+            old_time if old_status == condition["status"] and old_time else _rfc3339(obs.now)
+        )
+    return wire
+
+
+def changed(new: Mapping[str, Any], stored: Mapping[str, Any] | None) -> bool:
+    """True when writing ``new`` would change the stored status."""
+    return bool(_normal(new) != _normal(stored or {}))
+
+
+def _normal(status: Mapping[str, Any]) -> Any:
+    # Round-trip through the model so defaults and absent optionals compare equal; a stored
+    # status the model refuses (written by someone else) simply differs.
+    try:
+        return VoiceAgentPoolStatus.model_validate(dict(status)).wire()
+    except ValidationError:
+        return dict(status)
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

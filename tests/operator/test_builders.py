@@ -1,0 +1,233 @@
+"""The pure builders: every manifest the operator applies, checked without a cluster."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+import pytest
+
+from voicefleet import constants
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.operator import builders
+from voicefleet.operator.builders.merge import merge
+from voicefleet.operator.planner import plan
+
+POOL = builders.PoolRef(name="support-en", namespace="voice", uid="uid-1", generation=3)
+
+
+def spec(**overrides: Any) -> VoiceAgentPoolSpec:
+    return VoiceAgentPoolSpec.model_validate(
+        {"sessions": {"target": 100}, "capacity": {"strategy": "spot-first"}, **overrides}
+    )
+
+
+def template(kind: str = constants.CAPACITY_SPOT, **overrides: Any) -> dict[str, Any]:
+    s = spec(**overrides)
+    return builders.build_pod_template(POOL, s, plan(s), kind, "NVIDIA-H100-80GB-HBM3")
+
+
+def container(pod: dict[str, Any]) -> dict[str, Any]:
+    return pod["spec"]["containers"][0]
+
+
+def test_every_object_is_owned_by_the_pool_and_labelled() -> None:
+    token = builders.pool_token(b"key", POOL)
+    objects = [
+        builders.build_secret(POOL, token),
+        builders.build_service(POOL),
+        builders.build_headless_service(POOL),
+        builders.build_pdb(POOL),
+        builders.build_pod(template(), POOL, 0),
+    ]
+    for obj in objects:
+        meta = obj["metadata"]
+        assert meta["namespace"] == "voice"
+        assert meta["labels"][constants.LABEL_POOL] == "support-en"
+        (owner,) = meta["ownerReferences"]
+        assert owner == {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.KIND,
+            "name": "support-en",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def test_token_is_an_hmac_of_the_uid_and_lands_in_the_secret() -> None:
+    token = builders.pool_token(b"key", POOL)
+    assert token == builders.pool_token(b"key", POOL)
+    assert token != builders.pool_token(b"other", POOL)
+    other_uid = builders.PoolRef(name="support-en", namespace="voice", uid="uid-2")
+    assert token != builders.pool_token(b"key", other_uid)
+    secret = builders.build_secret(POOL, token)
+    assert base64.b64decode(secret["data"][constants.POOL_TOKEN_KEY]).decode() == token
+
+
+def test_services_select_runtime_pods_on_the_runtime_port() -> None:
+    service = builders.build_service(POOL)
+    headless = builders.build_headless_service(POOL)
+    assert service["spec"]["selector"] == builders.selector_labels(POOL)
+    assert service["spec"]["ports"][0]["port"] == constants.RUNTIME_PORT
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["metadata"]["name"] != service["metadata"]["name"]
+
+
+def test_applied_hash_changes_with_content_only() -> None:
+    a = builders.build_pdb(POOL)
+    b = builders.build_pdb(POOL)
+    key = constants.ANNOTATION_APPLIED_HASH
+    assert a["metadata"]["annotations"][key] == b["metadata"]["annotations"][key]
+    other = builders.build_pdb(builders.PoolRef("support-en", "voice", "uid-9"))
+    assert other["metadata"]["annotations"][key] != a["metadata"]["annotations"][key]
+    assert a["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_pod_requests_one_gpu_probes_and_grace_from_drain_seconds() -> None:
+    pod = builders.build_pod(
+        template(capacity={"strategy": "spot-first", "interruption": {"drainSeconds": 90}}),
+        POOL,
+        4,
+    )
+    assert pod["metadata"]["name"] == "support-en-4"
+    c = container(pod)
+    assert c["resources"]["limits"][constants.RESOURCE_GPU] == "1"
+    assert c["readinessProbe"]["httpGet"]["path"] == constants.PATH_READYZ
+    assert c["livenessProbe"]["httpGet"]["path"] == constants.PATH_HEALTHZ
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 90 + 30
+    assert "90" in c["lifecycle"]["preStop"]["exec"]["command"]
+    assert constants.PATH_DRAIN in c["lifecycle"]["preStop"]["exec"]["command"][2]
+    env = c["env"][0]
+    assert env["name"] == constants.ENV_POOL_TOKEN
+    assert env["valueFrom"]["secretKeyRef"]["name"] == builders.secret_name(POOL)
+
+
+def test_runtime_args_carry_slots_session_cap_and_source() -> None:
+    s = spec(
+        model={"name": "moshi", "source": "hf://kyutai/moshika-pytorch-bf16"},
+        sessions={"target": 100, "maxSessionSeconds": 120},
+    )
+    p = plan(s)
+    args = container(builders.build_pod_template(POOL, s, p, constants.CAPACITY_SPOT, None))["args"]
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
+    assert pairs["--max-sessions"] == str(p.sessions_per_pod)
+    assert pairs["--max-session-seconds"] == "120"
+    assert pairs["--weights"] == "hf://kyutai/moshika-pytorch-bf16"
+    assert pairs["--backend"] == "moshi"
+
+
+def test_pvc_source_becomes_a_read_only_mount() -> None:
+    pod = template(model={"source": "pvc://weights/moshiko"})
+    volume = pod["spec"]["volumes"][0]
+    assert volume["persistentVolumeClaim"] == {"claimName": "weights", "readOnly": True}
+    args = container(pod)["args"]
+    assert args[args.index("--weights") + 1].endswith("/moshiko")
+
+
+def _terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    return affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "spot"),
+    [
+        ({constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE: "spot"}, True),
+        ({constants.NODE_LABEL_EKS_CAPACITY_TYPE: "SPOT"}, True),
+        ({constants.NODE_LABEL_GKE_SPOT: "true"}, True),
+        ({constants.NODE_LABEL_AKS_PRIORITY: "spot"}, True),
+        ({constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE: "on-demand"}, False),
+        ({constants.NODE_LABEL_EKS_CAPACITY_TYPE: "ON_DEMAND"}, False),
+        ({}, False),
+    ],
+)
+def test_spot_and_on_demand_affinity_match_each_clouds_labels(
+    labels: dict[str, str], spot: bool
+) -> None:
+    labels = {**labels, constants.NODE_LABEL_GPU_PRODUCT: "NVIDIA-H100-80GB-HBM3"}
+
+    def matches(pod: dict[str, Any]) -> bool:
+        # A tiny node-affinity evaluator: terms ORed, expressions ANDed.
+        def ok(e: dict[str, Any]) -> bool:
+            if e["operator"] == "In":
+                return labels.get(e["key"]) in e["values"]
+            return labels.get(e["key"]) not in e["values"]
+
+        return any(all(ok(e) for e in t["matchExpressions"]) for t in _terms(pod))
+
+    assert matches(template(constants.CAPACITY_SPOT)) is spot
+    assert matches(template(constants.CAPACITY_ON_DEMAND)) is not spot
+
+
+def test_spot_pods_tolerate_aks_and_gke_spot_taints() -> None:
+    spot_keys = {t["key"] for t in template(constants.CAPACITY_SPOT)["spec"]["tolerations"]}
+    od_keys = {t["key"] for t in template(constants.CAPACITY_ON_DEMAND)["spec"]["tolerations"]}
+    assert constants.NODE_LABEL_AKS_PRIORITY in spot_keys
+    assert constants.NODE_LABEL_GKE_SPOT in spot_keys
+    assert constants.NODE_LABEL_AKS_PRIORITY not in od_keys
+
+
+def test_template_merges_over_defaults_without_taking_the_selector() -> None:
+    pod = template(
+        template={
+            "metadata": {"labels": {"team": "voice", constants.LABEL_POOL: "other"}},
+            "spec": {
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                "containers": [
+                    {"name": "runtime", "env": [{"name": "LOG_LEVEL", "value": "debug"}]}
+                ],
+                "priorityClassName": "voice-high",
+            },
+        }
+    )
+    assert pod["metadata"]["labels"]["team"] == "voice"
+    assert pod["metadata"]["labels"][constants.LABEL_POOL] == "support-en"
+    assert pod["spec"]["priorityClassName"] == "voice-high"
+    tolerations = {t["key"] for t in pod["spec"]["tolerations"]}
+    assert {"dedicated", constants.RESOURCE_GPU} <= tolerations
+    env = {e["name"] for e in container(pod)["env"]}
+    assert env == {constants.ENV_POOL_TOKEN, "LOG_LEVEL"}
+    assert container(pod)["image"]  # the rest of the container survives
+
+
+def test_merge_replaces_scalars_and_plain_lists() -> None:
+    assert merge({"a": [1, 2], "b": {"c": 1}}, {"a": [3], "b": {"d": 2}}) == {
+        "a": [3],
+        "b": {"c": 1, "d": 2},
+    }
+
+
+def test_spec_hash_tracks_image_and_slots_not_the_target() -> None:
+    key = constants.ANNOTATION_SPEC_HASH
+
+    def digest(**kw: Any) -> str:
+        return str(template(**kw)["metadata"]["annotations"][key])
+
+    base = digest()
+    assert digest(sessions={"target": 110}) == base  # same pods, just more of them
+    assert digest(runtime={"image": "ghcr.io/voicefleet/runtime:0.2.0"}) != base
+    assert digest(sessions={"target": 100, "maxPerPod": 10}) != base
+
+
+def test_avoided_nodes_go_into_every_affinity_term_without_changing_the_hash() -> None:
+    t = template()
+    before = copy.deepcopy(t)
+    pod = builders.build_pod(t, POOL, 1, avoid_nodes=("node-b", "node-a"))
+    for term in _terms(pod):
+        assert {
+            "key": constants.NODE_LABEL_HOSTNAME,
+            "operator": "NotIn",
+            "values": ["node-a", "node-b"],
+        } in term["matchExpressions"]
+    key = constants.ANNOTATION_SPEC_HASH
+    assert pod["metadata"]["annotations"][key] == t["metadata"]["annotations"][key]
+    assert t == before  # the shared template is not modified
+
+
+def test_ordinals_round_trip() -> None:
+    assert builders.ordinal_of(POOL, builders.pod_name(POOL, 12)) == 12
+    assert builders.ordinal_of(POOL, "support-en-token") is None
+    assert builders.ordinal_of(POOL, "other-3") is None
