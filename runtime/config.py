@@ -1,0 +1,47 @@
+"""The runtime's settings, gathered from the command line into one immutable object."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from voicefleet import constants
+
+FRAME_SECONDS = constants.MOSHI_FRAME_SAMPLES / constants.MOSHI_SAMPLE_RATE  # 0.08 s
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    backend: str = "tiny"
+    host: str = "0.0.0.0"
+    port: int = constants.RUNTIME_PORT
+    max_sessions: int = 4
+    max_session_seconds: int = 240
+    weights: str | None = None
+    variant: str = "bf16"
+    device: str = "auto"
+    token: str | None = None
+    drain_seconds: int = 30
+    reconnect_url: str | None = None
+    codec_workers: int = 1
+    # Input frames a session may queue before the oldest are dropped (2 s): enough to ride
+    # out network jitter, little enough that a burst never turns into seconds of lag.
+    input_queue_frames: int = 25
+    output_queue_frames: int = 25
+    seed: int = 42_424_242
+
+    @property
+    def context_steps(self) -> int:
+        """KV-cache length per session: the whole conversation fits, never more."""
+        return max(1, math.ceil(self.max_session_seconds / FRAME_SECONDS))
+
+
+def read_token(token_file: Path | None, env_token: str | None) -> str | None:
+    """The pool token: the file wins over the environment; blank means none."""
+    if token_file is not None:
+        text = token_file.read_text(encoding="utf-8").strip()
+        return text or None
+    if env_token is not None and env_token.strip():
+        return env_token.strip()
+    return None

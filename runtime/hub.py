@@ -1,0 +1,241 @@
+"""The server's shared state: the engine, the codec pool, live sessions by slot, admission
+and drain. Everything here runs on the event loop, except :meth:`Hub.on_frame`, which the
+engine thread calls once per tick and which hops onto the loop at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from voicefleet.api.runtime import (
+    DrainNotice,
+    FrameMs,
+    GpuInfo,
+    ModelInfo,
+    RuntimeStatus,
+    SessionCounts,
+    SessionLimitNotice,
+)
+from voicefleet.runtime.backends.base import LoadedModel
+from voicefleet.runtime.codec import CodecPool
+from voicefleet.runtime.config import RuntimeConfig
+from voicefleet.runtime.drain import DrainState
+from voicefleet.runtime.engine import BatchedEngine, FrameOutput, SlotHandle
+from voicefleet.runtime.frame_stats import FrameStats
+from voicefleet.runtime.gpu import Gpu
+from voicefleet.runtime.metrics import RuntimeMetrics
+from voicefleet.runtime.session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    END_DRAIN,
+    END_LIMIT,
+    END_SHUTDOWN,
+    Session,
+)
+
+log = logging.getLogger(__name__)
+
+REFUSED_FULL = "full"
+REFUSED_DRAINING = "draining"
+REFUSED_LOADING = "loading"
+# Seconds a refused caller is asked to wait: a slot frees up as soon as any call ends, and a
+# load balancer should try another pod right away anyway.
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    message: str
+
+
+class Hub:
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.gpu = Gpu()
+        self.metrics = RuntimeMetrics(self.gpu.read)
+        self.metrics.sessions_capacity.set(config.max_sessions)
+        self.stats = FrameStats()
+        self.codec = CodecPool(config.codec_workers)
+        self.drain = DrainState()
+        self.engine: BatchedEngine | None = None
+        self.model: LoadedModel | None = None
+        self.load_seconds: float | None = None
+        self.load_error: str | None = None
+        self.sessions: dict[int, Session] = {}  # by slot
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopped = asyncio.Event()
+        self._limit_timers: dict[int, asyncio.TimerHandle] = {}
+
+    # --- start-up ---------------------------------------------------------------------------
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.codec.start(loop)
+
+    def engine_loaded(self, model: LoadedModel, engine: BatchedEngine, seconds: float) -> None:
+        self.model = model
+        self.engine = engine
+        self.load_seconds = seconds
+        self.metrics.model_load_seconds.set(seconds)
+
+    def on_frame(self, outputs: list[FrameOutput]) -> None:
+        """Engine thread: hand one tick's frames to the loop in one hop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._dispatch, outputs)
+
+    def on_step(self, seconds: float, late: bool) -> None:
+        """Engine thread: prometheus_client's metrics are thread-safe."""
+        self.metrics.record_step(seconds, late)
+
+    def _dispatch(self, outputs: list[FrameOutput]) -> None:
+        for output in outputs:
+            session = self.sessions.get(output.slot)
+            # A frame for a slot's previous occupant is dropped silently.
+            if session is not None and session.handle.generation == output.generation:
+                session.push_frame(output)
+
+    # --- admission ---------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.engine is not None and self.engine.ready.is_set()
+
+    def ready(self) -> bool:
+        return (
+            self.loaded
+            and not self.drain.draining
+            and self.engine is not None
+            and self.engine.free_slots > 0
+        )
+
+    def claim(self, text_temperature: float | None) -> SlotHandle | Refusal:
+        """A slot for a new caller, or why not (answered before the WebSocket upgrade)."""
+        if self.drain.draining:
+            refusal = Refusal(REFUSED_DRAINING, "this server is draining; connect to another")
+        elif self.engine is None or not self.loaded:
+            refusal = Refusal(REFUSED_LOADING, "the model is still loading")
+        else:
+            handle = self.engine.acquire(text_temperature)
+            if handle is not None:
+                return handle
+            refusal = Refusal(REFUSED_FULL, "no free session slot on this server")
+        self.metrics.sessions_refused.labels(refusal.reason).inc()
+        return refusal
+
+    def unclaim(self, handle: SlotHandle) -> None:
+        if self.engine is not None:
+            self.engine.release(handle)
+
+    def next_session_id(self) -> int:
+        return next(self._ids)
+
+    def join(self, session: Session) -> None:
+        self.sessions[session.handle.slot] = session
+        self.metrics.sessions_started.labels(session.protocol).inc()
+        self.metrics.sessions_active.set(len(self.sessions))
+        assert self._loop is not None
+        limit = self.config.max_session_seconds
+        self._limit_timers[session.id] = self._loop.call_later(limit, self._limit_reached, session)
+        if self.drain.draining:
+            session.notify(self._drain_notice())
+
+    def leave(self, session: Session) -> None:
+        timer = self._limit_timers.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
+        if self.sessions.get(session.handle.slot) is session:
+            del self.sessions[session.handle.slot]
+        self.unclaim(session.handle)
+        self.metrics.sessions_ended.labels(session.end_reason or "unknown").inc()
+        self.metrics.sessions_active.set(len(self.sessions))
+
+    def _limit_reached(self, session: Session) -> None:
+        limit = self.config.max_session_seconds
+        session.notify(SessionLimitNotice(max_session_seconds=limit).wire())
+        session.close(CLOSE_NORMAL, "session_limit", END_LIMIT)
+
+    # --- drain --------------------------------------------------------------------------------
+    def _drain_notice(self) -> dict[str, object]:
+        return DrainNotice(
+            deadline_seconds=math.ceil(self.drain.remaining()),
+            reconnect=self.config.reconnect_url,
+            reason=self.drain.reason,
+        ).wire()
+
+    def start_drain(self, deadline_seconds: float, reason: str, source: str) -> None:
+        changed = self.drain.start(deadline_seconds, reason, source)
+        self.metrics.draining.set(1)
+        if changed:
+            log.info(
+                "draining (%s): %d sessions, deadline in %.0f s",
+                reason or source,
+                len(self.sessions),
+                self.drain.remaining(),
+            )
+            notice = self._drain_notice()
+            for session in list(self.sessions.values()):
+                session.notify(notice)
+
+    async def watch_drain(self) -> None:
+        """Close what is left at the deadline; after SIGTERM, stop once nobody is left (or a
+        few seconds past the deadline, if a client never acknowledges its close)."""
+        while True:
+            await asyncio.sleep(0.1)
+            if not self.drain.draining:
+                continue
+            if self.drain.exit_when_empty and not self.sessions:
+                self.stopped.set()
+                return
+            if self.drain.remaining() > 0:
+                continue
+            for session in list(self.sessions.values()):
+                session.close(CLOSE_GOING_AWAY, "drain", END_DRAIN)
+            if self.drain.exit_when_empty and time.monotonic() > self.drain.deadline + 3.0:
+                self.stopped.set()
+                return
+
+    def shutdown_sessions(self) -> None:
+        for session in list(self.sessions.values()):
+            session.close(CLOSE_GOING_AWAY, "shutdown", END_SHUTDOWN)
+
+    # --- status ---------------------------------------------------------------------------------
+    def status(self) -> RuntimeStatus:
+        p50, p95 = self.stats.percentiles()
+        memory = self.gpu.read()
+        gpu = (
+            GpuInfo(available=False)
+            if memory is None
+            else GpuInfo(
+                available=True,
+                name=memory.name,
+                memory_used_bytes=memory.used,
+                memory_total_bytes=memory.total,
+            )
+        )
+        model = self.model
+        return RuntimeStatus(
+            sessions=SessionCounts(active=len(self.sessions), capacity=self.config.max_sessions),
+            draining=self.drain.draining,
+            ready=self.ready(),
+            frame_ms=FrameMs(p50=round(p50, 2), p95=round(p95, 2)),
+            late_frames=self.stats.late_frames,
+            model=ModelInfo(
+                backend=self.config.backend,
+                name=model.name if model else (self.config.weights or ""),
+                variant=model.variant if model else self.config.variant,
+                context_steps=self.config.context_steps,
+                max_session_seconds=self.config.max_session_seconds,
+                device=str(model.device) if model else self.config.device,
+                loaded=self.loaded,
+                load_seconds=self.load_seconds,
+            ),
+            gpu=gpu,
+            drain_deadline_seconds=round(self.drain.remaining(), 1)
+            if self.drain.draining
+            else None,
+        )

@@ -1,0 +1,88 @@
+"""``/ws/pcm?rate=16000|24000|8000``: raw 16-bit little-endian mono PCM both ways, for
+telephony-style callers. Binary messages of any size are accepted (80 ms chunks are best);
+the reply comes as one binary message per 80 ms frame at the caller's rate. Notices and model
+text come as JSON text messages (``{"type": "drain", ...}``, ``{"type": "text", ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from voicefleet import constants
+from voicefleet.api.runtime import SessionInfo
+from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput, SlotHandle
+from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES
+from voicefleet.runtime.resample import StreamResampler
+from voicefleet.runtime.session import BadInput, Session
+
+if TYPE_CHECKING:
+    from voicefleet.runtime.hub import Hub
+
+PROTOCOL_PCM = "pcm"
+INT16_SCALE = 32768.0
+
+
+class PcmSession(Session):
+    protocol = PROTOCOL_PCM
+
+    def __init__(
+        self, hub: Hub, ws: web.WebSocketResponse, handle: SlotHandle, session_id: int, rate: int
+    ) -> None:
+        super().__init__(hub, ws, handle, session_id)
+        self.rate = rate
+        self._upsample = StreamResampler(self.rate, constants.MOSHI_SAMPLE_RATE)
+        self._downsample = StreamResampler(constants.MOSHI_SAMPLE_RATE, self.rate)
+        self._chunk = FRAME_SAMPLES * self.rate // constants.MOSHI_SAMPLE_RATE
+        self._pending = b""
+        self._pcm: np.ndarray[Any, np.dtype[np.float32]] = np.zeros(0, dtype=np.float32)
+
+    async def on_open(self) -> None:
+        info = SessionInfo(
+            session_id=str(self.id),
+            max_session_seconds=self.hub.config.max_session_seconds,
+            sample_rate=self.rate,
+            frame_ms=80.0,
+            sampling={},
+        )
+        await self.send_notice(info.wire())
+
+    async def on_close(self) -> None:
+        """Nothing to release: the resamplers die with the session."""
+
+    async def on_message(self, kind: WSMsgType, data: Any) -> None:
+        if kind != WSMsgType.BINARY:
+            raise BadInput("send audio as binary messages of 16-bit little-endian PCM")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise BadInput(f"message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
+        raw = self._pending + bytes(data)
+        # An odd byte count splits a sample; keep the half for the next message.
+        usable = len(raw) - len(raw) % 2
+        self._pending = raw[usable:]
+        samples = np.frombuffer(raw[:usable], dtype="<i2").astype(np.float32) / INT16_SCALE
+        self._pcm = np.concatenate((self._pcm, samples))
+        engine = self.hub.engine
+        assert engine is not None
+        while self._pcm.size >= self._chunk:
+            chunk, self._pcm = self._pcm[: self._chunk], self._pcm[self._chunk :]
+            frame = self._upsample.process(chunk)
+            if not engine.push_input(self.handle, frame[:FRAME_SAMPLES]):
+                self.hub.metrics.queue_drops.labels("input").inc()
+
+    async def send_frame(self, frame: FrameOutput) -> None:
+        if frame.pcm is not None:
+            pcm = self._downsample.process(frame.pcm)
+            pcm16 = np.clip(pcm * INT16_SCALE, -32768, 32767).astype("<i2")
+            await self.ws.send_bytes(pcm16.tobytes())
+            self.audio_sent()
+        if frame.text:
+            await self.ws.send_str(json.dumps({"type": "text", "text": frame.text}))
+
+    async def send_notice(self, payload: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(payload, separators=(",", ":")))
+
+    async def send_error(self, message: str) -> None:
+        await self.send_notice({"type": "error", "message": message})

@@ -1,0 +1,138 @@
+"""Real WebSocket clients for the runtime's two protocols, as a caller would write them:
+aiohttp for the socket, sphn for Ogg/Opus (the same library ``moshi.client`` uses)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+import sphn
+
+SAMPLE_RATE = 24_000
+FRAME_SAMPLES = 1920
+FRAME_SECONDS = 0.08
+
+
+def tone(seconds: float, rate: int = SAMPLE_RATE, hz: float = 220.0) -> np.ndarray[Any, Any]:
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+@dataclass
+class MoshiTranscript:
+    """What one Moshi-protocol session received."""
+
+    first_kind: int | None = None
+    handshake: bytes = b""
+    audio_samples: int = 0
+    texts: list[str] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    close_code: int | None = None
+    first_audio_seconds: float | None = None
+    audio_messages_after: list[float] = field(default_factory=list)
+
+
+async def moshi_session(
+    url: str,
+    seconds: float,
+    *,
+    extra_messages: list[bytes] | None = None,
+    stop: asyncio.Event | None = None,
+) -> MoshiTranscript:
+    """Stream ``seconds`` of a tone in real time as Ogg/Opus, read everything that comes
+    back, decode the audio, then close (or end early when the server closes or ``stop``)."""
+    transcript = MoshiTranscript()
+    writer = sphn.OpusStreamWriter(SAMPLE_RATE)
+    reader = sphn.OpusStreamReader(SAMPLE_RATE)
+    audio = tone(seconds)
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+
+        async def send() -> None:
+            for message in extra_messages or []:
+                await ws.send_bytes(message)
+            for index in range(len(audio) // FRAME_SAMPLES):
+                if ws.closed:
+                    return
+                if stop is not None and stop.is_set():
+                    break
+                frame = audio[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
+                ogg = writer.append_pcm(frame)
+                if ogg:
+                    await ws.send_bytes(b"\x01" + ogg)
+                # Real time: one 80 ms frame per 80 ms, on a fixed schedule.
+                await asyncio.sleep(
+                    max(0.0, started + (index + 1) * FRAME_SECONDS - time.monotonic())
+                )
+            await asyncio.sleep(0.5)  # let the last replies arrive
+            await ws.close()
+
+        sender = asyncio.create_task(send())
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.BINARY:
+                continue
+            data: bytes = message.data
+            if transcript.first_kind is None:
+                transcript.first_kind = data[0]
+                transcript.handshake = data
+            kind, payload = data[0], data[1:]
+            if kind == 0x01:
+                pcm = reader.append_bytes(payload)
+                transcript.audio_samples += int(pcm.shape[-1])
+                now = time.monotonic() - started
+                if transcript.first_audio_seconds is None:
+                    transcript.first_audio_seconds = now
+                transcript.audio_messages_after.append(now)
+            elif kind == 0x02:
+                transcript.texts.append(payload.decode())
+            elif kind == 0x04:
+                transcript.metadata.append(json.loads(payload))
+            elif kind == 0x05:
+                transcript.errors.append(payload.decode())
+        transcript.close_code = ws.close_code
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return transcript
+
+
+@dataclass
+class PcmTranscript:
+    chunks: list[int] = field(default_factory=list)  # bytes per binary message
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+
+
+async def pcm_session(url: str, seconds: float, rate: int) -> PcmTranscript:
+    """Stream 16-bit PCM at ``rate`` in 80 ms chunks, in real time; collect the replies."""
+    transcript = PcmTranscript()
+    audio = tone(seconds, rate)
+    pcm16 = (audio * 32767).astype("<i2")
+    chunk = int(rate * FRAME_SECONDS)
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}?rate={rate}") as ws:
+
+        async def send() -> None:
+            for index in range(len(pcm16) // chunk):
+                await ws.send_bytes(pcm16[index * chunk : (index + 1) * chunk].tobytes())
+                await asyncio.sleep(
+                    max(0.0, started + (index + 1) * FRAME_SECONDS - time.monotonic())
+                )
+            await asyncio.sleep(0.5)
+            await ws.close()
+
+        sender = asyncio.create_task(send())
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                transcript.chunks.append(len(message.data))
+            elif message.type == aiohttp.WSMsgType.TEXT:
+                transcript.notices.append(json.loads(message.data))
+        transcript.close_code = ws.close_code
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return transcript

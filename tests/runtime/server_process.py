@@ -1,0 +1,144 @@
+"""Starts ``voicefleet runtime serve --backend tiny`` as a real process on a loopback port,
+and stops it; the tests talk to it only over HTTP and WebSocket, like any caller."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Model load and warm-up take seconds alone, far more when other work shares the two cores.
+READY_TIMEOUT_SECONDS = 180.0
+
+
+def http(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one plain HTTP request; error statuses are answers too."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RuntimeServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    token: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.log()}")
+            try:
+                if http("GET", f"{self.http}/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"server not ready in {READY_TIMEOUT_SECONDS} s:\n{self.log()}")
+
+    def status(self) -> dict[str, object]:
+        answer: dict[str, object] = json.loads(http("GET", f"{self.http}/v1/status")[2])
+        return answer
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until every slot is free again (a leave takes effect on the next tick)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sessions = self.status()["sessions"]
+            assert isinstance(sessions, dict)
+            if sessions["active"] == 0 and http("GET", f"{self.http}/readyz")[0] == 200:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"sessions still active: {self.status()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGINT)  # the second signal skips the drain
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_server(
+    tmp_path: Path,
+    *,
+    max_sessions: int,
+    max_session_seconds: int,
+    token: str | None = None,
+    drain_seconds: int = 30,
+    reconnect_url: str | None = None,
+) -> RuntimeServer:
+    port = free_port()
+    log_path = tmp_path / f"runtime-{port}.log"
+    env = {k: v for k, v in os.environ.items() if k != "VOICEFLEET_POOL_TOKEN"}
+    if token is not None:
+        env["VOICEFLEET_POOL_TOKEN"] = token
+    # One torch thread: the codec worker and the test clients need the other core.
+    env["OMP_NUM_THREADS"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "voicefleet",
+        "runtime",
+        "serve",
+        "--backend=tiny",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--max-sessions={max_sessions}",
+        f"--max-session-seconds={max_session_seconds}",
+        f"--drain-seconds={drain_seconds}",
+        "--codec-workers=1",
+    ]
+    if reconnect_url:
+        command.append(f"--reconnect-url={reconnect_url}")
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = RuntimeServer(process, port, log_path, token)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -1,0 +1,96 @@
+"""``voicefleet runtime serve``: the model server of the GPU pods (torch is imported only
+when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from voicefleet import constants
+
+BACKENDS = ("tiny", "moshi", "hertz-dev")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("runtime", help="Run the batched voice model server.")
+    commands = parser.add_subparsers(dest="runtime_command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="Serve Moshi's WebSocket protocol and raw PCM on one port.",
+        description=(
+            "All sessions share one model and step together every 80 ms. "
+            f"Protocols: {constants.PATH_MOSHI_CHAT} (Moshi), {constants.PATH_PCM} (PCM16). "
+            f"Control: {constants.PATH_HEALTHZ}, {constants.PATH_READYZ}, "
+            f"{constants.PATH_METRICS}, {constants.PATH_STATUS}, POST {constants.PATH_DRAIN}."
+        ),
+    )
+    serve.add_argument("--backend", choices=BACKENDS, default="tiny")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=constants.RUNTIME_PORT)
+    serve.add_argument("--max-sessions", type=int, default=4, help="session slots (batch size)")
+    serve.add_argument(
+        "--max-session-seconds",
+        type=int,
+        default=240,
+        help="hard cap per conversation; sizes the per-session KV cache",
+    )
+    serve.add_argument(
+        "--weights",
+        help="moshi: a directory, file:///dir, hf://org/repo, or 'random' (full size, "
+        "random weights, for benchmarks)",
+    )
+    serve.add_argument("--variant", choices=("bf16", "int8"), default="bf16")
+    serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file with the pool token for POST {constants.PATH_DRAIN} "
+        f"(else ${constants.ENV_POOL_TOKEN}; with neither, only SIGTERM drains)",
+    )
+    serve.add_argument(
+        "--drain-seconds", type=int, default=30, help="deadline of the drain SIGTERM starts"
+    )
+    serve.add_argument("--reconnect-url", help="where drained sessions are told to reconnect")
+    serve.add_argument(
+        "--codec-workers",
+        type=int,
+        default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+        help="processes for Ogg/Opus encoding and decoding (0: in the server process)",
+    )
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.backend == "tiny" or args.device == "cpu":
+        # moshi torch.compile()s a few kernels at first use unless this is set at import
+        # time. On the CPU that costs seconds of start-up and a C++ compiler, for nothing.
+        os.environ.setdefault("NO_TORCH_COMPILE", "1")
+    # Imported here, not at the top: they pull in torch, and `voicefleet plan` must not.
+    from voicefleet.runtime.config import RuntimeConfig, read_token  # noqa: PLC0415
+    from voicefleet.runtime.server import serve  # noqa: PLC0415
+
+    if args.max_sessions < 1 or args.max_session_seconds < 1:
+        print("--max-sessions and --max-session-seconds must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
+    except OSError as exc:
+        print(f"cannot read --token-file: {exc}", file=sys.stderr)
+        return 2
+    config = RuntimeConfig(
+        backend=args.backend,
+        host=args.host,
+        port=args.port,
+        max_sessions=args.max_sessions,
+        max_session_seconds=args.max_session_seconds,
+        weights=args.weights,
+        variant=args.variant,
+        device=args.device,
+        token=token,
+        drain_seconds=args.drain_seconds,
+        reconnect_url=args.reconnect_url,
+        codec_workers=args.codec_workers,
+    )
+    return serve(config)
