@@ -58,6 +58,10 @@ STRATEGY_SPOT_ONLY: Final = "spot-only"
 CAPACITY_SPOT: Final = "spot"
 CAPACITY_ON_DEMAND: Final = "on-demand"
 
+# --- Prices ---------------------------------------------------------------------------------
+# The key of a price ConfigMap (spec.capacity.pricing.configMapName) holding a prices.yaml.
+PRICES_CONFIGMAP_KEY: Final = "prices.yaml"
+
 # --- Planner vocabulary (status.plan.limitedBy) -----------------------------------------------
 LIMITED_BY_MEMORY: Final = "memory"
 LIMITED_BY_COMPUTE: Final = "compute"

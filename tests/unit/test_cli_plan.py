@@ -6,11 +6,20 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "support-en.yaml"
+
+
+def example_pool() -> dict[str, Any]:
+    """The VoiceAgentPool document of the example (the file also holds its price ConfigMap)."""
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    (pool,) = [d for d in docs if d["kind"] == "VoiceAgentPool"]
+    return pool
 
 
 def voicefleet(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,7 +59,7 @@ def test_plan_table_compare_shows_both_density_models() -> None:
 
 
 def test_plan_yaml_of_several_pools_skips_other_kinds(tmp_path: Path) -> None:
-    pool = yaml.safe_load(EXAMPLE.read_text())
+    pool = example_pool()
     second = {**pool, "metadata": {"name": "short-calls"}}
     second["spec"] = {**pool["spec"], "sessions": {"target": 100, "maxSessionSeconds": 120}}
     other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
@@ -63,18 +72,33 @@ def test_plan_yaml_of_several_pools_skips_other_kinds(tmp_path: Path) -> None:
     assert plans["short-calls"]["sessionsPerPod"] == 80
 
 
+def test_plan_uses_the_price_configmap_of_the_same_file() -> None:
+    done = voicefleet("plan", "-f", str(EXAMPLE), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    # examples/support-en.yaml prices H100s at 2.49 on-demand and 0.85 spot.
+    assert json.loads(done.stdout)["costPerHour"] == pytest.approx(2 * 2.49 + 4 * 0.85)
+
+
 def test_plan_reads_stdin_and_a_price_file(tmp_path: Path) -> None:
     prices = tmp_path / "prices.yaml"
     prices.write_text("gpus:\n  NVIDIA-H100-80GB-HBM3: {onDemandPerHour: 1.0, spotPerHour: 0.5}\n")
+    pool = example_pool()
+    del pool["spec"]["capacity"]["pricing"]
     done = voicefleet(
-        "plan", "-f", "-", "-o", "json", "--prices", str(prices), stdin=EXAMPLE.read_text()
+        "plan", "-f", "-", "-o", "json", "--prices", str(prices), stdin=yaml.safe_dump(pool)
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["costPerHour"] == 2 * 1.0 + 4 * 0.5
+    assert json.loads(done.stdout)["costPerHour"] == pytest.approx(2 * 1.0 + 4 * 0.5)
+
+
+def test_plan_of_every_example_succeeds() -> None:
+    for example in sorted((ROOT / "examples").glob("*.yaml")):
+        done = voicefleet("plan", "-f", str(example), "-o", "json")
+        assert done.returncode == 0, f"{example.name}: {done.stderr}"
 
 
 def test_invalid_manifest_names_the_field_and_exits_2(tmp_path: Path) -> None:
-    pool = yaml.safe_load(EXAMPLE.read_text())
+    pool = example_pool()
     pool["spec"]["capacity"]["spotPercentage"] = 150
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(pool))
@@ -86,7 +110,7 @@ def test_invalid_manifest_names_the_field_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_unplannable_pool_says_what_to_change(tmp_path: Path) -> None:
-    pool = yaml.safe_load(EXAMPLE.read_text())
+    pool = example_pool()
     pool["spec"]["sessions"]["maxReplicas"] = 2
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(pool))

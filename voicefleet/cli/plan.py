@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from voicefleet import catalog, constants
-from voicefleet.api.manifest import ManifestError, documents, parse_pool
+from voicefleet.api.manifest import Document, ManifestError, documents, parse_pool
 from voicefleet.api.pool import PlanStatus, VoiceAgentPool
 from voicefleet.catalog import CatalogError, PriceTable
 from voicefleet.operator.planner import PlanError, plan
@@ -57,7 +57,8 @@ def _read(filename: str) -> str:
         raise ManifestError(filename, [f"cannot read: {exc.strerror}"]) from exc
 
 
-def _pools(filename: str) -> list[VoiceAgentPool]:
+def _pools(filename: str) -> tuple[list[VoiceAgentPool], list[Document]]:
+    """The pools of the file, and its other documents (a price ConfigMap may be one)."""
     docs = list(documents(_read(filename), filename))
     pools_docs = [d for d in docs if d.is_pool]
     if not pools_docs:
@@ -68,7 +69,32 @@ def _pools(filename: str) -> list[VoiceAgentPool]:
                 f"no {constants.KIND} ({constants.API_VERSION}) found; the file holds: {kinds}",
             ],
         )
-    return [parse_pool(d) for d in pools_docs]
+    return [parse_pool(d) for d in pools_docs], [d for d in docs if not d.is_pool]
+
+
+def _pool_prices(
+    pool: VoiceAgentPool, others: list[Document], base: PriceTable | None
+) -> PriceTable | None:
+    """``base`` with the pool's price ConfigMap laid over it, when the file holds that map.
+
+    The operator reads the same ConfigMap from the cluster; offline, the manifest file that
+    applies it is the only place it can be.
+    """
+    wanted = pool.spec.capacity.pricing.config_map_name
+    if wanted is None:
+        return base
+    for doc in others:
+        meta = doc.body.get("metadata") or {}
+        if doc.body.get("kind") == "ConfigMap" and meta.get("name") == wanted:
+            text = (doc.body.get("data") or {}).get(constants.PRICES_CONFIGMAP_KEY, "")
+            table = catalog.parse_prices(str(text), f"ConfigMap/{wanted}")
+            return table.merged_over(base or catalog.default_prices())
+    print(
+        f"note: {pool.metadata.name}: ConfigMap/{wanted} is not in this file; "
+        "planning with the default prices",
+        file=sys.stderr,
+    )
+    return base
 
 
 def _plans(
@@ -146,8 +172,10 @@ def format_table(rows: list[list[str]]) -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         prices = catalog.load_prices(args.prices) if args.prices else None
-        pools = _pools(args.filename)
-        results = [(pool, _plans(pool, prices, args.compare)) for pool in pools]
+        pools, others = _pools(args.filename)
+        results = [
+            (pool, _plans(pool, _pool_prices(pool, others, prices), args.compare)) for pool in pools
+        ]
     except (ManifestError, CatalogError, PlanError) as exc:
         problems = exc.problems if isinstance(exc, ManifestError) else [str(exc)]
         where = exc.name if isinstance(exc, ManifestError) else args.filename
