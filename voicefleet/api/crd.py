@@ -78,15 +78,32 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 out[key] = value
         if out.get("type") == "object" and "properties" in out:
             # Nested defaults apply only when the parent object exists; default each
-            # sub-object to {} so a minimal manifest gets every default filled in.
+            # sub-object so a minimal manifest gets every default filled in. The default is
+            # written out in full, not as {}: the API server checks a default against the
+            # CEL rules as written, and `{}` fails every rule that reads a field. Objects with
+            # required fields (status.plan) get no default.
             for prop in out["properties"].values():
-                if prop.get("type") == "object" and "properties" in prop and "default" not in prop:
-                    prop["default"] = {}
+                if (
+                    prop.get("type") == "object"
+                    and "properties" in prop
+                    and "default" not in prop
+                    and not prop.get("required")
+                ):
+                    prop["default"] = expanded_default(prop)
         if model_name in rules:
             out["x-kubernetes-validations"] = rules[model_name]
         return out
 
     return convert(schema, schema.get("title"))
+
+
+def expanded_default(schema: dict[str, Any]) -> dict[str, Any]:
+    """The value an empty object of ``schema`` takes once every nested default applied."""
+    out: dict[str, Any] = {}
+    for name, prop in schema.get("properties", {}).items():
+        if "default" in prop:
+            out[name] = prop["default"]
+    return out
 
 
 def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
@@ -162,7 +179,7 @@ def build_crd() -> dict[str, Any]:
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": {**spec_schema, "default": {}},
+                                "spec": {**spec_schema, "default": expanded_default(spec_schema)},
                                 "status": status_schema,
                             },
                         }
