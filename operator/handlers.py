@@ -1,0 +1,119 @@
+"""kopf registrations: thin. Each handler hands its event to the :class:`Fleet` and maps
+errors to kopf's meaning (invalid spec: permanent; API trouble: retry later).
+
+- pool create / update / resume: reconcile now (kubectl scale lands here too: the scale
+  subresource writes ``spec.sessions.target``);
+- pool timer: poll the runtimes and reconcile (drain progress, readiness, spot fallback);
+- owned pod events: reconcile that pool soon (coalesced);
+- node events: the interruption watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from voicefleet import constants
+from voicefleet.operator.config import OperatorConfig
+from voicefleet.operator.kube import Kube, KubeError, load_credentials
+from voicefleet.operator.reconcile import (
+    TRIGGER_SPEC,
+    TRIGGER_TIMER,
+    Fleet,
+    load_or_create_key,
+)
+from voicefleet.operator.runtime_client import RuntimeClient
+
+RETRY_DELAY_SECONDS = 2.0
+POOL = (constants.GROUP, constants.VERSION, constants.PLURAL)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf's own bookkeeping under our API group, and no chatter as events: a steady
+    pool must cause no writes, and kopf would post an event per handler run."""
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.GROUP, key="last-handled-configuration"
+    )
+    # Without --peering, kopf looks for "default"; ours is named after the operator, and
+    # stays optional (standalone when absent) unless --peering names one.
+    if settings.peering.name == "default":
+        settings.peering.name = constants.OPERATOR_NAME
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = constants.OPERATOR_NAME
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 300
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """A registry with every handler; ``config`` comes in through kopf's memo."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own has none of kopf's default login handlers: use the same
+        # credentials as the `kubernetes` client (kubeconfig, then the in-cluster account).
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings)
+        kube = Kube(load_credentials())
+        key = await load_or_create_key(kube, config.operator_namespace)
+        runtime = RuntimeClient(config.runtime_timeout_seconds, config.runtime_port)
+        memo["fleet"] = Fleet(kube, runtime, config, key)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet | None = memo.get("fleet")
+        if fleet is not None:
+            await fleet.close()
+
+    @kopf.on.resume(*POOL, registry=registry)
+    @kopf.on.create(*POOL, registry=registry)
+    @kopf.on.update(*POOL, registry=registry)
+    async def reconcile_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        try:
+            outcome = await fleet.reconcile(body, trigger=TRIGGER_SPEC)
+        except KubeError as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+        if outcome.plan_error is not None:
+            # The condition (Degraded/PlanInvalid) tells the user; retrying cannot help
+            # until the spec changes, which runs this handler again.
+            raise kopf.PermanentError(outcome.plan_error)
+
+    @kopf.timer(*POOL, interval=config.poll_interval_seconds, registry=registry)
+    async def tick_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        try:
+            await fleet.reconcile(body, trigger=TRIGGER_TIMER, poll=True)
+        except KubeError as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+
+    @kopf.on.delete(*POOL, optional=True, registry=registry)
+    async def forget_pool(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        fleet.forget(namespace or "", name)
+
+    @kopf.on.event("", "v1", "pods", labels={constants.LABEL_POOL: kopf.PRESENT}, registry=registry)
+    async def pod_changed(
+        labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+    ) -> None:
+        fleet: Fleet = memo["fleet"]
+        fleet.poke(namespace or "", labels[constants.LABEL_POOL])
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    async def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        try:
+            await fleet.on_node(type, body)
+        except KubeError as exc:
+            # An event handler is not retried by kopf; the pool timers catch up.
+            logging.getLogger(__name__).error("node %s: %s", body.get("metadata", {}), exc)
+
+    return registry

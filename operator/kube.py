@@ -1,0 +1,299 @@
+"""The one module that calls the Kubernetes API (besides kopf's own watches).
+
+Async, over aiohttp, so a node signal never waits behind a blocking call. Credentials come
+from the same places as kubectl's (``KUBECONFIG``, ``~/.kube/config``, or the in-cluster
+ServiceAccount), read once through the ``kubernetes`` package's loaders.
+
+Writes are counted (``voicefleet_operator_api_writes_total``) so the "a second reconcile
+makes no write calls" invariant is observable from outside. Server-side apply always uses
+one field manager, ``constants.FIELD_MANAGER``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from kubernetes import client, config
+
+from voicefleet import constants
+from voicefleet.operator import metrics
+
+APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
+MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
+REQUEST_TIMEOUT_SECONDS: Final = 10.0
+
+# kind -> (API path prefix, plural, namespaced)
+KINDS: Final[dict[str, tuple[str, str, bool]]] = {
+    "Pod": ("/api/v1", "pods", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "Service": ("/api/v1", "services", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "Event": ("/api/v1", "events", True),
+    "Node": ("/api/v1", "nodes", False),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    constants.KIND: (f"/apis/{constants.API_VERSION}", constants.PLURAL, True),
+}
+
+
+class KubeError(RuntimeError):
+    """An API call that failed: HTTP status (0 when the server did not answer) and reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    prefix, plural, namespaced = KINDS[kind]
+    out = prefix
+    if namespaced and namespace is not None:
+        out += f"/namespaces/{quote(namespace)}"
+    out += f"/{plural}"
+    if name is not None:
+        out += f"/{quote(name)}"
+    return out
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    headers: Mapping[str, str]
+
+
+def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """Kubeconfig (``KUBECONFIG`` or the given file) first, then the in-cluster account."""
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    except config.ConfigException:
+        config.load_incluster_config(client_configuration=cfg)
+    # verify_ssl false only where the kubeconfig says insecure-skip-tls-verify.
+    context: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else False
+    )
+    if isinstance(context, ssl.SSLContext) and cfg.cert_file:
+        context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    headers: dict[str, str] = {}
+    token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+    if token:
+        headers["Authorization"] = token if " " in token else f"Bearer {token}"
+    return Credentials(server=str(cfg.host).rstrip("/"), ssl_context=context, headers=headers)
+
+
+class Kube:
+    """JSON calls to the API server; one aiohttp session for the operator's life."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                base_url=None,
+                headers=dict(self.credentials.headers),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+                connector=aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=64),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        url_path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        kind: str = "",
+    ) -> Any:
+        url = self.credentials.server + url_path
+        if params:
+            url += "?" + urlencode(params)
+        data = json.dumps(body) if body is not None else None
+        write = method != "GET"
+        started = time.monotonic()
+        try:
+            async with self._client().request(
+                method, url, data=data, headers={"Content-Type": content_type}
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(0, type(exc).__name__, str(exc) or url_path) from exc
+        finally:
+            metrics.API_SECONDS.labels(method).observe(time.monotonic() - started)
+        if write:
+            metrics.API_WRITES.labels(method, kind or "-").inc()
+        if status >= 400:
+            reason, message = "", text[:500]
+            try:
+                parsed = json.loads(text)
+                reason, message = parsed.get("reason", ""), parsed.get("message", message)
+            except ValueError:
+                pass
+            raise KubeError(status, reason, message)
+        return json.loads(text) if text else None
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            result: dict[str, Any] = await self.request("GET", path(kind, namespace, name))
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return result
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        labels: str | None = None,
+        fields: str | None = None,
+    ) -> list[dict[str, Any]]:
+        params = {}
+        if labels:
+            params["labelSelector"] = labels
+        if fields:
+            params["fieldSelector"] = fields
+        result = await self.request("GET", path(kind, namespace), params=params)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply with the operator's field manager (conflicts forced: the
+        operator owns what it applies)."""
+        meta = manifest["metadata"]
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path(manifest["kind"], meta.get("namespace"), meta["name"]),
+            params={"fieldManager": constants.FIELD_MANAGER, "force": "true"},
+            body=manifest,
+            content_type=APPLY_CONTENT_TYPE,
+            kind=manifest["kind"],
+        )
+        return result
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create; None when an object of that name already exists (a success: the names
+        are deterministic, so it is the same object)."""
+        meta = manifest["metadata"]
+        try:
+            result: dict[str, Any] = await self.request(
+                "POST",
+                path(manifest["kind"], meta.get("namespace")),
+                params={"fieldManager": constants.FIELD_MANAGER},
+                body=manifest,
+                kind=manifest["kind"],
+            )
+        except KubeError as exc:
+            if exc.conflict and exc.reason == "AlreadyExists":
+                return None
+            raise
+        return result
+
+    async def merge_patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any] | None:
+        """JSON merge patch; None when the object is gone."""
+        url_path = path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
+        try:
+            result: dict[str, Any] = await self.request(
+                "PATCH",
+                url_path,
+                params={"fieldManager": constants.FIELD_MANAGER},
+                body=patch,
+                content_type=MERGE_CONTENT_TYPE,
+                kind=kind + (f"/{subresource}" if subresource else ""),
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return result
+
+    async def delete(
+        self, kind: str, namespace: str | None, name: str, *, grace_seconds: int | None = None
+    ) -> bool:
+        """Delete; False when it was already gone."""
+        params = {} if grace_seconds is None else {"gracePeriodSeconds": str(grace_seconds)}
+        try:
+            await self.request("DELETE", path(kind, namespace, name), params=params, kind=kind)
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    async def event(
+        self,
+        involved: Mapping[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+    ) -> None:
+        """A core/v1 Event about ``involved`` (a body with apiVersion, kind, metadata)."""
+        meta = involved["metadata"]
+        stamp = now_rfc3339()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", "v1"),
+                "kind": involved.get("kind", ""),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "reason": reason,
+            "message": message[:1000],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": constants.OPERATOR_NAME},
+            "reportingComponent": constants.OPERATOR_NAME,
+            "reportingInstance": constants.OPERATOR_NAME,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self.request("POST", path("Event", meta["namespace"]), body=body, kind="Event")

@@ -1,0 +1,180 @@
+"""``voicefleet operator``: run the operator (``run``) or print its RBAC (``rbac``).
+
+``run`` wraps kopf: peering (several replicas, one active), a liveness endpoint, Prometheus
+metrics (``voicefleet_operator_*``) and structured (JSON) logs. kopf and the Kubernetes
+client are imported only when the command runs, so ``voicefleet plan`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from voicefleet import constants
+
+DEFAULT_METRICS_PORT = 9090
+DEFAULT_HEALTH_PORT = 8080
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "operator", help="run the VoiceAgentPool operator, or print its RBAC"
+    )
+    commands = parser.add_subparsers(dest="operator_command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the operator (kopf) against the current cluster")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="reconcile pools in NS only (repeat for several)",
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="reconcile pools in every namespace"
+    )
+    run.add_argument(
+        "--operator-namespace",
+        default=None,
+        help="the operator's own namespace, where its token key Secret lives "
+        "(default: the in-cluster namespace, else voicefleet-system)",
+    )
+    run.add_argument("--metrics-host", default="0.0.0.0")
+    run.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    run.add_argument(
+        "--health-host", default="0.0.0.0", help="address of the liveness endpoint /healthz"
+    )
+    run.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT)
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="kopf peering object (replicas agree on one active); default: "
+        f"{constants.OPERATOR_NAME} if it exists, else standalone",
+    )
+    peering.add_argument("--standalone", action="store_true", help="no peering")
+    run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    run.add_argument(
+        "--interruption-taint",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="taint key that means the node is going away; replaces the defaults, or adds "
+        "to them as +KEY (repeat)",
+    )
+    run.add_argument(
+        "--interruption-label",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="label key that means the node is going away (as --interruption-taint)",
+    )
+    run.add_argument(
+        "--no-cordon-signal",
+        action="store_true",
+        help="do not treat a cordoned node as going away",
+    )
+    run.add_argument("--spot-fallback-seconds", type=float, default=120.0)
+    run.add_argument("--poll-interval", type=float, default=2.0, help="runtime poll, seconds")
+    run.add_argument("--runtime-timeout", type=float, default=1.0)
+    run.add_argument("--runtime-port", type=int, default=constants.RUNTIME_PORT)
+    run.add_argument("--not-ready-timeout", type=float, default=600.0)
+    run.add_argument("--grace-margin-seconds", type=int, default=30)
+    run.add_argument("--log-format", choices=("json", "plain"), default="json")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.set_defaults(func=run_operator)
+
+    rbac = commands.add_parser("rbac", help="print the operator's least-privilege RBAC")
+    rbac.add_argument("--namespace", "-n", default="voicefleet-system")
+    rbac.add_argument(
+        "--write",
+        metavar="DIR",
+        type=Path,
+        help="write the rules file the chart embeds into DIR (charts/voicefleet/files)",
+    )
+    rbac.add_argument(
+        "--write-crds", metavar="DIR", type=Path, help="write kopf's peering CRDs into DIR"
+    )
+    rbac.set_defaults(func=run_rbac)
+
+
+def run_rbac(args: argparse.Namespace) -> int:
+    from voicefleet.operator import rbac  # noqa: PLC0415 (light, but keeps the pattern)
+
+    if args.write is None and args.write_crds is None:
+        print(rbac.render_manifests(args.namespace), end="")
+        return 0
+    for folder, name, text in (
+        (args.write, rbac.RULES_FILE, rbac.render_rules()),
+        (args.write_crds, rbac.PEERING_CRD_FILE, rbac.render_peering_crds()),
+    ):
+        if folder is None:
+            continue
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        print(f"wrote {target}")
+    return 0
+
+
+def _in_cluster_namespace() -> str | None:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else None
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    # kopf, aiohttp and the Kubernetes client load only for this command.
+    import kopf  # noqa: PLC0415
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    from voicefleet.operator import handlers, interruption  # noqa: PLC0415
+    from voicefleet.operator.builders import PodSettings  # noqa: PLC0415
+    from voicefleet.operator.config import (  # noqa: PLC0415
+        DEFAULT_OPERATOR_NAMESPACE,
+        OperatorConfig,
+    )
+
+    config = OperatorConfig(
+        namespaces=tuple(args.namespace),
+        all_namespaces=args.all_namespaces or not args.namespace,
+        operator_namespace=args.operator_namespace
+        or _in_cluster_namespace()
+        or DEFAULT_OPERATOR_NAMESPACE,
+        signals=interruption.SignalConfig(
+            taints=interruption.parse_keys(args.interruption_taint, interruption.DEFAULT_TAINTS),
+            labels=interruption.parse_keys(args.interruption_label, interruption.DEFAULT_LABELS),
+            cordon=not args.no_cordon_signal,
+        ),
+        pods=PodSettings(grace_margin_seconds=args.grace_margin_seconds),
+        spot_fallback_seconds=args.spot_fallback_seconds,
+        poll_interval_seconds=args.poll_interval,
+        runtime_timeout_seconds=args.runtime_timeout,
+        runtime_port=args.runtime_port,
+        not_ready_timeout_seconds=args.not_ready_timeout,
+    )
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    start_http_server(args.metrics_port, addr=args.metrics_host)
+    registry = handlers.build_registry(config)
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=config.all_namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=f"http://{args.health_host}:{args.health_port}/healthz",
+            peering_name=args.peering,
+            standalone=True if args.standalone else None,
+            priority=args.priority,
+            memo=kopf.Memo(),
+        )
+    )
+    return 0
