@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from voicefleet.sandbox.nodes import KWOK_NODE_SELECTOR
-from voicefleet.sandbox.pki import Pki
+from voicefleet.sandbox.pki import FRONT_PROXY_CLIENT, Pki
 
 LOOPBACK: Final = "127.0.0.1"
 SERVICE_CIDR: Final = "10.96.0.0/16"
@@ -154,8 +154,18 @@ def control_plane(
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--requestheader-client-ca-file={pki.front_proxy_ca.cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
+            f"--proxy-client-key-file={pki.front_proxy_client.key}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
+            # The `kubernetes` Service would point at 127.0.0.1, which Endpoints refuse
+            # (loopback); nothing in the sandbox reaches the API through that Service.
+            "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
         ),

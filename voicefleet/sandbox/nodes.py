@@ -32,6 +32,7 @@ from voicefleet.constants import (
     NODE_LABEL_KARPENTER_CAPACITY_TYPE,
     RESOURCE_GPU,
 )
+from voicefleet.sandbox.versions import KUBERNETES_VERSION
 
 KWOK_NODE_ANNOTATION: Final = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE: Final = "fake"
@@ -206,7 +207,12 @@ def node_manifest(node: FakeNode) -> dict[str, Any]:
             },
         },
         "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
-        "status": {"capacity": capacity, "allocatable": dict(capacity)},
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            # kwok keeps what we set here; `kubectl get nodes` then shows the cluster's version.
+            "nodeInfo": {"kubeletVersion": KUBERNETES_VERSION, "architecture": "amd64"},
+        },
     }
 
 

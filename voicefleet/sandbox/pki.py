@@ -29,6 +29,8 @@ ADMIN_USER: Final = "voicefleet-sandbox-admin"
 MASTERS_GROUP: Final = "system:masters"
 CONTROLLER_MANAGER_USER: Final = "system:kube-controller-manager"
 SCHEDULER_USER: Final = "system:kube-scheduler"
+FRONT_PROXY_CA: Final = "front-proxy-ca"
+FRONT_PROXY_CLIENT: Final = "front-proxy-client"
 # The API server's in-cluster names and the first address of the service range, as
 # kubeadm puts them on its serving certificate.
 API_SERVER_DNS_NAMES: Final = (
@@ -59,6 +61,10 @@ class Pki:
     scheduler: KeyPair
     service_account_key: Path
     service_account_pub: Path
+    # The aggregation layer's own CA and client, as kubeadm makes them: the controller
+    # manager and scheduler read this CA from the API server to authenticate requests.
+    front_proxy_ca: KeyPair
+    front_proxy_client: KeyPair
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -105,9 +111,9 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
 class _Ca:
     """The sandbox's certificate authority, kept in memory while the files are written."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, stem: str = "ca") -> None:
         self.key = _new_key()
-        self.name = _name("voicefleet-sandbox-ca")
+        self.name = _name(f"voicefleet-sandbox-{stem}")
         self.cert = (
             _builder(self.name, self.name, self.key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -127,7 +133,7 @@ class _Ca:
             )
             .sign(self.key, hashes.SHA256())
         )
-        self.files = KeyPair(directory / "ca.crt", directory / "ca.key")
+        self.files = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
         _write_cert(self.cert, self.files.cert)
         _write_key(self.key, self.files.key)
 
@@ -162,6 +168,7 @@ def generate(directory: Path) -> Pki:
     """Write a fresh CA, serving and client certificates and the service-account keys."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = _Ca(directory)
+    front_proxy = _Ca(directory, FRONT_PROXY_CA)
     sa_key = _new_key()
     sa_key_path, sa_pub_path = directory / "sa.key", directory / "sa.pub"
     _write_key(sa_key, sa_key_path)
@@ -178,4 +185,6 @@ def generate(directory: Path) -> Pki:
         scheduler=ca.issue(directory, "scheduler", SCHEDULER_USER),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
+        front_proxy_ca=front_proxy.files,
+        front_proxy_client=front_proxy.issue(directory, FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT),
     )

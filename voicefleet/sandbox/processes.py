@@ -3,8 +3,8 @@
 Each component runs detached in its own session (so ``voicefleet sandbox up`` can exit and
 Ctrl-C in the shell does not reach it), logs to ``<state>/logs/<name>.log``, and is found
 again through the pid recorded in the state file. A pid alone could have been reused by an
-unrelated process after a reboot, so a pid counts as ours only while ``/proc/<pid>/cmdline``
-still names the binary we started.
+unrelated process after a reboot, so a pid counts as ours only while ``/proc/<pid>/exe``
+is the binary we started.
 """
 
 from __future__ import annotations
@@ -47,12 +47,16 @@ def start(name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None 
     return Process(name=name, pid=popen.pid, binary=str(argv[0]), log=log)
 
 
-def _cmdline(pid: int) -> list[str]:
+def _exe(pid: int) -> str | None:
+    """The binary a pid runs; None for no such process, a zombie or a kernel thread.
+
+    Why /proc/<pid>/exe and not cmdline: the kernel sets exe early in exec, while cmdline
+    is briefly empty after Popen returns, which would make a healthy start look dead.
+    """
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        return None
 
 
 def _reap(pid: int) -> None:
@@ -64,8 +68,7 @@ def _reap(pid: int) -> None:
 
 def is_running(process: Process) -> bool:
     _reap(process.pid)
-    cmdline = _cmdline(process.pid)
-    return bool(cmdline) and cmdline[0] == process.binary
+    return _exe(process.pid) == os.path.realpath(process.binary)
 
 
 def stop(process: Process, grace: float = STOP_GRACE_SECONDS) -> None:
