@@ -21,6 +21,16 @@ PODS = Gauge(
     "Runtime pods by pool and state (serving, starting, draining).",
     ["namespace", "pool", "state"],
 )
+POOL_REPLICAS = Gauge(
+    f"{P}pool_replicas",
+    "Runtime pods of a pool by capacity type (spot, on-demand).",
+    ["namespace", "pool", "capacity"],
+)
+POOL_COST_PER_SESSION_HOUR = Gauge(
+    f"{P}pool_cost_per_session_hour",
+    "The plan's price of a pool per hour divided by its session target.",
+    ["namespace", "pool"],
+)
 RECONCILE_SECONDS = Histogram(
     f"{P}reconcile_duration_seconds",
     "Time of one reconcile of one pool.",
