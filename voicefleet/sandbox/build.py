@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from voicefleet.sandbox.versions import (
     ETCD_VERSION,
@@ -171,30 +171,14 @@ class BuildError(RuntimeError):
     """A Go command failed; the message carries the tail of its log."""
 
 
-def _module_info(module: str, version: str, cwd: Path, env: dict[str, str]) -> dict[str, object]:
-    out = subprocess.run(
-        ["go", "list", "-m", "-json", f"{module}@{version}"],
-        cwd=cwd,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    info: dict[str, object] = json.loads(out)
-    return info
-
-
-def _go_mod_json(go_mod: Path, cwd: Path, env: dict[str, str]) -> dict[str, object]:
-    out = subprocess.run(
-        ["go", "mod", "edit", "-json", str(go_mod)],
-        cwd=cwd,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    parsed: dict[str, object] = json.loads(out)
-    return parsed
+def _go_json(args: Sequence[str], cwd: Path, env: dict[str, str]) -> Any:
+    """Run a ``go`` command that prints JSON (module metadata; downloads only go.mod files)."""
+    result = subprocess.run(
+        ["go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BuildError(f"go {' '.join(args)} failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
 
 
 def _wrapper_go_mod(target: Target, cwd: Path, env: dict[str, str]) -> str:
@@ -203,11 +187,11 @@ def _wrapper_go_mod(target: Target, cwd: Path, env: dict[str, str]) -> str:
     The go and godebug lines are copied from the required module: its build settings are
     only honoured when they are the main module's.
     """
-    info = _module_info(target.module, target.version, cwd, env)
-    upstream = _go_mod_json(Path(str(info["GoMod"])), cwd, env)
+    info = _go_json(["list", "-m", "-json", f"{target.module}@{target.version}"], cwd, env)
+    upstream = _go_json(["mod", "edit", "-json", info["GoMod"]], cwd, env)
     lines = [f"module voicefleet.dev/sandbox-build/{target.group}", ""]
     lines.append(f"go {upstream['Go']}")
-    for entry in upstream.get("GoDebug") or []:  # type: ignore[attr-defined]
+    for entry in upstream.get("GoDebug") or []:
         lines.append(f"godebug {entry['Key']}={entry['Value']}")
     lines.append("")
     lines.append(f"require {target.module} {target.version}")
@@ -215,7 +199,7 @@ def _wrapper_go_mod(target: Target, cwd: Path, env: dict[str, str]) -> str:
         staging = staging_version(target.version)
         replaced = sorted(
             entry["Old"]["Path"]
-            for entry in upstream.get("Replace") or []  # type: ignore[attr-defined]
+            for entry in upstream.get("Replace") or []
             if str(entry["New"]["Path"]).startswith("./staging/")
         )
         if not replaced:
