@@ -12,6 +12,7 @@ one field manager, ``constants.FIELD_MANAGER``.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from voicefleet.operator import metrics
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
 REQUEST_TIMEOUT_SECONDS: Final = 10.0
+NAMESPACE_IN_PATH: Final = re.compile(r"/namespaces/([^/]+)/")
 
 # kind -> (API path prefix, plural, namespaced)
 KINDS: Final[dict[str, tuple[str, str, bool]]] = {
@@ -59,6 +61,11 @@ class KubeError(RuntimeError):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing new may be created there."""
+        return self.status == 403 and "being terminated" in self.message
 
 
 def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
@@ -151,7 +158,9 @@ class Kube:
         finally:
             metrics.API_SECONDS.labels(method).observe(time.monotonic() - started)
         if write:
-            metrics.API_WRITES.labels(method, kind or "-").inc()
+            found = NAMESPACE_IN_PATH.search(url_path)
+            namespace = found.group(1) if found else ""
+            metrics.API_WRITES.labels(method, kind or "-", namespace).inc()
         if status >= 400:
             reason, message = "", text[:500]
             try:

@@ -53,7 +53,7 @@ POD_DELETES = Counter(f"{P}pod_deletes_total", "Pods deleted, by reason.", ["rea
 API_WRITES = Counter(
     f"{P}api_writes_total",
     "Write calls to the Kubernetes API made by the reconcile (not kopf's own).",
-    ["verb", "kind"],
+    ["verb", "kind", "namespace"],
 )
 API_SECONDS = Histogram(
     f"{P}api_request_duration_seconds",

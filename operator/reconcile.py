@@ -154,6 +154,12 @@ class Fleet:
                 on_locked()
             try:
                 return await self._reconcile(pool, body, trigger=trigger, poll=poll)
+            except KubeError as exc:
+                if exc.namespace_terminating:
+                    # The namespace (and so the pool) is going away; nothing to keep up.
+                    return Outcome()
+                metrics.RECONCILE_ERRORS.labels(trigger).inc()
+                raise
             except Exception:
                 metrics.RECONCILE_ERRORS.labels(trigger).inc()
                 raise

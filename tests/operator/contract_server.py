@@ -1,0 +1,101 @@
+"""A small real HTTP server that implements the operator <-> runtime contract.
+
+Stands in for a runtime pod where a test needs to choose what the pod reports (live
+session counts) without opening real conversations: ``GET /v1/status`` and
+``POST /v1/drain`` exactly as DESIGN.md fixes them (the JSON comes from the contract's own
+models), plus ``POST /test/active?n=N`` to set the active count, and ``GET /test/drains``
+listing the drain calls received (with whether their token was right).
+
+Run: ``python -m tests.operator.contract_server --host IP --port 8998 --token T --active N``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from aiohttp import web
+
+from voicefleet import constants
+from voicefleet.api.runtime import (
+    DrainRequest,
+    DrainResponse,
+    FrameMs,
+    GpuInfo,
+    ModelInfo,
+    RuntimeStatus,
+    SessionCounts,
+)
+
+
+def build_app(token: str, active: int, capacity: int) -> web.Application:
+    state: dict[str, Any] = {"active": active, "draining": False, "drains": []}
+
+    async def status(_request: web.Request) -> web.Response:
+        body = RuntimeStatus(
+            sessions=SessionCounts(active=state["active"], capacity=capacity),
+            draining=state["draining"],
+            ready=not state["draining"],
+            frame_ms=FrameMs(p50=20.0, p95=25.0),
+            late_frames=0,
+            model=ModelInfo(
+                backend="contract",
+                name="contract",
+                variant="bf16",
+                context_steps=3000,
+                max_session_seconds=240,
+                device="cpu",
+                loaded=True,
+            ),
+            gpu=GpuInfo(available=False),
+        )
+        return web.json_response(body.wire())
+
+    async def drain(request: web.Request) -> web.Response:
+        authorized = request.headers.get("Authorization") == f"Bearer {token}"
+        payload = DrainRequest.model_validate(await request.json())
+        state["drains"].append({"authorized": authorized, **payload.wire()})
+        if not authorized:
+            return web.json_response({"error": "bad token"}, status=401)
+        state["draining"] = True
+        reply = DrainResponse(
+            draining=True, deadline_seconds=payload.deadline_seconds, active=state["active"]
+        )
+        return web.json_response(reply.wire())
+
+    async def set_active(request: web.Request) -> web.Response:
+        state["active"] = int(request.query["n"])
+        return web.json_response({"active": state["active"]})
+
+    async def drains(_request: web.Request) -> web.Response:
+        return web.json_response(state["drains"])
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get(constants.PATH_STATUS, status)
+    app.router.add_post(constants.PATH_DRAIN, drain)
+    app.router.add_post("/test/active", set_active)
+    app.router.add_get("/test/drains", drains)
+    app.router.add_get(constants.PATH_HEALTHZ, ok)
+    app.router.add_get(constants.PATH_READYZ, ok)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, default=constants.RUNTIME_PORT)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--active", type=int, default=0)
+    parser.add_argument("--capacity", type=int, default=40)
+    args = parser.parse_args()
+    app = build_app(args.token, args.active, args.capacity)
+    print(json.dumps({"serving": f"{args.host}:{args.port}"}), flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Helpers shared by the operator's sandbox tests: pools, pods, status and runtimes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from kubernetes import client
+
+from tests.fixtures.sandbox import Apply, PodProcesses, wait_until
+from voicefleet import constants
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.operator.planner import plan
+
+GROUP_VERSION = (constants.GROUP, constants.VERSION)
+
+
+def pool_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def planned(**spec: Any) -> Any:
+    return plan(VoiceAgentPoolSpec.model_validate(spec))
+
+
+def make_pool(apply: Apply, name: str, **spec: Any) -> dict[str, Any]:
+    result: dict[str, Any] = apply(pool_manifest(name, **spec)).to_dict()
+    return result
+
+
+def get_pool(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(kube_api)
+    result: dict[str, Any] = objects.get_namespaced_custom_object(
+        *GROUP_VERSION, namespace, constants.PLURAL, name
+    )
+    return result
+
+
+def patch_pool(kube_api: client.ApiClient, namespace: str, name: str, patch: Any) -> None:
+    objects = client.CustomObjectsApi(kube_api)
+    objects.patch_namespaced_custom_object(*GROUP_VERSION, namespace, constants.PLURAL, name, patch)
+
+
+def condition(pool: dict[str, Any], kind: str) -> dict[str, Any]:
+    for c in (pool.get("status") or {}).get("conditions") or []:
+        if c["type"] == kind:
+            return dict(c)
+    return {}
+
+
+def pool_pods(
+    kube_api: client.ApiClient, namespace: str, pool: str, *, live: bool = True
+) -> list[client.V1Pod]:
+    """The pool's pods, by name; ``live`` leaves out those being deleted."""
+    core = client.CoreV1Api(kube_api)
+    items = core.list_namespaced_pod(
+        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
+    ).items
+    if live:
+        items = [p for p in items if p.metadata.deletion_timestamp is None]
+    return sorted(items, key=lambda p: p.metadata.name)
+
+
+def is_ready(pod: client.V1Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def draining(pod: client.V1Pod) -> bool:
+    return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
+
+
+def wait_pool_ready(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        pool = get_pool(kube_api, namespace, name)
+        return pool if condition(pool, constants.CONDITION_READY).get("status") == "True" else None
+
+    result: dict[str, Any] = wait_until(ready, what=f"pool {namespace}/{name} to be Ready")
+    return result
+
+
+def wait_running(
+    kube_api: client.ApiClient, namespace: str, pool: str, count: int
+) -> list[client.V1Pod]:
+    def running() -> list[client.V1Pod] | None:
+        pods = [
+            p for p in pool_pods(kube_api, namespace, pool) if p.status.pod_ip and not draining(p)
+        ]
+        return pods if len(pods) == count and all(is_ready(p) for p in pods) else None
+
+    result: list[client.V1Pod] = wait_until(
+        running, what=f"{count} running pods of {namespace}/{pool}"
+    )
+    return result
+
+
+def start_contract_server(
+    processes: PodProcesses, pod_ip: str, token: str, active: int = 0
+) -> None:
+    processes.start(
+        pod_ip,
+        [
+            sys.executable,
+            "-m",
+            "tests.operator.contract_server",
+            "--host",
+            "{ip}",
+            "--token",
+            token,
+            "--active",
+            str(active),
+        ],
+    )
+    wait_until(lambda: http_json(pod_ip, constants.PATH_STATUS) is not None, what=f"{pod_ip}")
+
+
+def http_json(ip: str, path: str, method: str = "GET") -> Any:
+    url = f"http://{ip}:{constants.RUNTIME_PORT}{path}"
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def elapsed_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> float:
+    """Seconds until ``predicate()`` is true (fails the test after ``timeout``)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true after {timeout} s: {predicate}")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def events(kube_api: client.ApiClient, namespace: str, reason: str) -> list[client.CoreV1Event]:
+    core = client.CoreV1Api(kube_api)
+    return [e for e in core.list_namespaced_event(namespace).items if e.reason == reason]
