@@ -100,7 +100,7 @@ def _replaced(
 
 
 @pytest.mark.parametrize("signal", sorted(SIGNALS))
-def test_each_signal_drains_the_nodes_pods_and_replaces_them_within_a_second(
+def test_each_signal_drains_the_nodes_pods_and_replaces_them_within_a_second(  # noqa: PLR0917
     signal: str,
     live_operator: Operator,
     kube_api: client.ApiClient,
@@ -164,7 +164,7 @@ def test_pods_of_a_deleted_node_are_replaced_within_a_second(
     assert took < REACTION_SECONDS, f"reacted in {took:.2f} s"
 
 
-def test_a_drain_reaches_the_real_runtime_and_the_empty_pod_is_deleted(
+def test_a_drain_reaches_the_real_runtime_and_the_empty_pod_is_deleted(  # noqa: PLR0917
     live_operator: Operator,
     kube_api: client.ApiClient,
     apply: Apply,
