@@ -284,7 +284,10 @@ def up(
         existing = Sandbox.load(state_dir)
         if existing is not None:
             if existing.healthy():
-                log(f"sandbox already running in {state_dir}")
+                log(
+                    f"sandbox already running in {state_dir} ({len(existing.nodes)} nodes; "
+                    "`voicefleet sandbox down` first to start it with other nodes)"
+                )
                 return existing
             log(f"sandbox in {state_dir} is not healthy; stopping what is left of it")
             _stop_all(existing)
