@@ -1,0 +1,216 @@
+"""Running the operator as a real process under its own ServiceAccount, for the tests and
+the benchmark (``bench/operator_scale.py``): no pytest here, so both can use it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, dynamic
+
+from voicefleet import constants
+from voicefleet.operator import rbac
+
+OPERATOR_NAMESPACE = "voicefleet-system"
+FIELD_MANAGER = "voicefleet-tests"
+# Fast enough for tests: drains progress and spot fallback within seconds.
+POLL_SECONDS = 1.0
+SPOT_FALLBACK_SECONDS = 4.0
+
+
+class HarnessError(RuntimeError):
+    """The operator did not start or exited."""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def install_rbac(kube_api: client.ApiClient) -> None:
+    """The operator's namespace, ServiceAccount, RBAC and peering object, as admin."""
+    core = client.CoreV1Api(kube_api)
+    try:
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE))
+        )
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    for manifest in rbac.manifests(OPERATOR_NAMESPACE):
+        apply_manifest(kube_api, manifest)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def apply_manifest(kube_api: client.ApiClient, body: dict[str, Any]) -> Any:
+    api = dynamic.DynamicClient(kube_api)
+    resource = api.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+    meta = body["metadata"]
+    return resource.server_side_apply(
+        body=body,
+        name=meta["name"],
+        namespace=meta.get("namespace"),
+        field_manager=FIELD_MANAGER,
+        force_conflicts=True,
+    )
+
+
+def service_account_kubeconfig(
+    admin_kubeconfig: Path, kube_api: client.ApiClient, path: Path
+) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
+    core = client.CoreV1Api(kube_api)
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=24 * 3600)
+    )
+    token = core.create_namespaced_service_account_token(
+        rbac.SERVICE_ACCOUNT, OPERATOR_NAMESPACE, request
+    ).status.token
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster_entry = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sandbox", "cluster": cluster_entry}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "sandbox", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass
+class Operator:
+    """A ``voicefleet operator run`` process."""
+
+    kubeconfig: Path
+    log_dir: Path
+    extra: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    health_port: int = 0
+    runs: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, *extra: str) -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.runs += 1
+        log = self.log_dir / f"operator-{self.runs}.log"
+        self.logs.append(log)
+        argv = [
+            sys.executable,
+            "-m",
+            "voicefleet",
+            "operator",
+            "run",
+            "--all-namespaces",
+            "--operator-namespace",
+            OPERATOR_NAMESPACE,
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health-host",
+            "127.0.0.1",
+            "--health-port",
+            str(self.health_port),
+            "--peering",
+            rbac.PEERING_NAME,
+            # Each start outranks the previous one: after a SIGKILL the dead replica's peer
+            # record lingers for its lifetime (60 s), and a higher priority need not wait.
+            "--priority",
+            str(self.runs),
+            "--poll-interval",
+            str(POLL_SECONDS),
+            "--spot-fallback-seconds",
+            str(SPOT_FALLBACK_SECONDS),
+            "--not-ready-timeout",
+            "20",
+            *self.extra,
+            *extra,
+        ]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        wait_for(self.healthy, timeout=60, what="the operator's liveness endpoint")
+
+    def healthy(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise HarnessError(f"the operator exited:\n{self.log_tail()}")
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric(self, name: str) -> dict[str, float]:
+        """Samples of one metric: labels text -> value."""
+        out: dict[str, float] = {}
+        for line in self.metrics().splitlines():
+            m = re.match(rf"^{re.escape(name)}(\{{.*\}})?\s+(\S+)$", line)
+            if m:
+                out[m.group(1) or ""] = float(m.group(2))
+        return out
+
+    def writes(self, namespace: str) -> float:
+        """Write calls the operator made into ``namespace`` (its own counter)."""
+        samples = self.metric(f"{constants.OPERATOR_METRIC_PREFIX}api_writes_total")
+        return sum(v for k, v in samples.items() if f'namespace="{namespace}"' in k)
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.logs:
+            return ""
+        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:])
+
+    def tracebacks(self) -> list[str]:
+        found = []
+        for log in self.logs:
+            text = log.read_text(errors="replace")
+            if "Traceback" in text:
+                found.append(f"{log.name}:\n{text[text.index('Traceback') :][:3000]}")
+        return found
