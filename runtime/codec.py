@@ -51,6 +51,14 @@ class _Codecs:
             return self._readers[sid].append_bytes(payload)
         if op == "encode":
             return self._writers[sid].append_pcm(payload)
+        if op == "encode_batch":
+            # One tick's frames of every session on this worker, in one round trip. A session
+            # closed meanwhile (no writer any more) gets nothing.
+            out: list[bytes] = []
+            for session, pcm in payload:
+                writer = self._writers.get(session)
+                out.append(b"" if writer is None or pcm is None else writer.append_pcm(pcm))
+            return out
         raise ValueError(f"unknown codec op {op!r}")
 
 
@@ -168,10 +176,22 @@ class CodecPool:
         pcm: Pcm = await self._call("decode", sid, ogg)
         return pcm
 
-    async def encode(self, sid: int, pcm: Pcm) -> bytes:
-        """24 kHz float PCM in, Ogg pages out (possibly empty while a page fills)."""
-        data: bytes = await self._call("encode", sid, pcm)
-        return data
+    def worker_of(self, sid: int) -> int:
+        """Which worker holds a session's codec state (0 when in-process)."""
+        return sid % len(self._workers) if self._workers else 0
+
+    async def encode_batch(self, worker: int, items: list[tuple[int, Pcm | None]]) -> list[bytes]:
+        """Encode one frame for each of several sessions of one worker, in order.
+
+        One request per worker per tick instead of one per session: at 80 sessions that is
+        100 pipe round trips a second instead of 1000, and far less GIL time in the server."""
+        if not self._workers:
+            return list(self._local.handle("encode_batch", -1, items))
+        request_id = next(self._ids)
+        result: list[bytes] = await self._workers[worker].submit(
+            request_id, "encode_batch", -1, items
+        )
+        return result
 
     def shutdown(self) -> None:
         for worker in self._workers:

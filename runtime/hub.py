@@ -6,6 +6,8 @@ engine thread calls once per tick and which hops onto the loop at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import itertools
 import logging
 import math
@@ -94,11 +96,35 @@ class Hub:
         self.metrics.record_step(seconds, late)
 
     def _dispatch(self, outputs: list[FrameOutput]) -> None:
+        to_encode: dict[int, list[tuple[Session, FrameOutput]]] = {}
         for output in outputs:
             session = self.sessions.get(output.slot)
             # A frame for a slot's previous occupant is dropped silently.
-            if session is not None and session.handle.generation == output.generation:
+            if session is None or session.handle.generation != output.generation:
+                continue
+            if session.wants_opus:
+                worker = self.codec.worker_of(session.id)
+                to_encode.setdefault(worker, []).append((session, output))
+            else:
                 session.push_frame(output)
+        for worker, items in to_encode.items():
+            batch = [(session.id, output.pcm) for session, output in items]
+            encoding = asyncio.ensure_future(self.codec.encode_batch(worker, batch))
+            # Replies of one worker come back in the order asked, so each session's frames
+            # stay in order.
+            encoding.add_done_callback(functools.partial(self._encoded, items))
+
+    def _encoded(
+        self, items: list[tuple[Session, FrameOutput]], encoding: asyncio.Future[list[bytes]]
+    ) -> None:
+        if encoding.cancelled():
+            return
+        error = encoding.exception()
+        if error is not None:
+            log.error("Opus encoding failed for %d sessions: %s", len(items), error)
+            return
+        for (session, output), ogg in zip(items, encoding.result(), strict=True):
+            session.push_frame(dataclasses.replace(output, ogg=ogg))
 
     # --- admission ---------------------------------------------------------------------------
     @property

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import gc
 import logging
 import signal
 import sys
@@ -36,6 +38,12 @@ def serve(config: RuntimeConfig) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The engine thread gives up the GIL at every GPU synchronisation and must get it back
+    # quickly, while the event loop is busy with hundreds of socket messages a second.
+    # Python's default switch interval (5 ms) would add up to 5 ms to each such wait.
+    sys.setswitchinterval(0.001)
+    # `kill -USR1 <pid>` prints every thread's stack: the first question about a stuck pod.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return asyncio.run(_main(config))
 
 
@@ -63,6 +71,10 @@ def _load(hub: Hub) -> BatchedEngine:
     while not engine.ready.wait(0.2):
         if engine.failure is not None:
             raise engine.failure
+    # The model's objects live as long as the process: keep them out of every later garbage
+    # collection, whose pauses would otherwise land on random frames.
+    gc.collect()
+    gc.freeze()
     hub.engine_loaded(model, engine, time.perf_counter() - started)
     return engine
 

@@ -55,6 +55,8 @@ class BadInput(Exception):
 
 class Session(ABC):
     protocol: str = ""
+    # True when frames must arrive Opus-encoded (the hub encodes a tick's frames in batches).
+    wants_opus: bool = False
 
     def __init__(
         self, hub: Hub, ws: web.WebSocketResponse, handle: SlotHandle, session_id: int
@@ -131,7 +133,7 @@ class Session(ABC):
         finally:
             if self.end_reason is None:
                 self.end_reason = END_CLIENT
-            if not sender.done():
+            if self._closing and not sender.done():
                 # Let a server-side close (error, limit, drain) reach the client first.
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(sender), CLOSE_TIMEOUT_SECONDS)
@@ -166,6 +168,13 @@ class Session(ABC):
         await asyncio.sleep(0)
 
     async def _send_loop(self) -> None:
+        try:
+            await self._send_all()
+        except ConnectionError:
+            # The client went away mid-write; the receive loop sees the close and ends.
+            return
+
+    async def _send_all(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -25,6 +25,7 @@ PROTOCOL_MOSHI = "moshi"
 
 class MoshiSession(Session):
     protocol = PROTOCOL_MOSHI
+    wants_opus = True
 
     def __init__(
         self,
@@ -84,11 +85,9 @@ class MoshiSession(Session):
                 self.hub.metrics.queue_drops.labels("input").inc()
 
     async def send_frame(self, frame: FrameOutput) -> None:
-        if frame.pcm is not None:
-            ogg = await self.hub.codec.encode(self.id, frame.pcm)
-            if ogg:
-                await self.ws.send_bytes(protocol.audio(ogg))
-                self.audio_sent()
+        if frame.ogg:
+            await self.ws.send_bytes(protocol.audio(frame.ogg))
+            self.audio_sent()
         if frame.text:
             await self.ws.send_bytes(protocol.text(frame.text))
 

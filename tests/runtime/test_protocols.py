@@ -59,10 +59,11 @@ async def test_full_server_refuses_before_upgrade(shared_server: RuntimeServer) 
     url = f"{shared_server.ws}/api/chat"
     holders = [asyncio.create_task(moshi_session(url, 30, stop=stop)) for _ in range(3)]
     try:
-        for _ in range(100):
+        for _ in range(300):
             if shared_server.status()["sessions"] == {"active": 3, "capacity": 3}:
                 break
             await asyncio.sleep(0.1)
+        assert shared_server.status()["sessions"] == {"active": 3, "capacity": 3}
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{shared_server.http}/readyz") as ready:
                 assert ready.status == 503

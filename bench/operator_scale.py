@@ -1,0 +1,389 @@
+"""Operator benchmark in the sandbox: reconcile latency and interruption reaction time with
+many pools over many fake GPU nodes, and the operator's memory.
+
+What it does, in order:
+
+1. starts a sandbox of its own (etcd, kube-apiserver, controller manager, scheduler, kwok)
+   and adds ``--nodes`` fake 8-GPU H100 nodes (a quarter on-demand, the rest spot), each
+   with a pod CIDR in 127.0.0.0/8;
+2. runs ``voicefleet operator run`` as its own ServiceAccount (the generated RBAC);
+3. creates ``--pools`` spot-first pools in a burst and measures, per pool, the time from
+   the create call to all its planned pods existing (seen on a pod watch);
+4. taints ``--interruptions`` nodes one after another with ``karpenter.sh/disrupted`` and
+   measures the time from the taint to every pool pod there being marked draining and to
+   every affected pool having its replacements created; the operator's own histogram
+   (signal seen -> drain calls made and replacements created) is reported beside it;
+5. reads the operator's resident memory (current and peak).
+
+Nothing answers on the fake pods' IPs, so each drain call fails fast (connection refused)
+as it would against a pod whose process died; the operator records it and moves on.
+
+Usage, from the repository root (it reuses the tests' operator harness):
+``python -m bench.operator_scale [--pools 100] [--nodes 1000]
+[--interruptions 30] [--out results.json]``. Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config, watch
+
+from tests.operator.harness import (
+    Operator,
+    apply_manifest,
+    install_rbac,
+    service_account_kubeconfig,
+    wait_for,
+)
+from voicefleet import constants
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.operator.planner import plan
+from voicefleet.sandbox import manager, nodes
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGNAL_TAINT = "karpenter.sh/disrupted"
+POOL_SPEC: dict[str, Any] = {
+    "sessions": {"target": 100},
+    "capacity": {"strategy": "spot-first", "onDemandBase": 1, "spotPercentage": 75},
+}
+
+
+@dataclass
+class PodSeen:
+    pool: str
+    node: str | None
+    draining: bool
+    deleting: bool
+
+
+@dataclass
+class PodWatch:
+    """Every pool pod as the last watch event showed it, plus when each pool first had
+    ``n`` pods."""
+
+    pods: dict[tuple[str, str], PodSeen] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, core: client.CoreV1Api) -> None:
+        while not self.stop.is_set():
+            stream = watch.Watch().stream(
+                core.list_pod_for_all_namespaces,
+                label_selector=constants.LABEL_POOL,
+                timeout_seconds=30,
+            )
+            for event in stream:
+                pod = event["object"]
+                key = (pod.metadata.namespace, pod.metadata.name)
+                with self.lock:
+                    if event["type"] == "DELETED":
+                        self.pods.pop(key, None)
+                    else:
+                        annotations = pod.metadata.annotations or {}
+                        self.pods[key] = PodSeen(
+                            pool=pod.metadata.labels[constants.LABEL_POOL],
+                            node=pod.spec.node_name,
+                            draining=constants.ANNOTATION_DRAINING in annotations,
+                            deleting=pod.metadata.deletion_timestamp is not None,
+                        )
+                if self.stop.is_set():
+                    return
+
+    def snapshot(self) -> dict[tuple[str, str], PodSeen]:
+        with self.lock:
+            return dict(self.pods)
+
+    def live(self, namespace: str, pool: str) -> int:
+        return sum(
+            1
+            for (ns, _name), p in self.snapshot().items()
+            if ns == namespace and p.pool == pool and not p.draining and not p.deleting
+        )
+
+
+def timed(predicate: Callable[[], bool], timeout: float, step: float = 0.005) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            return float("nan")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
+    """``count`` 8-GPU nodes, pod CIDRs in 127.0.0.0/8 away from the sandbox's own /16."""
+    taken_octet = int(str(ipaddress.ip_network(taken).network_address).split(".")[1])
+    octets = [o for o in range(200, 255) if o != taken_octet]
+    out = []
+    for i in range(count):
+        kind = constants.CAPACITY_ON_DEMAND if i % 4 == 0 else constants.CAPACITY_SPOT
+        group = nodes.NodeGroup(count=1, capacity_type=kind)
+        cidr = f"127.{octets[i // 250]}.{i % 250}.0/24"
+        fake = nodes.FakeNode(f"bench-{kind}-{i}", group, cidr)
+        out.append(nodes.node_manifest(fake))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(v for v in values if not math.isnan(v))
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def histogram_mean(text: str, name: str) -> tuple[float, int]:
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_sum "):
+            total = float(line.split()[1])
+        if line.startswith(f"{name}_count "):
+            count = float(line.split()[1])
+    return (total / count if count else float("nan")), int(count)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pools", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--interruptions", type=int, default=30)
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--poll-interval", type=float, default=5.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="vf-operator-bench-"))
+    started = time.monotonic()
+    sandbox = manager.up(work / "sandbox", log=lambda line: print(f"[sandbox] {line}", flush=True))
+    try:
+        results = run(args, sandbox, work)
+    finally:
+        manager.down(work / "sandbox", log=lambda _line: None)
+    results["wallSeconds"] = round(time.monotonic() - started, 1)
+    print_table(results)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+def run(args: argparse.Namespace, sandbox: manager.Sandbox, work: Path) -> dict[str, Any]:
+    api = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+    core = client.CoreV1Api(api)
+    print(f"[bench] creating {args.nodes} nodes", flush=True)
+    admin = sandbox.client()
+    for manifest in bench_nodes(args.nodes, sandbox.pod_network):
+        admin.request("POST", "/api/v1/nodes", manifest)
+    wait_for(
+        lambda: (
+            sum(
+                1
+                for n in core.list_node().items
+                if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+            )
+            >= args.nodes
+        ),
+        timeout=600,
+        what="the nodes to be Ready",
+    )
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                apply_manifest(api, document)
+    extensions = client.ApiextensionsV1Api(api)
+    wait_for(
+        lambda: all(
+            any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+            for crd in extensions.list_custom_resource_definition().items
+        ),
+        timeout=60,
+        what="CRDs",
+    )
+    install_rbac(api)
+    kubeconfig = service_account_kubeconfig(sandbox.kubeconfig, api, work / "operator.kubeconfig")
+    operator = Operator(kubeconfig, work)
+    operator.start("--poll-interval", str(args.poll_interval), "--log-format", "json")
+
+    pods = PodWatch()
+    watcher = threading.Thread(target=pods.run, args=(core,), daemon=True)
+    watcher.start()
+    try:
+        return measure(args, api, core, operator, pods)
+    finally:
+        pods.stop.set()
+        operator.stop()
+
+
+def measure(
+    args: argparse.Namespace,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    operator: Operator,
+    pods: PodWatch,
+) -> dict[str, Any]:
+    assert operator.process is not None
+    pid = operator.process.pid
+    replicas = plan(VoiceAgentPoolSpec.model_validate(POOL_SPEC)).replicas
+    namespaces = [f"bench-{i}" for i in range(args.namespaces)]
+    for ns in namespaces:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    objects = client.CustomObjectsApi(api)
+    pools = [(namespaces[i % len(namespaces)], f"pool-{i}") for i in range(args.pools)]
+    created: dict[tuple[str, str], float] = {}
+    done: dict[tuple[str, str], float] = {}
+
+    def all_created() -> bool:
+        now = time.monotonic()
+        for key in created:
+            if key not in done and pods.live(*key) >= replicas:
+                done[key] = now
+        return len(done) == len(pools)
+
+    print(f"[bench] creating {args.pools} pools of {replicas} pods", flush=True)
+    checker_stop = threading.Event()
+
+    def check() -> None:
+        while not checker_stop.is_set() and not all_created():
+            time.sleep(0.005)
+
+    checker = threading.Thread(target=check, daemon=True)
+    checker.start()
+    for ns, name in pools:
+        body = {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.KIND,
+            "metadata": {"name": name, "namespace": ns},
+            "spec": POOL_SPEC,
+        }
+        created[(ns, name)] = time.monotonic()
+        objects.create_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, ns, constants.PLURAL, body
+        )
+    checker.join(timeout=300)
+    checker_stop.set()
+    reconcile = [done[k] - created[k] for k in created if k in done]
+
+    # Let scheduling and kwok settle before the interruptions.
+    wait_for(
+        lambda: all(p.node for p in pods.snapshot().values()), timeout=300, what="all scheduled"
+    )
+    time.sleep(args.poll_interval)
+
+    drained_after, replaced_after = interrupt(args, core, pods, replicas)
+    metrics_text = operator.metrics()
+    own_mean, own_count = histogram_mean(
+        metrics_text, f"{constants.OPERATOR_METRIC_PREFIX}interruption_reaction_seconds"
+    )
+    memory = memory_kib(pid)
+    return {
+        "machine": f"{platform.node()} {platform.machine()}, {_cores()} cores, 2-core polyglot",
+        "pools": args.pools,
+        "nodes": len(core.list_node().items),
+        "podsPerPool": replicas,
+        "pollIntervalSeconds": args.poll_interval,
+        "reconcileSeconds": reconcile,
+        "drainMarkedSeconds": drained_after,
+        "replacedSeconds": replaced_after,
+        "operatorReactionMeanSeconds": own_mean,
+        "operatorReactionCount": own_count,
+        "operatorRssMiB": round(memory.get("VmRSS", 0) / 1024, 1),
+        "operatorPeakRssMiB": round(memory.get("VmHWM", 0) / 1024, 1),
+    }
+
+
+def interrupt(
+    args: argparse.Namespace, core: client.CoreV1Api, pods: PodWatch, replicas: int
+) -> tuple[list[float], list[float]]:
+    """Taint nodes one at a time; seconds until marked draining and until replaced."""
+    print(f"[bench] {args.interruptions} interruptions", flush=True)
+    drained_after: list[float] = []
+    replaced_after: list[float] = []
+    tainted: set[str] = set()
+    for _ in range(args.interruptions):
+        by_node: dict[str, list[tuple[str, str]]] = {}
+        for key, seen in pods.snapshot().items():
+            if seen.node and not seen.draining and not seen.deleting:
+                by_node.setdefault(seen.node, []).append(key)
+        candidates = [n for n in sorted(by_node) if n not in tainted]
+        if not candidates:
+            break
+        node = candidates[0]
+        victims = by_node[node]
+        affected = {(ns, pods.snapshot()[(ns, name)].pool) for ns, name in victims}
+        tainted.add(node)
+        t0 = time.monotonic()
+        core.patch_node(node, {"spec": {"taints": [{"key": SIGNAL_TAINT, "effect": "NoSchedule"}]}})
+
+        def marked(victims: list[tuple[str, str]] = victims) -> bool:
+            snap = pods.snapshot()
+            return all(k not in snap or snap[k].draining or snap[k].deleting for k in victims)
+
+        def replaced(affected: set[tuple[str, str]] = affected) -> bool:
+            return all(pods.live(ns, pool) >= replicas for ns, pool in affected)
+
+        timed(marked, 30)
+        drained_after.append(time.monotonic() - t0)
+        timed(replaced, 30)
+        replaced_after.append(time.monotonic() - t0)
+        time.sleep(0.5)
+
+    return drained_after, replaced_after
+
+
+def _cores() -> int:
+    return os.cpu_count() or 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rows = [
+        ("reconcile: pool created -> all pods created", r["reconcileSeconds"]),
+        ("interruption: node tainted -> its pods marked draining", r["drainMarkedSeconds"]),
+        ("interruption: node tainted -> replacements created", r["replacedSeconds"]),
+    ]
+    print()
+    print(
+        f"voicefleet operator, {r['pools']} pools x {r['podsPerPool']} pods over {r['nodes']} "
+        f"fake nodes (kwok), poll {r['pollIntervalSeconds']} s; {r['machine']}"
+    )
+    print(f"| {'measure':<56} | {'n':>4} | {'p50 s':>7} | {'p95 s':>7} | {'max s':>7} |")
+    print(f"|{'-' * 58}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    for label, values in rows:
+        clean = [v for v in values if not math.isnan(v)]
+        print(
+            f"| {label:<56} | {len(clean):>4} | {percentile(clean, 0.5):>7.3f} | "
+            f"{percentile(clean, 0.95):>7.3f} | {max(clean, default=float('nan')):>7.3f} |"
+        )
+    print(
+        f"| {'operator: signal seen -> drains + replacements (mean)':<56} | "
+        f"{r['operatorReactionCount']:>4} | {r['operatorReactionMeanSeconds']:>7.3f} | "
+        f"{'':>7} | {'':>7} |"
+    )
+    print(
+        f"operator memory: RSS {r['operatorRssMiB']} MiB, peak {r['operatorPeakRssMiB']} MiB; "
+        f"benchmark wall time {r.get('wallSeconds', 0)} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

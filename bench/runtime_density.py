@@ -1,0 +1,294 @@
+"""Runtime density benchmark on one GPU: how many real-time Moshi conversations the full
+server holds, against the bare model loop of REFERENCE.md on the same card.
+
+Two parts, each in its own process so they never share GPU memory:
+
+- ``baseline``: the plain loop (Mimi encode, ``LMGen.step``, Mimi decode for B sessions in
+  one batch under ``streaming(B)``), 40 warm-up frames, 100 timed frames.
+- ``server``: ``python -m voicefleet.runtime serve --backend moshi --weights random`` (the
+  full Moshi 7B architecture, random weights, bf16) and N real WebSocket clients on the
+  Moshi protocol, spread over client processes, each streaming Ogg/Opus in real time and
+  decoding what comes back. Frame-step p50/p95 and late frames come from the server's
+  ``/v1/status`` while every client streams; time to first audio is measured by the clients
+  (connect to first decoded audio).
+
+Usage (on the GPU machine): ``python bench/runtime_density.py all --out results.json``
+or one part: ``baseline --points 3000:1,40 1500:80`` / ``server --seconds-cap 240
+--sessions 40``. Prints one table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import sphn
+import torch
+from moshi.models import loaders
+from moshi.models.lm import LMGen
+
+FRAME = 1920
+FRAME_S = 0.08
+RATE = 24_000
+
+
+# --- the bare-model baseline ---------------------------------------------------------------
+def baseline(points: list[tuple[int, list[int]]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for context, batches in points:
+        torch.manual_seed(0)
+        lm = loaders.get_moshi_lm(
+            None, lm_kwargs_overrides={"context": context}, device="cuda", dtype=torch.bfloat16
+        )
+        mimi = loaders.get_mimi(None, device="cuda")
+        weights_gib = torch.cuda.memory_allocated() / 2**30
+        lm_gen = LMGen(lm, temp=0.8, temp_text=0.7, top_k=250, top_k_text=25)
+        for batch in batches:
+            torch.cuda.reset_peak_memory_stats()
+            row: dict[str, Any] = {"part": "bare", "context": context, "sessions": batch}
+            try:
+                with torch.no_grad(), lm_gen.streaming(batch), mimi.streaming(batch):
+                    inputs = [torch.randn(batch, 1, FRAME, device="cuda") * 0.1 for _ in range(8)]
+                    times: list[float] = []
+                    for i in range(140):
+                        torch.cuda.synchronize()
+                        start = time.perf_counter()
+                        codes = mimi.encode(inputs[i % 8])
+                        tokens = lm_gen.step(codes)
+                        if tokens is not None:
+                            mimi.decode(tokens[:, 1:].clamp(min=0))
+                        torch.cuda.synchronize()
+                        if i >= 40:
+                            times.append((time.perf_counter() - start) * 1000)
+                p50, p95 = np.percentile(times, [50, 95])
+                row |= {
+                    "p50_ms": round(float(p50), 1),
+                    "p95_ms": round(float(p95), 1),
+                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+                    "weights_gib": round(weights_gib, 2),
+                }
+            except torch.cuda.OutOfMemoryError:
+                row["error"] = "out of memory"
+            torch.cuda.empty_cache()
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        del lm_gen, lm, mimi
+        torch.cuda.empty_cache()
+    return rows
+
+
+# --- real clients ------------------------------------------------------------------------------
+async def _client(url: str, seconds: float, delay: float) -> dict[str, Any]:
+    await asyncio.sleep(delay)
+    writer = sphn.OpusStreamWriter(RATE)
+    reader = sphn.OpusStreamReader(RATE)
+    t = np.arange(int(seconds * RATE), dtype=np.float32) / RATE
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    result: dict[str, Any] = {"ttfa_s": None, "samples": 0, "errors": [], "closed": None}
+    connected = time.monotonic()
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            connected = time.monotonic()
+
+            async def send() -> None:
+                for i in range(len(audio) // FRAME):
+                    ogg = writer.append_pcm(audio[i * FRAME : (i + 1) * FRAME])
+                    if ogg:
+                        await ws.send_bytes(b"\x01" + ogg)
+                    wake = connected + (i + 1) * FRAME_S
+                    await asyncio.sleep(max(0.0, wake - time.monotonic()))
+                await ws.close()
+
+            sender = asyncio.create_task(send())
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                data: bytes = message.data
+                if data[0] == 1:
+                    pcm = reader.append_bytes(data[1:])
+                    if pcm.shape[-1] and result["ttfa_s"] is None:
+                        result["ttfa_s"] = time.monotonic() - connected
+                    result["samples"] += int(pcm.shape[-1])
+                elif data[0] == 5:
+                    result["errors"].append(data[1:].decode())
+            result["closed"] = ws.close_code
+            sender.cancel()
+    except Exception as exc:
+        result["errors"].append(f"{type(exc).__name__}: {exc}")
+    result["seconds"] = time.monotonic() - connected
+    return result
+
+
+def _client_process(url: str, count: int, seconds: float, offset: float, queue: Any) -> None:
+    async def run() -> list[dict[str, Any]]:
+        # Arrivals spread over 2 s: sessions join while others are streaming.
+        jobs = [_client(url, seconds, offset + 2.0 * i / max(1, count)) for i in range(count)]
+        return list(await asyncio.gather(*jobs))
+
+    queue.put(asyncio.run(run()))
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def server(
+    seconds_cap: int, sessions: list[int], stream_s: float, procs: int, backend: str = "moshi"
+) -> dict[str, Any]:
+    port = 18998
+    for wanted in sessions:
+        command = [
+            sys.executable, "-m", "voicefleet.runtime", "serve", f"--backend={backend}",
+            "--host=127.0.0.1", f"--port={port}",
+            f"--max-sessions={wanted}", f"--max-session-seconds={seconds_cap}",
+            f"--codec-workers={min(8, (os.cpu_count() or 2) // 2)}",
+        ]  # fmt: skip
+        if backend == "moshi":
+            command.append("--weights=random")  # full-size Moshi 7B, random bf16 weights
+        log_path = Path(os.environ.get("OUT", "/tmp")) / f"server-{seconds_cap}-{wanted}.log"
+        log = log_path.open("wb")
+        started = time.monotonic()
+        # A neutral working directory: the repository root holds operator/, which would shadow
+        # the standard library's operator module for `python -m`.
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+        ready = False
+        while proc.poll() is None and time.monotonic() - started < 400:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                    ready = True
+                    break
+            except OSError:
+                time.sleep(1)
+        if not ready:
+            proc.kill()
+            proc.wait()
+            print(f"server with {wanted} slots did not start; log tail:", flush=True)
+            print(log_path.read_text(errors="replace")[-3000:], flush=True)
+            port += 1
+            continue
+        load_s = time.monotonic() - started
+        base = f"http://127.0.0.1:{port}"
+        url = f"ws://127.0.0.1:{port}/api/chat"
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        per = [wanted // procs + (1 if i < wanted % procs else 0) for i in range(procs)]
+        workers = [
+            context.Process(target=_client_process, args=(url, n, stream_s, 0.0, queue))
+            for n in per
+            if n
+        ]
+        t0 = time.monotonic()
+        for worker in workers:
+            worker.start()
+        # Measure while everyone streams: from 6 s in (all joined, warm) to 1 s before the end.
+        time.sleep(6.0)
+        before = _get(f"{base}/v1/status")
+        time.sleep(max(1.0, stream_s - 7.0))
+        during = _get(f"{base}/v1/status")
+        results: list[dict[str, Any]] = []
+        for _ in workers:
+            results.extend(queue.get(timeout=stream_s + 120))
+        for worker in workers:
+            worker.join(30)
+        elapsed = time.monotonic() - t0
+        proc.terminate()
+        proc.wait(60)
+        ttfa = [r["ttfa_s"] * 1000 for r in results if r["ttfa_s"] is not None]
+        gpu = during["gpu"]
+        row = {
+            "part": "server",
+            "context": during["model"]["contextSteps"],
+            "sessions": wanted,
+            "connected": sum(1 for r in results if r["samples"] > 0),
+            "p50_ms": during["frameMs"]["p50"],
+            "p95_ms": during["frameMs"]["p95"],
+            "late_frames": during["lateFrames"] - before["lateFrames"],
+            "late_frames_total": during["lateFrames"],
+            "ttfa_p50_ms": round(float(np.percentile(ttfa, 50)), 1) if ttfa else None,
+            "ttfa_p95_ms": round(float(np.percentile(ttfa, 95)), 1) if ttfa else None,
+            "audio_s_per_session": round(float(np.mean([r["samples"] for r in results])) / RATE, 2),
+            "errors": sorted({e for r in results for e in r["errors"]})[:5],
+            "gpu_used_gib": round(gpu["memoryUsedBytes"] / 2**30, 1) if gpu["available"] else None,
+            "gpu": gpu.get("name"),
+            "load_s": round(load_s, 1),
+            "stream_s": stream_s,
+            "wall_s": round(elapsed, 1),
+        }
+        print(json.dumps(row), flush=True)
+        return row
+    return {"part": "server", "sessions": sessions, "error": "no server size started"}
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| part | context | sessions | p50 ms | p95 ms | late frames | TTFA p50 | TTFA p95 "
+        "| GPU GiB |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['part']} | {r.get('context')} | {r['sessions']} | {r['error']} |")
+            continue
+        gib = r.get("peak_gib", r.get("gpu_used_gib"))
+        late = r.get("late_frames", "")
+        lines.append(
+            f"| {r['part']} | {r['context']} | {r['sessions']} | {r['p50_ms']} | {r['p95_ms']} "
+            f"| {late} | {r.get('ttfa_p50_ms', '')} | {r.get('ttfa_p95_ms', '')} | {gib} |"
+        )
+    return "\n".join(lines)
+
+
+def _points(specs: list[str]) -> list[tuple[int, list[int]]]:
+    out = []
+    for spec in specs:
+        context, batches = spec.split(":")
+        out.append((int(context), [int(b) for b in batches.split(",")]))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", choices=("baseline", "server", "all"))
+    parser.add_argument("--points", nargs="*", default=["3000:1,40", "1500:80"])
+    parser.add_argument("--seconds-cap", type=int, nargs="*", default=[240])
+    parser.add_argument("--sessions", nargs="*", default=["40,38"])
+    parser.add_argument("--stream-seconds", type=float, default=25.0)
+    parser.add_argument("--client-procs", type=int, default=6)
+    parser.add_argument("--backend", default="moshi", help="tiny: a CPU smoke run of this script")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    rows: list[dict[str, Any]] = []
+    if args.part in ("baseline", "all"):
+        # A child process: its GPU memory is gone before a server starts.
+        # One child process per context length: its GPU memory (weights, compiled kernels,
+        # CUDA graphs) is surely gone before the next model or a server starts.
+        context = multiprocessing.get_context("spawn")
+        for point in _points(args.points):
+            with context.Pool(1) as pool:
+                rows += pool.apply(baseline, ([point],))
+    if args.part in ("server", "all"):
+        for cap, sizes in zip(args.seconds_cap, args.sessions, strict=True):
+            wanted = [int(s) for s in sizes.split(",")]
+            rows.append(server(cap, wanted, args.stream_seconds, args.client_procs, args.backend))
+    print(_table(rows))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
