@@ -184,14 +184,15 @@ def test_pod_that_asks_for_more_gpus_than_any_node_stays_pending(
     apply(pod)
     core = client.CoreV1Api(kube_api)
 
-    def unschedulable() -> bool:
+    def refusal() -> str:
         conditions = core.read_namespaced_pod("greedy", namespace).status.conditions or []
-        return any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in conditions)
+        for condition in conditions:
+            if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
+                return str(condition.message)
+        return ""
 
-    wait_until(unschedulable, what="the scheduler to refuse the pod")
-    assert (
-        RESOURCE_GPU in core.read_namespaced_pod("greedy", namespace).status.conditions[0].message
-    )
+    message = wait_until(refusal, what="the scheduler to refuse the pod")
+    assert f"Insufficient {RESOURCE_GPU}" in message
 
 
 def test_deleting_the_owner_garbage_collects_dependents(
