@@ -111,7 +111,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from voicefleet.sandbox import build  # noqa: PLC0415
 
-    return build.main(args.names)
+    return build.main(args.names, prog="voicefleet sandbox build")
 
 
 def register(subparsers: Any) -> None:

@@ -129,7 +129,7 @@ def is_cached(target: Target, cache_dir: Path) -> bool:
     return binary.is_file() and stamp.is_file() and stamp.read_text().strip() == target.version
 
 
-def _go_env(cache_dir: Path) -> dict[str, str]:
+def _go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -258,7 +258,7 @@ def build_target(target: Target, cache_dir: Path, log: Progress) -> Path:
         return binary
     if shutil.which("go") is None:
         raise BuildError("the Go toolchain (`go`) is not on PATH; install Go 1.24 or newer")
-    env = _go_env(cache_dir)
+    env = _go_env()
     work = cache_dir / "src" / target.group
     work.mkdir(parents=True, exist_ok=True)
     # `go get` adds the resolved requirements to go.mod, so the text we generated is kept
@@ -321,8 +321,10 @@ def build(
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Sequence[str] | None = None, prog: str = "e2e/build-sandbox.sh") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help=f"default: {' '.join(TARGET_NAMES)}"
     )
