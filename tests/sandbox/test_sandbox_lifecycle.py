@@ -8,7 +8,8 @@ import pytest
 
 from tests.fixtures.sandbox import Cluster
 from voicefleet.cli import main
-from voicefleet.sandbox import manager, processes
+from voicefleet.sandbox import binaries, manager, processes
+from voicefleet.sandbox.versions import KUBERNETES_VERSION
 
 pytestmark = pytest.mark.sandbox
 
@@ -30,6 +31,18 @@ def _processes_mentioning(text: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def test_the_built_control_plane_reports_the_pinned_version(sandbox: Cluster) -> None:
+    running = _owned(sandbox)
+    if binaries.preset("kube-apiserver") is not None:
+        pytest.skip("kube-apiserver comes from KUBEBUILDER_ASSETS/TEST_ASSET_*, not our build")
+    # -X k8s.io/component-base/version.* at link time; unstamped it says v0.0.0-master.
+    version = running.client().request("GET", "/version")
+    assert version["gitVersion"] == KUBERNETES_VERSION
+    assert f"v{version['major']}.{version['minor']}" in KUBERNETES_VERSION
+    kubectl = sandbox.run_kubectl("version", "--client", "-o", "json")
+    assert '"gitVersion": "' + KUBERNETES_VERSION + '"' in kubectl.stdout
 
 
 def test_starting_twice_returns_the_running_sandbox(sandbox: Cluster) -> None:
