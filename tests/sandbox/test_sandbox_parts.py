@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,29 @@ def test_processes_are_found_by_pid_and_stopped(tmp_path: Path) -> None:
     assert not processes.is_running(impostor)
     processes.stop(process, grace=5)
     assert not processes.is_running(process)
+
+
+def test_a_tied_process_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # A stand-in for a test runner that starts a sandbox and is then killed (SIGKILL).
+    starter = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from voicefleet.sandbox import processes
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+        child = processes.start("c", sleeper, Path({str(tmp_path / "c.log")!r}), tie_to_parent=True)
+        print(child.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    runner = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    pid = int(runner.stdout.readline())
+    child = processes.Process("c", pid, sys.executable, tmp_path / "c.log")
+    assert processes.is_running(child)
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 10
+    while processes.is_running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not processes.is_running(child)

@@ -277,8 +277,14 @@ def up(
     state_dir: Path | None = None,
     groups: Sequence[nodes.NodeGroup] = nodes.DEFAULT_NODES,
     log: Progress = print,
+    *,
+    tie_to_caller: bool = False,
 ) -> Sandbox:
-    """Start the sandbox, or return the one already running in ``state_dir``."""
+    """Start the sandbox, or return the one already running in ``state_dir``.
+
+    ``tie_to_caller``: the processes get SIGTERM when this Python process dies, so a test
+    run that is killed leaves nothing behind (``sandbox up`` from a shell leaves it off).
+    """
     state_dir = state_dir or default_state_dir()
     with _locked(state_dir):
         existing = Sandbox.load(state_dir)
@@ -301,7 +307,10 @@ def up(
             for component in components:
                 log(f"starting {component.name}")
                 process = processes.start(
-                    component.name, component.argv, sandbox.layout.log(component.name)
+                    component.name,
+                    component.argv,
+                    sandbox.layout.log(component.name),
+                    tie_to_parent=tie_to_caller,
                 )
                 sandbox.processes.append(process)
                 sandbox.save()

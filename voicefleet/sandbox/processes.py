@@ -10,6 +10,7 @@ is the binary we started.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from typing import Final
 
 STOP_GRACE_SECONDS: Final = 10.0
 POLL_SECONDS: Final = 0.1
+PR_SET_PDEATHSIG: Final = 1  # from <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,25 @@ class Process:
     log: Path
 
 
-def start(name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Process:
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the process that started us dies.
+
+    For sandboxes owned by a test run: a test runner killed by a time-out must not leave
+    a control plane running. Linux only (prctl); elsewhere the child simply lives on.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    tie_to_parent: bool = False,
+) -> Process:
+    """Start ``argv`` detached, logging to ``log``; with ``tie_to_parent`` it dies with us."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         popen = subprocess.Popen(
@@ -43,6 +63,7 @@ def start(name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None 
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent if tie_to_parent else None,  # noqa: PLW1509
         )
     return Process(name=name, pid=popen.pid, binary=str(argv[0]), log=log)
 
