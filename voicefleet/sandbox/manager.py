@@ -284,6 +284,8 @@ def up(
 
     ``tie_to_caller``: the processes get SIGTERM when this Python process dies, so a test
     run that is killed leaves nothing behind (``sandbox up`` from a shell leaves it off).
+    Linux ties them to the calling *thread*: call it from a thread that lives as long as
+    the sandbox should (pytest's main thread does).
     """
     state_dir = state_dir or default_state_dir()
     with _locked(state_dir):
