@@ -98,6 +98,7 @@ class BatchedEngine:
         self._lm_gen: Any = None
         self._text_scale: Any = None
         self.silent_frames = 0
+        self._last_late_log = 0.0
 
     # --- called from the event loop ------------------------------------------------------
     def acquire(self, text_temperature: float | None = None) -> SlotHandle | None:
@@ -243,17 +244,33 @@ class BatchedEngine:
             started = time.perf_counter()
             outputs = self._tick()
             ended = time.perf_counter()
+            scheduled = next_tick
             # Late: this frame's output came after its 80 ms slot was over, so the caller
             # hears a gap.
             late = ended > next_tick + FRAME_SECONDS
             # Behind: restart the clock from now instead of bursting to catch up.
             next_tick = max(next_tick + FRAME_SECONDS, ended)
             step_ms = (ended - started) * 1000.0
+            if late:
+                self._log_late(step_ms, (started - scheduled) * 1000.0)
             self.stats.record(step_ms, late)
             if self._on_step is not None:
                 self._on_step(step_ms / 1000.0, late)
             if outputs:
                 self._on_frame(outputs)
+
+    def _log_late(self, step_ms: float, start_lag_ms: float) -> None:
+        """One line per late frame, at most one a second: whether the step itself was slow
+        (GPU, batch too large) or it started late (host busy, GIL held elsewhere)."""
+        now = time.monotonic()
+        if now - self._last_late_log >= 1.0:
+            self._last_late_log = now
+            log.warning(
+                "late frame: step %.1f ms, started %.1f ms behind schedule (%d late so far)",
+                step_ms,
+                start_lag_ms,
+                self.stats.late_frames + 1,
+            )
 
     def _tick(self) -> list[FrameOutput]:
         frames = np.zeros((self.capacity, FRAME_SAMPLES), dtype=np.float32)
