@@ -120,6 +120,25 @@ def test_fake_gpu_nodes_are_shaped_like_a_gpu_cluster(kube_api: client.ApiClient
         assert ready and ready[0].status == "True", node.metadata.name
 
 
+def test_every_fake_node_keeps_a_lease_like_a_kubelet(kube_api: client.ApiClient) -> None:
+    # Without leases the node lifecycle controller sees stale heartbeats under load and marks
+    # every node NotReady, which the operator takes for an interruption of all of them.
+    nodes = client.CoreV1Api(kube_api).list_node().items
+    fake = {
+        n.metadata.name for n in nodes if (n.metadata.annotations or {}).get(KWOK_NODE_ANNOTATION)
+    }
+    coordination = client.CoordinationV1Api(kube_api)
+
+    def leased() -> bool:
+        leases = coordination.list_namespaced_lease("kube-node-lease").items
+        return fake <= {lease.metadata.name for lease in leases}
+
+    wait_until(leased, timeout=30, what="a Lease for every fake node")
+    lease = coordination.read_namespaced_lease(sorted(fake)[0], "kube-node-lease")
+    assert lease.spec.lease_duration_seconds == 40
+    assert lease.spec.renew_time is not None
+
+
 def test_crds_are_established(kube_api: client.ApiClient, voicefleet_crds: list[str]) -> None:
     crd = client.ApiextensionsV1Api(kube_api).read_custom_resource_definition(CRD_NAME)
     conditions = {c.type: c.status for c in crd.status.conditions}

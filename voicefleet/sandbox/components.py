@@ -235,8 +235,13 @@ def control_plane(
     return [etcd, apiserver, controller_manager, scheduler, kwok]
 
 
+# Node leases, as kubelets keep them: kwok renews each node's Lease every 10 s (a quarter of
+# its duration). Without leases kwok's default stage refreshes a node's Ready condition only
+# every 20-45 s, and under load that outlasts the node lifecycle controller's 50 s grace:
+# every node flaps NotReady, which the operator rightly treats as an interruption.
 KWOK_CONFIG: Final = """\
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
-options: {}
+options:
+  nodeLeaseDurationSeconds: 40
 """
