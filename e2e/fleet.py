@@ -1,0 +1,394 @@
+"""A whole voicefleet installation on a real control plane, step by step, for the end-to-end
+suite and the demo: install the chart, run the operator as the chart's ServiceAccount, apply
+pools, stand real runtime processes in for the GPU pods, and run an interruption drill.
+
+No pytest here: ``e2e/test_fleet.py`` asserts on what these steps return, ``e2e/demo.py``
+prints it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes import client
+
+from tests.operator.harness import Operator, service_account_kubeconfig, wait_for
+from voicefleet import constants
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "voicefleet"
+# Release "voicefleet" makes the chart's names the operator's defaults
+# (ServiceAccount, ClusterRole and peering "voicefleet-operator").
+RELEASE = "voicefleet"
+OPERATOR_NAMESPACE = "voicefleet-system"
+Log = Callable[[str], None]
+
+
+class FleetError(RuntimeError):
+    """A step of the installation failed; the message says which and shows its output."""
+
+
+def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120) -> str:
+    done = subprocess.run(
+        list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise FleetError(f"{' '.join(argv[:3])} ... failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+@dataclass
+class Cluster:
+    """How to reach the cluster: admin kubeconfig, kubectl and helm binaries."""
+
+    kubeconfig: Path
+    kubectl: str
+    helm: str
+    api: client.ApiClient
+
+    def kubectl_run(self, *args: str, stdin: str | None = None) -> str:
+        return run([self.kubectl, f"--kubeconfig={self.kubeconfig}", *args], stdin=stdin)
+
+    def helm_run(self, *args: str) -> str:
+        return run([self.helm, f"--kubeconfig={self.kubeconfig}", *args], timeout=300)
+
+
+def install_chart(cluster: Cluster) -> str:
+    """``helm install`` the chart (CRDs, RBAC, operator Deployment); returns NOTES.txt."""
+    return cluster.helm_run(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        f"--namespace={OPERATOR_NAMESPACE}",
+        "--create-namespace",
+        "--wait=false",
+    )
+
+
+def uninstall_chart(cluster: Cluster) -> str:
+    return cluster.helm_run("uninstall", RELEASE, f"--namespace={OPERATOR_NAMESPACE}")
+
+
+def start_operator(cluster: Cluster, workdir: Path) -> Operator:
+    """The operator as a local process that authenticates as the chart's ServiceAccount.
+
+    The chart's Deployment runs on a fake node (kwok runs no containers), so the real
+    operator runs here, with exactly the chart's RBAC and nothing more.
+    """
+    kubeconfig = service_account_kubeconfig(
+        cluster.kubeconfig, cluster.api, workdir / "operator.kubeconfig"
+    )
+    operator = Operator(kubeconfig, workdir)
+    operator.start()
+    return operator
+
+
+# --- pools --------------------------------------------------------------------------------
+
+
+def get_pool(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, constants.PLURAL, name
+    )
+    return result
+
+
+def pool_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
+        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
+    )
+    live = [p for p in pods.items if p.metadata.deletion_timestamp is None]
+    return sorted(live, key=lambda p: p.metadata.name)
+
+
+def is_draining(pod: client.V1Pod) -> bool:
+    return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
+
+
+def is_ready(pod: client.V1Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def serving_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
+    """Ready pods that take new conversations (not draining)."""
+    return [p for p in pool_pods(cluster, namespace, pool) if is_ready(p) and not is_draining(p)]
+
+
+def wait_ready(cluster: Cluster, namespace: str, pool: str, timeout: float = 90) -> None:
+    """``kubectl wait --for=condition=Ready``, as a user would."""
+    cluster.kubectl_run(
+        "wait",
+        f"--namespace={namespace}",
+        "--for=condition=Ready",
+        f"--timeout={int(timeout)}s",
+        f"{constants.SINGULAR}/{pool}",
+    )
+
+
+def pool_token(cluster: Cluster, namespace: str, pool: str) -> str:
+    """The pool's bearer token, read as admin (the operator itself never reads it back)."""
+    import base64  # noqa: PLC0415
+
+    secret = client.CoreV1Api(cluster.api).read_namespaced_secret(f"{pool}-token", namespace)
+    return base64.b64decode(secret.data[constants.POOL_TOKEN_KEY]).decode()
+
+
+# --- real runtimes standing in for GPU pods -------------------------------------------------
+
+
+@dataclass
+class Runtimes:
+    """``voicefleet runtime serve --backend tiny`` processes bound to pods' IPs."""
+
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, pod: client.V1Pod, token: str, slots: int = 2) -> None:
+        """A tiny-model runtime on the pod's IP.
+
+        Few slots and one thread: every slot steps every 80 ms on the CPU, and the control
+        plane shares these two cores; the pod's plan, not this stand-in, sets its capacity.
+        """
+        ip = pod.status.pod_ip
+        if not ip or not ip.startswith("127."):
+            raise FleetError(f"pod {pod.metadata.name} has no loopback IP ({ip}): not a sandbox?")
+        log = (self.log_dir / f"runtime-{pod.metadata.name}.log").open("wb")
+        argv = [
+            sys.executable, "-m", "voicefleet", "runtime", "serve", "--backend", "tiny",
+            "--host", ip, "--port", str(constants.RUNTIME_PORT), "--max-sessions", str(slots),
+            "--codec-workers", "0",
+        ]  # fmt: skip
+        env = {**os.environ, constants.ENV_POOL_TOKEN: token, "OMP_NUM_THREADS": "1"}
+        self.processes[ip] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        for ip, process in self.processes.items():
+
+            def up(ip: str = ip, process: subprocess.Popen[bytes] = process) -> bool:
+                if process.poll() is not None:
+                    raise FleetError(f"the runtime on {ip} exited ({process.returncode})")
+                return _http_ok(f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_READYZ}")
+
+            wait_for(up, timeout, f"the runtime on {ip}")
+
+    def stop(self) -> None:
+        """Stops every runtime (they drain on SIGTERM and exit once empty)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+class Callers:
+    """Live PCM conversations, one per runtime, that note when a drain notice reaches them.
+
+    They run on an event loop in a thread of their own, so the drill's polling never delays
+    a notice and a notice never delays the polling.
+    """
+
+    def __init__(self) -> None:
+        self.notices: dict[str, float] = {}  # pod IP -> time.monotonic() of the notice
+        self.connected: set[str] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._tasks: list[asyncio.Future[None]] = []
+
+    def call(self, ip: str) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._converse(ip), self._loop)
+        self._tasks.append(future)  # type: ignore[arg-type]
+        wait_for(lambda: ip in self.connected, 30, f"a conversation on {ip}")
+
+    async def _converse(self, ip: str) -> None:
+        url = f"ws://{ip}:{constants.RUNTIME_PORT}{constants.PATH_PCM}?rate=16000"
+        silence = bytes(2 * 1280)  # 80 ms of 16 kHz PCM16
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            self.connected.add(ip)
+            sender = asyncio.create_task(self._speak(ws, silence))
+            try:
+                async for message in ws:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    if json.loads(message.data).get("type") == "drain":
+                        self.notices[ip] = time.monotonic()
+                        # A real caller reconnects elsewhere; this one hangs up, which lets
+                        # the operator delete the emptied pod before the drain deadline.
+                        break
+            finally:
+                sender.cancel()
+
+    @staticmethod
+    async def _speak(ws: aiohttp.ClientWebSocketResponse, frame: bytes) -> None:
+        while not ws.closed:
+            await ws.send_bytes(frame)
+            await asyncio.sleep(0.08)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+# --- the interruption drill -------------------------------------------------------------------
+
+# One signal of each kind a cloud sends, in turn (REFERENCE.md's table).
+DRILL_SIGNALS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "aws-node-termination-handler spot-itn taint",
+        {"spec": {"taints": [{"key": "aws-node-termination-handler/spot-itn",
+                              "effect": "NoSchedule"}]}},
+    ),
+    ("Karpenter disrupted taint",
+     {"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}}),
+    (
+        "GKE impending-termination taint",
+        {"spec": {"taints": [{"key": "cloud.google.com/impending-node-termination",
+                              "effect": "NoSchedule"}]}},
+    ),
+    ("cordon", {"spec": {"unschedulable": True}}),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DrillStep:
+    """What happened when one node went away."""
+
+    node: str
+    signal: str
+    pods: tuple[str, ...]  # the pool's pods on the node
+    notice_seconds: float | None  # signal -> drain notice at a live conversation
+    replaced_seconds: float  # signal -> as many serving pods as before
+    min_capacity: int  # fewest sessions the serving pods held at any moment
+    target: int
+
+
+def _capacity(cluster: Cluster, namespace: str, pool: str, per_pod: int) -> int:
+    return len(serving_pods(cluster, namespace, pool)) * per_pod
+
+
+def interrupt_node(
+    cluster: Cluster,
+    namespace: str,
+    pool: str,
+    *,
+    node: str,
+    signal: tuple[str, dict[str, Any]],
+    callers: Callers,
+    timeout: float = 30,
+) -> DrillStep:
+    """Send one interruption signal to ``node`` and time the pool's reaction."""
+    status = get_pool(cluster, namespace, pool)
+    per_pod = int(status["status"]["plan"]["sessionsPerPod"])
+    target = int(status["spec"]["sessions"]["target"])
+    before = len(serving_pods(cluster, namespace, pool))
+    on_node = [p for p in serving_pods(cluster, namespace, pool) if p.spec.node_name == node]
+    ips = [p.status.pod_ip for p in on_node]
+    names = {p.metadata.name for p in on_node}
+
+    started = time.monotonic()
+    client.CoreV1Api(cluster.api).patch_node(node, signal[1])
+    min_capacity = _capacity(cluster, namespace, pool, per_pod)
+    replaced: float | None = None
+    while time.monotonic() - started < timeout:
+        serving = serving_pods(cluster, namespace, pool)
+        min_capacity = min(min_capacity, len(serving) * per_pod)
+        fresh = [p for p in serving if p.metadata.name not in names]
+        if replaced is None and len(fresh) >= before:
+            replaced = time.monotonic() - started
+        noticed = all(ip in callers.notices for ip in ips if ip in callers.connected)
+        if replaced is not None and noticed:
+            break
+        time.sleep(0.05)
+    if replaced is None:
+        now = [
+            f"{p.metadata.name}@{p.spec.node_name or '-'} ready={is_ready(p)} "
+            f"draining={is_draining(p)}"
+            for p in pool_pods(cluster, namespace, pool)
+        ]
+        conditions = get_pool(cluster, namespace, pool).get("status", {}).get("conditions", [])
+        raise FleetError(
+            f"{pool}: pods of {node} not replaced within {timeout:.0f} s; pods: {now}; "
+            f"conditions: {conditions}"
+        )
+    notices = [callers.notices[ip] - started for ip in ips if ip in callers.notices]
+    return DrillStep(
+        node=node,
+        signal=signal[0],
+        pods=tuple(sorted(names)),
+        notice_seconds=max(notices) if notices else None,
+        replaced_seconds=replaced,
+        min_capacity=min_capacity,
+        target=target,
+    )
+
+
+def clear_node(cluster: Cluster, node: str) -> None:
+    """Take every drill signal off ``node`` again."""
+    drill_keys = {
+        t["key"] for _, patch in DRILL_SIGNALS for t in patch.get("spec", {}).get("taints", [])
+    }
+    core = client.CoreV1Api(cluster.api)
+    current = core.read_node(node)
+    taints = [
+        {"key": t.key, "value": t.value, "effect": t.effect}
+        for t in current.spec.taints or []
+        if t.key not in drill_keys
+    ]
+    core.patch_node(node, {"spec": {"taints": taints or None, "unschedulable": None}})
+
+
+def drill_table(steps: Sequence[DrillStep]) -> str:
+    """The drill report: per interrupted node, time to drain notices and to replacements."""
+    header = ("NODE", "SIGNAL", "PODS", "DRAIN NOTICE", "REPLACED", "MIN CAPACITY / TARGET")
+    rows = [header] + [
+        (
+            s.node,
+            s.signal,
+            str(len(s.pods)),
+            "-" if s.notice_seconds is None else f"{s.notice_seconds * 1000:.0f} ms",
+            f"{s.replaced_seconds * 1000:.0f} ms",
+            f"{s.min_capacity} / {s.target}",
+        )
+        for s in steps
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+@contextmanager
+def operator_running(cluster: Cluster, workdir: Path) -> Iterator[Operator]:
+    operator = start_operator(cluster, workdir)
+    try:
+        yield operator
+    finally:
+        operator.stop()
