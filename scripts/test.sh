@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sets up and runs every check: lint, types, import layers, then the test suite.
-# Extra arguments go to pytest (e.g. `scripts/test.sh -k planner`).
+# Sets up and runs every check: lint, types, import layers, the test suite, then the
+# end-to-end suite (on a sandbox of its own: it installs the chart cluster-wide).
+# Extra arguments go to pytest instead, and skip the end-to-end suite
+# (e.g. `scripts/test.sh tests/unit -k planner`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,5 +18,11 @@ echo "== import layers"
 lint-imports
 echo "== sandbox binaries (built from Go modules once, then cached)"
 e2e/build-sandbox.sh
-echo "== pytest"
-pytest "$@"
+if [[ $# -gt 0 ]]; then
+    echo "== pytest $*"
+    exec pytest "$@"
+fi
+echo "== pytest tests"
+pytest tests
+echo "== pytest e2e"
+pytest e2e
