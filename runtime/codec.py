@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import queue
@@ -25,6 +26,9 @@ import sphn
 from voicefleet import constants
 
 Pcm = np.ndarray[Any, np.dtype[np.float32]]
+# How long an incoming audio message may wait to be decoded with others: a quarter of a
+# frame, small next to the 80 ms the engine waits between steps anyway.
+DECODE_BATCH_SECONDS = 0.02
 
 
 class CodecError(Exception):
@@ -51,6 +55,16 @@ class _Codecs:
             return self._readers[sid].append_bytes(payload)
         if op == "encode":
             return self._writers[sid].append_pcm(payload)
+        if op == "decode_batch":
+            # Every message that arrived for this worker's sessions in the last few
+            # milliseconds; one bad session's bytes fail only that item.
+            decoded: list[tuple[bool, Any]] = []
+            for session, ogg in payload:
+                try:
+                    decoded.append((True, self._readers[session].append_bytes(ogg)))
+                except Exception as exc:
+                    decoded.append((False, f"{type(exc).__name__}: {exc}"))
+            return decoded
         if op == "encode_batch":
             # One tick's frames of every session on this worker, in one round trip. A session
             # closed meanwhile (no writer any more) gets nothing.
@@ -144,6 +158,23 @@ class _Worker:
             self.process.kill()
 
 
+def _settle_decodes(
+    items: list[tuple[int, bytes, asyncio.Future[Pcm]]], reply: asyncio.Future[Any]
+) -> None:
+    failure = None if reply.cancelled() else reply.exception()
+    for index, (_, _, future) in enumerate(items):
+        if future.done():
+            continue
+        if reply.cancelled() or failure is not None:
+            future.set_exception(CodecError(f"codec worker failed: {failure}"))
+            continue
+        ok, result = reply.result()[index]
+        if ok:
+            future.set_result(result)
+        else:
+            future.set_exception(CodecError(result))
+
+
 class CodecPool:
     """Ogg/Opus codec state per session, on ``workers`` processes (0: in-process)."""
 
@@ -152,8 +183,12 @@ class CodecPool:
         self._workers: list[_Worker] = []
         self._local = _Codecs()
         self._ids = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._to_decode: dict[int, list[tuple[int, bytes, asyncio.Future[Pcm]]]] = {}
+        self._flush_scheduled = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._workers = [_Worker(i, loop) for i in range(self._workers_wanted)]
 
     async def _call(self, op: str, sid: int, payload: Any) -> Any:
@@ -172,9 +207,28 @@ class CodecPool:
         await self._call("close", sid, None)
 
     async def decode(self, sid: int, ogg: bytes) -> Pcm:
-        """Ogg pages in, 24 kHz float PCM out (possibly empty: Opus needs whole packets)."""
-        pcm: Pcm = await self._call("decode", sid, ogg)
-        return pcm
+        """Ogg pages in, 24 kHz float PCM out (possibly empty: Opus needs whole packets).
+
+        Requests wait up to DECODE_BATCH_SECONDS and go to each worker together: with 80
+        callers sending 20 ms pages that is 400 pipe round trips a second instead of 4000,
+        and the engine thread competes with far less socket-side Python for the GIL."""
+        if not self._workers or self._loop is None:
+            pcm: Pcm = await self._call("decode", sid, ogg)
+            return pcm
+        future: asyncio.Future[Pcm] = self._loop.create_future()
+        self._to_decode.setdefault(self.worker_of(sid), []).append((sid, ogg, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_later(DECODE_BATCH_SECONDS, self._flush_decodes)
+        return await future
+
+    def _flush_decodes(self) -> None:
+        self._flush_scheduled = False
+        batches, self._to_decode = self._to_decode, {}
+        for worker, items in batches.items():
+            request = [(sid, ogg) for sid, ogg, _ in items]
+            reply = self._workers[worker].submit(next(self._ids), "decode_batch", -1, request)
+            reply.add_done_callback(functools.partial(_settle_decodes, items))
 
     def worker_of(self, sid: int) -> int:
         """Which worker holds a session's codec state (0 when in-process)."""
