@@ -26,6 +26,8 @@ from kubernetes import client
 
 from tests.operator.harness import Operator, service_account_kubeconfig, wait_for
 from voicefleet import constants
+from voicefleet.constants import CAPACITY_ON_DEMAND, CAPACITY_SPOT
+from voicefleet.sandbox.nodes import NodeGroup
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "voicefleet"
@@ -34,6 +36,16 @@ CHART = REPO / "charts" / "voicefleet"
 RELEASE = "voicefleet"
 OPERATOR_NAMESPACE = "voicefleet-system"
 Log = Callable[[str], None]
+
+# The cluster the suite and the demo run on: on-demand nodes of 8 GPUs and spot nodes of one
+# GPU each, as many small spot instances are, so the examples' `gpu.gpusPerNode: 1` describes
+# it and the planner's spot surplus holds exactly. The drill's pool has 4 spot pods, the
+# scaled example up to 5, and every interrupted pod needs a replacement: 16 spot nodes.
+E2E_NODES = (
+    NodeGroup(count=2, capacity_type=CAPACITY_ON_DEMAND, gpus=8),
+    NodeGroup(count=16, capacity_type=CAPACITY_SPOT, gpus=1),
+    NodeGroup(count=1, capacity_type=CAPACITY_ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
+)
 
 
 class FleetError(RuntimeError):
@@ -382,7 +394,9 @@ def drill_table(steps: Sequence[DrillStep]) -> str:
         for s in steps
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 @contextmanager

@@ -1,0 +1,128 @@
+"""The demo: voicefleet end to end on this machine, no GPU, no cloud, no cluster needed.
+
+1. plan a 200-conversation Moshi pool (batched beside one-model-per-session serving);
+2. start the sandbox (a real kube-apiserver with fake GPU nodes, built from Go modules);
+3. helm install the chart and run the operator as the chart's ServiceAccount;
+4. apply the pool and show ``kubectl get vap,pods -o wide``;
+5. an interruption drill on two spot nodes, with real runtimes and live conversations;
+6. tear everything down.
+
+Run it with ``scripts/demo.sh`` (which sets up the environment first) or
+``python -m e2e.demo``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kubernetes import client, config
+
+from e2e import fleet
+from voicefleet import constants
+from voicefleet.sandbox import binaries, manager
+
+POOL_FILE = fleet.REPO / "examples" / "support-en.yaml"
+NAMESPACE = "voice"
+POOL = "support-en"
+DRILL_NODES = 2
+
+
+def step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    step(f"voicefleet plan -f {POOL_FILE.relative_to(fleet.REPO)} --compare")
+    subprocess.run(
+        [sys.executable, "-m", "voicefleet", "plan", "-f", str(POOL_FILE), "--compare"],
+        check=True,
+    )
+
+    step("sandbox binaries (built from Go modules on first use, ~12 min on 2 cores)")
+    tools = binaries.resolve([*binaries.CONTROL_PLANE, "kubectl", "helm"], log=print)
+
+    with tempfile.TemporaryDirectory(prefix="voicefleet-demo-") as scratch:
+        work = Path(scratch)
+        step("sandbox up: etcd, kube-apiserver, controller-manager, scheduler, kwok")
+        running = manager.up(work / "sandbox", fleet.E2E_NODES, log=print, tie_to_caller=True)
+        try:
+            _on_cluster(running.kubeconfig, str(tools["kubectl"]), str(tools["helm"]), work)
+        finally:
+            step("tear down")
+            manager.down(work / "sandbox", log=print)
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _on_cluster(kubeconfig: Path, kubectl: str, helm: str, work: Path) -> None:
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    cluster = fleet.Cluster(kubeconfig, kubectl, helm, api)
+
+    step("helm install voicefleet charts/voicefleet -n voicefleet-system")
+    print(fleet.install_chart(cluster).split("NOTES:")[0].strip())
+
+    step("the operator, as the chart's ServiceAccount (kwok runs no containers)")
+    runtimes = fleet.Runtimes(work)
+    callers = fleet.Callers()
+    with fleet.operator_running(cluster, work) as operator:
+        print(f"operator running, metrics on http://127.0.0.1:{operator.metrics_port}/metrics")
+
+        step(f"kubectl apply -f {POOL_FILE.relative_to(fleet.REPO)}")
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
+        )
+        print(cluster.kubectl_run("apply", "-f", str(POOL_FILE)).strip())
+        waited = time.monotonic()
+        fleet.wait_ready(cluster, NAMESPACE, POOL)
+        print(f"{POOL} Ready after {time.monotonic() - waited:.1f} s")
+
+        step("kubectl get vap,pods -o wide")
+        print(cluster.kubectl_run("get", "vap,pods", "-o", "wide", f"-n={NAMESPACE}").rstrip())
+
+        step(f"interruption drill: {DRILL_NODES} spot nodes, one cloud signal each")
+        try:
+            steps = _drill(cluster, runtimes, callers)
+        finally:
+            runtimes.stop()
+            callers.close()
+        print(fleet.drill_table(steps))
+        print("\nafter the drill:")
+        print(cluster.kubectl_run("get", "vap", f"-n={NAMESPACE}").rstrip())
+
+
+def _drill(
+    cluster: fleet.Cluster, runtimes: fleet.Runtimes, callers: fleet.Callers
+) -> list[fleet.DrillStep]:
+    token = fleet.pool_token(cluster, NAMESPACE, POOL)
+    spot = [
+        p
+        for p in fleet.serving_pods(cluster, NAMESPACE, POOL)
+        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CAPACITY_SPOT
+    ]
+    steps = []
+    nodes = sorted({p.spec.node_name for p in spot})[:DRILL_NODES]
+    for node, signal in zip(nodes, fleet.DRILL_SIGNALS, strict=False):
+        on_node = [p for p in spot if p.spec.node_name == node]
+        print(f"{node}: starting a tiny runtime and a live conversation on {len(on_node)} pod(s)")
+        for pod in on_node:
+            runtimes.start(pod, token)
+        runtimes.wait_serving()
+        for pod in on_node:
+            callers.call(pod.status.pod_ip)
+        print(f"{node}: {signal[0]}")
+        steps.append(
+            fleet.interrupt_node(
+                cluster, NAMESPACE, POOL, node=node, signal=signal, callers=callers
+            )
+        )
+        runtimes.stop()
+    return steps
+
+
+if __name__ == "__main__":
+    sys.exit(main())
