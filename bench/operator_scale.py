@@ -80,6 +80,14 @@ class PodWatch:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, core: client.CoreV1Api) -> None:
+        try:
+            self._watch(core)
+        except Exception:
+            # The sandbox going down at the end cuts the stream; anything before is real.
+            if not self.stop.is_set():
+                raise
+
+    def _watch(self, core: client.CoreV1Api) -> None:
         while not self.stop.is_set():
             stream = watch.Watch().stream(
                 core.list_pod_for_all_namespaces,

@@ -19,6 +19,7 @@ from voicefleet import constants
 from voicefleet.operator.config import OperatorConfig
 from voicefleet.operator.kube import Kube, KubeError, load_credentials
 from voicefleet.operator.reconcile import (
+    TRIGGER_CREATE,
     TRIGGER_SPEC,
     TRIGGER_TIMER,
     Fleet,
@@ -76,10 +77,14 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     @kopf.on.resume(*POOL, registry=registry)
     @kopf.on.create(*POOL, registry=registry)
     @kopf.on.update(*POOL, registry=registry)
-    async def reconcile_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def reconcile_pool(
+        body: kopf.Body, reason: str, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
         fleet: Fleet = memo["fleet"]
+        # A first try at a create may skip reading objects that cannot exist yet.
+        trigger = TRIGGER_CREATE if reason == kopf.Reason.CREATE and retry == 0 else TRIGGER_SPEC
         try:
-            outcome = await fleet.reconcile(body, trigger=TRIGGER_SPEC)
+            outcome = await fleet.reconcile(body, trigger=trigger)
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
         if outcome.plan_error is not None:
@@ -101,11 +106,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         fleet.forget(namespace or "", name)
 
     @kopf.on.event("", "v1", "pods", labels={constants.LABEL_POOL: kopf.PRESENT}, registry=registry)
-    async def pod_changed(
-        labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
-    ) -> None:
+    async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         fleet: Fleet = memo["fleet"]
-        fleet.poke(namespace or "", labels[constants.LABEL_POOL])
+        fleet.pod_changed(type, body)
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

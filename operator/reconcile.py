@@ -56,6 +56,7 @@ VERIFY_SECONDS: Final = 30.0
 # Deleted nodes are remembered this long, so pods still bound to them are recognised.
 GONE_MEMORY_SECONDS: Final = 3600.0
 
+TRIGGER_CREATE: Final = "create"
 TRIGGER_SPEC: Final = "spec"
 TRIGGER_TIMER: Final = "timer"
 TRIGGER_NODE: Final = "node"
@@ -128,6 +129,8 @@ class Fleet:
         self.verified: dict[tuple[str, str, str], tuple[str, float]] = {}
         self.pools: set[str] = set()
         self._pending: set[str] = set()
+        self.closed = False
+        self._pod_digests: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- entry points --------------------------------------------------------------------
@@ -142,6 +145,8 @@ class Fleet:
     ) -> Outcome:
         """Reconcile one pool; what it did."""
         meta = body.get("metadata") or {}
+        if self.closed:
+            return Outcome()  # the operator is stopping; a timer may still fire once
         if meta.get("deletionTimestamp"):
             return Outcome()  # garbage collection removes the rest (owner references)
         pool = builders.PoolRef.from_body(dict(body))
@@ -182,8 +187,27 @@ class Fleet:
             return Outcome()
         return await self.reconcile(body, trigger=trigger, poll=poll, on_locked=on_locked)
 
+    def pod_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """An owned pod changed: reconcile its pool soon, if what changed matters to it
+        (phase, readiness, node, IP, drain, deletion; not every status heartbeat)."""
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace", ""))
+        pool = (meta.get("labels") or {}).get(constants.LABEL_POOL)
+        if not pool:
+            return
+        key = (namespace, str(meta.get("name", "")))
+        if event_type == "DELETED":
+            self._pod_digests.pop(key, None)
+        else:
+            view = PodView.from_body(body)
+            digest = (view.phase, view.ready, view.node, view.ip, view.draining, view.deleting)
+            if self._pod_digests.get(key) == digest:
+                return
+            self._pod_digests[key] = digest
+        self.poke(namespace, str(pool))
+
     def poke(self, namespace: str, name: str) -> None:
-        """Reconcile a pool soon (an owned pod changed); pokes coalesce while one waits."""
+        """Reconcile a pool soon; pokes coalesce while one waits for the pool's lock."""
         key = f"{namespace}/{name}"
         if key in self._pending or not self.config.watches(namespace):
             return
@@ -213,6 +237,8 @@ class Fleet:
     async def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A Node changed: if it newly shows an interruption signal (or is gone), react in
         every pool with pods there, at once."""
+        if self.closed:
+            return
         started = time.monotonic()
         name = str((body.get("metadata") or {}).get("name", ""))
         self._forget_old_gone()
@@ -260,6 +286,7 @@ class Fleet:
         metrics.INTERRUPTION_SECONDS.observe(time.monotonic() - started)
 
     async def close(self) -> None:
+        self.closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -272,7 +299,8 @@ class Fleet:
         self, pool: builders.PoolRef, body: Mapping[str, Any], *, trigger: str, poll: bool
     ) -> Outcome:
         previous = dict(body.get("status") or {})
-        force_verify = trigger == TRIGGER_SPEC
+        force_verify = trigger in (TRIGGER_SPEC, TRIGGER_CREATE)
+        fresh = trigger == TRIGGER_CREATE
         planned: Planned | None = None
         plan_error: str | None = None
         try:
@@ -280,13 +308,19 @@ class Fleet:
         except SpecInvalid as exc:
             plan_error = str(exc)
 
-        await self._ensure_secret(pool)
-        for manifest in (
-            builders.build_service(pool),
-            builders.build_headless_service(pool),
-            builders.build_pdb(pool),
-        ):
-            await self._ensure(manifest, force=force_verify)
+        # Steps 2-4 depend on nothing but the pool, and not on each other: run them
+        # together (a new pool's pods come up one round trip sooner), all before the pods.
+        await asyncio.gather(
+            self._ensure_secret(pool),
+            *(
+                self._ensure(manifest, force=force_verify, fresh=fresh)
+                for manifest in (
+                    builders.build_service(pool),
+                    builders.build_headless_service(pool),
+                    builders.build_pdb(pool),
+                )
+            ),
+        )
 
         pods = await self._observe_pods(pool, poll=poll)
         actions: Actions | None = None
@@ -346,7 +380,7 @@ class Fleet:
         self._export_pod_gauges(pool, pods)
         if status.changed(wanted, previous):
             if plan_error is not None and _degraded_message(previous) != plan_error:
-                await self._event(body, constants.EVENT_PLAN_INVALID, plan_error, warning=True)
+                self._event(body, constants.EVENT_PLAN_INVALID, plan_error, warning=True)
             await self.kube.merge_patch(
                 constants.KIND, pool.namespace, pool.name, {"status": wanted}, subresource="status"
             )
@@ -428,14 +462,21 @@ class Fleet:
         await self.kube.apply(manifest)
         self.verified[key] = (digest, time.monotonic())
 
-    async def _ensure(self, manifest: dict[str, Any], *, force: bool) -> bool:
-        """Apply ``manifest`` unless the live object carries the same applied hash."""
+    async def _ensure(self, manifest: dict[str, Any], *, force: bool, fresh: bool = False) -> bool:
+        """Apply ``manifest`` unless the live object carries the same applied hash.
+
+        ``fresh``: the pool was just created, so its objects cannot exist yet; apply
+        without reading first (one round trip, not two, before the pods)."""
         meta = manifest["metadata"]
         digest = meta["annotations"][constants.ANNOTATION_APPLIED_HASH]
         key = (manifest["kind"], meta["namespace"], meta["name"])
         seen, when = self.verified.get(key, ("", 0.0))
         if not force and seen == digest and time.monotonic() - when < VERIFY_SECONDS:
             return False
+        if fresh and key not in self.verified:
+            await self.kube.apply(manifest)
+            self.verified[key] = (digest, time.monotonic())
+            return True
         live = await self.kube.get(manifest["kind"], meta["namespace"], meta["name"])
         annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
         written = bool(annotations.get(constants.ANNOTATION_APPLIED_HASH) != digest)
@@ -499,15 +540,6 @@ class Fleet:
         now = time.time()
         by_name = {p.name: p for p in pods}
         token = builders.pool_token(self.key, pool)
-        await asyncio.gather(*(self._drain(pool, body, d, token, now) for d in actions.drain))
-        for d in actions.drain:
-            by_name[d.pod.name] = replace(
-                d.pod, draining=True, drain_deadline=now + d.deadline_seconds
-            )
-        await asyncio.gather(*(self._delete(pool, body, d) for d in actions.delete))
-        for gone in actions.delete:
-            by_name.pop(gone.pod.name, None)
-
         used = {builders.ordinal_of(pool, p.name) for p in pods}
         ordinals = scaling.free_ordinals({o for o in used if o is not None}, len(actions.create))
         avoid = tuple(sorted(set(self.signals) | set(self.gone)))
@@ -515,7 +547,20 @@ class Fleet:
             builders.build_pod(templates[kind], pool, ordinal, avoid)
             for kind, ordinal in zip(actions.create, ordinals, strict=True)
         ]
-        created = await asyncio.gather(*(self._create(m) for m in manifests))
+        # Drains, deletes and creates touch different pods: all at once, so a replacement
+        # is not queued behind the drain calls of the pods it replaces.
+        results = await asyncio.gather(
+            *(self._drain(pool, body, d, token, now) for d in actions.drain),
+            *(self._delete(pool, body, d) for d in actions.delete),
+            *(self._create(body, m) for m in manifests),
+        )
+        created = results[len(actions.drain) + len(actions.delete) :]
+        for d in actions.drain:
+            by_name[d.pod.name] = replace(
+                d.pod, draining=True, drain_deadline=now + d.deadline_seconds
+            )
+        for gone in actions.delete:
+            by_name.pop(gone.pod.name, None)
         names = [m["metadata"]["name"] for m, ok in zip(manifests, created, strict=True) if ok]
         for manifest in manifests:
             view = PodView.from_body(manifest)
@@ -526,11 +571,9 @@ class Fleet:
                 for k in scaling.CAPACITY_TYPES
                 if k in actions.create
             )
-            await self._event(
-                body, constants.EVENT_POD_CREATED, f"created {kinds}: {', '.join(names)}"
-            )
-        if actions.spot_fallback and created:
-            await self._event(
+            self._event(body, constants.EVENT_POD_CREATED, f"created {kinds}: {', '.join(names)}")
+        if actions.spot_fallback and any(created):
+            self._event(
                 body,
                 constants.EVENT_SPOT_FALLBACK,
                 f"{actions.spot_fallback} spot pod(s) unschedulable for over "
@@ -539,9 +582,21 @@ class Fleet:
             )
         return sorted(by_name.values(), key=lambda p: p.name)
 
-    async def _create(self, manifest: dict[str, Any]) -> bool:
+    async def _create(self, body: Mapping[str, Any], manifest: dict[str, Any]) -> bool:
+        """Create one pod; False when it already existed. A refusal (quota, admission) is
+        recorded as an event and raised, so kopf retries with back-off."""
         kind = manifest["metadata"]["labels"][constants.LABEL_CAPACITY_TYPE]
-        created = await self.kube.create(manifest)
+        try:
+            created = await self.kube.create(manifest)
+        except KubeError as exc:
+            if not exc.namespace_terminating:
+                self._event(
+                    body,
+                    constants.EVENT_CREATE_FAILED,
+                    f"creating {manifest['metadata']['name']}: {exc.message}",
+                    warning=True,
+                )
+            raise
         if created is not None:
             metrics.POD_CREATES.labels(kind).inc()
         return created is not None
@@ -553,7 +608,7 @@ class Fleet:
         drain: scaling.Drain,
         token: str,
         now: float,
-    ) -> None:
+    ) -> bool:
         """Mark the pod draining (annotation), then tell its runtime. The annotation goes
         first: if the call fails, the pod is still treated as draining and deleted at its
         deadline."""
@@ -574,7 +629,7 @@ class Fleet:
             },
         )
         if patched is None:
-            return
+            return False
         message = f"draining {pod.name} ({drain.reason}), deadline {drain.deadline_seconds} s"
         failure: str | None = None
         if pod.ip:
@@ -584,37 +639,43 @@ class Fleet:
                 failure = str(exc)
         else:
             failure = "pod has no IP"
-        await asyncio.gather(
-            self._event(patched, constants.EVENT_DRAIN_STARTED, message),
-            self._event(body, constants.EVENT_DRAIN_STARTED, message),
-        )
+        self._event(patched, constants.EVENT_DRAIN_STARTED, message)
+        self._event(body, constants.EVENT_DRAIN_STARTED, message)
         if failure is not None:
-            await self._event(
+            self._event(
                 patched,
                 constants.EVENT_DRAIN_FAILED,
                 f"{constants.PATH_DRAIN} failed: {failure}; the pod is deleted at its deadline",
                 warning=True,
             )
+        return True
 
     async def _delete(
         self, pool: builders.PoolRef, body: Mapping[str, Any], delete: scaling.Delete
-    ) -> None:
+    ) -> bool:
         # A pod whose node is gone has no kubelet to confirm the exit: remove it at once.
         grace = 0 if delete.reason == scaling.REASON_NODE_GONE else None
         if await self.kube.delete("Pod", pool.namespace, delete.pod.name, grace_seconds=grace):
             metrics.POD_DELETES.labels(delete.reason).inc()
-            await self._event(
+            self._event(
                 body, constants.EVENT_POD_DELETED, f"deleted {delete.pod.name} ({delete.reason})"
             )
+            return True
+        return False
 
-    async def _event(
+    def _event(
         self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
-        """Events are best effort: a failed one is logged, never fails the reconcile."""
-        try:
-            await self.kube.event(involved, reason, message, warning=warning)
-        except KubeError as exc:
-            log.warning("event %s not recorded: %s", reason, exc)
+        """Post an event in the background: events are best effort (a failed one is logged,
+        never fails the reconcile) and must not delay drains and replacements."""
+
+        async def post() -> None:
+            try:
+                await self.kube.event(involved, reason, message, warning=warning)
+            except KubeError as exc:
+                log.warning("event %s not recorded: %s", reason, exc)
+
+        self._spawn(post())
 
     def _export_pod_gauges(self, pool: builders.PoolRef, pods: Sequence[PodView]) -> None:
         live = [p for p in pods if not p.deleting]

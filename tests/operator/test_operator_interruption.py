@@ -128,7 +128,10 @@ def test_each_signal_drains_the_nodes_pods_and_replaces_them_within_a_second(  #
     annotations = drained.metadata.annotations
     assert annotations[constants.ANNOTATION_DRAIN_NODE] == node.metadata.name
     assert annotations[constants.ANNOTATION_DRAIN_REASON]
-    assert kit.events(kube_api, namespace, constants.EVENT_DRAIN_STARTED)
+    wait_until(
+        lambda: kit.events(kube_api, namespace, constants.EVENT_DRAIN_STARTED),
+        what="event constants.EVENT_DRAIN_STARTED",
+    )
     # Nothing answers on the pod's IP: the drain call fails, is reported, and the pod is
     # deleted once its deadline (3 s) passed.
     wait_until(lambda: kit.events(kube_api, namespace, constants.EVENT_DRAIN_FAILED), what="event")
@@ -348,7 +351,10 @@ def test_unschedulable_spot_pods_get_on_demand_stand_ins_then_go_back_to_spot(
     wait_until(stand_ins, timeout=30, what="on-demand stand-ins for the stuck spot pods")
     degraded = kit.condition(kit.get_pool(kube_api, namespace, "fallback"), "Degraded")
     assert degraded["reason"] == constants.REASON_SPOT_UNAVAILABLE
-    assert kit.events(kube_api, namespace, constants.EVENT_SPOT_FALLBACK)
+    wait_until(
+        lambda: kit.events(kube_api, namespace, constants.EVENT_SPOT_FALLBACK),
+        what="event constants.EVENT_SPOT_FALLBACK",
+    )
 
     for name in spot_nodes:
         node = core.read_node(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -159,7 +160,10 @@ def test_an_unplannable_spec_is_degraded_and_deletes_nothing(
     assert "maxReplicas" in found["message"]
     time.sleep(2.0)
     assert [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "bad")] == names
-    assert kit.events(kube_api, namespace, constants.EVENT_PLAN_INVALID)
+    wait_until(
+        lambda: kit.events(kube_api, namespace, constants.EVENT_PLAN_INVALID),
+        what="event constants.EVENT_PLAN_INVALID",
+    )
 
 
 def test_a_gpu_too_small_for_the_model_is_plan_invalid_with_what_to_change(
@@ -275,3 +279,29 @@ def test_the_operator_cannot_read_secrets_elsewhere_nor_write_nodes(
         assert not allowed(verb, "nodes", None)
     assert allowed("watch", "nodes", None)
     assert allowed("delete", "pods", namespace)
+
+
+def test_a_second_replica_stays_paused_until_the_active_one_goes(
+    live_operator: Operator,
+    kube_api: client.ApiClient,
+    apply: Apply,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    standby = Operator(live_operator.kubeconfig, tmp_path)
+    standby.start("--priority", "0")  # below the active replica's
+    try:
+        kit.make_pool(apply, "peered", sessions={"target": 40})
+        kit.wait_pool_ready(kube_api, namespace, "peered")
+        time.sleep(2.0)
+        assert standby.writes(namespace) == 0
+        assert "Handler '" not in standby.logs[-1].read_text()  # handled nothing at all
+        assert live_operator.writes(namespace) > 0
+
+        live_operator.stop()  # leaves the peering; the standby takes over
+        kit.patch_pool(kube_api, namespace, "peered", {"spec": {"sessions": {"target": 200}}})
+        want = kit.planned(sessions={"target": 200}).replicas
+        kit.wait_running(kube_api, namespace, "peered", want)
+        assert standby.writes(namespace) > 0
+    finally:
+        standby.stop()
