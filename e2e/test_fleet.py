@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e import fleet
+from e2e import argocd, fleet
 from tests.fixtures.sandbox import Cluster as SandboxCluster
 from tests.fixtures.sandbox import wait_until
 from tests.operator.harness import Operator
@@ -117,6 +117,29 @@ def test_examples_become_ready_with_the_planned_pods(
                 pod.metadata.name
             )
             assert pod.spec.containers[0].resources.limits[constants.RESOURCE_GPU] == "1"
+
+
+def test_argocd_health_follows_the_pool_from_degraded_to_healthy(
+    cluster: fleet.Cluster, runtimes: fleet.Runtimes
+) -> None:
+    pytest.importorskip("torch", reason="the runtime needs torch")
+    # kwok's pods run no containers: until a runtime answers on the pod's IP the operator
+    # reports the pool Degraded, and Argo CD shows why.
+    status, message = argocd.health(fleet.get_pool(cluster, APPS, "minimal"))
+    assert (status, message.split(":")[0]) == ("Degraded", constants.REASON_RUNTIME_UNREACHABLE)
+    (pod,) = fleet.pool_pods(cluster, APPS, "minimal")
+    runtimes.start(pod, fleet.pool_token(cluster, APPS, "minimal"))
+    runtimes.wait_serving()
+    wait_until(
+        lambda: argocd.health(fleet.get_pool(cluster, APPS, "minimal"))[0] == "Healthy",
+        what="Argo CD's health of minimal to turn Healthy",
+    )
+    runtimes.stop()
+    # Let the operator see the runtime gone before the next test counts its writes.
+    wait_until(
+        lambda: argocd.health(fleet.get_pool(cluster, APPS, "minimal"))[0] == "Degraded",
+        what="minimal to be Degraded again",
+    )
 
 
 def test_kubectl_get_shows_the_plan_and_the_pods(cluster: fleet.Cluster) -> None:

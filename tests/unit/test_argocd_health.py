@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import lupa
 import pytest
 
-SCRIPT = (Path(__file__).resolve().parents[2] / "examples/gitops/argocd-health.lua").read_text()
-
-
-def health(obj: dict[str, Any]) -> tuple[str, str]:
-    """Evaluates the check the way Argo CD does: ``obj`` is a global, the script returns hs."""
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(SCRIPT)
-    return str(result["status"]), str(result["message"])
+from e2e.argocd import health
 
 
 def pool(generation: int, status: dict[str, Any] | None) -> dict[str, Any]:

@@ -52,6 +52,9 @@ COMPONENT_VERSION_PACKAGES: Final = (
 STAMP_SUFFIX: Final = ".version"
 HELM_TARGET: Final = "helm"
 HELM_VERSION_PACKAGE: Final = "helm.sh/helm/v3/internal/version"
+# Where helm keeps the Kubernetes version it assumes without a cluster (`helm template`,
+# `helm lint`): unstamped it is v1.20, which a chart's `kubeVersion: >=1.30` rejects.
+HELM_KUBE_VERSION_PACKAGE: Final = "helm.sh/helm/v3/pkg/chartutil"
 HEARTBEAT_SECONDS: Final = 60.0
 
 Progress = Callable[[str], None]
@@ -122,11 +125,19 @@ def target_by_name(name: str) -> Target:
     raise KeyError(f"unknown sandbox binary {name!r}; known: {', '.join(TARGET_NAMES)}")
 
 
+def stamp(target: Target) -> str:
+    """What the cache records a binary was built as; a change rebuilds it."""
+    if target.name == HELM_TARGET:
+        # helm also carries the Kubernetes version it defaults to (see _ldflags).
+        return f"{target.version} kubernetes-{KUBERNETES_VERSION}"
+    return target.version
+
+
 def is_cached(target: Target, cache_dir: Path) -> bool:
     """The binary exists and was built from the pinned version."""
     binary = bin_dir(cache_dir) / target.name
-    stamp = binary.with_name(binary.name + STAMP_SUFFIX)
-    return binary.is_file() and stamp.is_file() and stamp.read_text().strip() == target.version
+    recorded = binary.with_name(binary.name + STAMP_SUFFIX)
+    return binary.is_file() and recorded.is_file() and recorded.read_text().strip() == stamp(target)
 
 
 def _go_env() -> dict[str, str]:
@@ -224,6 +235,11 @@ def _ldflags(target: Target) -> str:
             f"-X {HELM_VERSION_PACKAGE}.{key}={value}"
             for key, value in (("version", target.version), ("gitTreeState", "clean"))
         )
+        kube_major, kube_minor, _ = KUBERNETES_VERSION.lstrip("v").split(".")
+        flags.extend(
+            f"-X {HELM_KUBE_VERSION_PACKAGE}.{key}={value}"
+            for key, value in (("k8sVersionMajor", kube_major), ("k8sVersionMinor", kube_minor))
+        )
         return " ".join(flags)
     if target.module != KUBERNETES_MODULE:
         return " ".join(flags)
@@ -292,7 +308,7 @@ def build_target(target: Target, cache_dir: Path, log: Progress) -> Path:
         log,
     )
     partial.replace(binary)
-    binary.with_name(binary.name + STAMP_SUFFIX).write_text(target.version + "\n")
+    binary.with_name(binary.name + STAMP_SUFFIX).write_text(stamp(target) + "\n")
     log(f"built {target.name} in {time.monotonic() - started:.0f} s -> {binary}")
     return binary
 
