@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
+import sphn
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.runtime.clients import moshi_session
+from tests.runtime.clients import moshi_session, tone
 from tests.runtime.conftest import TOKEN
-from tests.runtime.server_process import RuntimeServer, http, start_server
+from tests.runtime.server_process import RuntimeServer, free_port, http, start_server
 from voicefleet.api.runtime import RuntimeStatus
 
 pytestmark = pytest.mark.runtime
@@ -130,3 +134,60 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         assert await asyncio.to_thread(server.process.wait, 20) == 0
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--backend=moshi", "--weights=/nonexistent/moshi"], "no such directory"),
+        (["--backend=moshi", "--weights=/"], "model.safetensors is missing"),
+        (["--backend=hertz-dev"], "not implemented yet"),
+    ],
+)
+def test_load_errors_fail_at_start_and_say_what_to_change(
+    arguments: list[str], expected: str
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "voicefleet",
+        "runtime",
+        "serve",
+        "--host=127.0.0.1",
+        f"--port={free_port()}",
+        "--device=cpu",
+        "--codec-workers=0",
+        *arguments,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+
+
+async def test_bursty_input_is_dropped_and_counted(shared_server: RuntimeServer) -> None:
+    """A caller that sends seconds of audio at once loses the oldest frames (counted);
+    a caller streaming in real time beside it is unaffected."""
+    url = f"{shared_server.ws}/api/chat"
+    steady = asyncio.create_task(moshi_session(url, 3.0))
+    writer = sphn.OpusStreamWriter(24_000)
+    burst = tone(8.0)
+    async with aiohttp.ClientSession() as client, client.ws_connect(url) as ws:
+        for index in range(len(burst) // 1920):
+            ogg = writer.append_pcm(burst[index * 1920 : (index + 1) * 1920])
+            if ogg:
+                await ws.send_bytes(b"\x01" + ogg)
+        await asyncio.sleep(1.0)
+    healthy = await steady
+    assert healthy.audio_samples >= 24_000
+    assert not healthy.errors
+    _, _, body = http("GET", f"{shared_server.http}/metrics")
+    drops = {
+        sample.labels["direction"]: sample.value
+        for family in text_string_to_metric_families(body.decode())
+        if family.name == "voicefleet_runtime_queue_drops"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    # 100 frames arrived within a second or so into a queue of 25, one taken per tick.
+    assert drops["input"] >= 25
+    shared_server.wait_idle()
