@@ -83,6 +83,14 @@ def _load(hub: Hub) -> BatchedEngine:
     )
     engine.start()
     while not engine.ready.wait(0.2):
+        if isinstance(engine.failure, torch.cuda.OutOfMemoryError):
+            # The memory check before allocation is an estimate; CUDA graphs and activations
+            # can still tip a tight configuration over.
+            raise BackendLoadError(
+                f"out of GPU memory while setting up {config.max_sessions} session slots of "
+                f"{config.max_session_seconds} s: lower --max-sessions or "
+                f"--max-session-seconds ({engine.failure})"
+            )
         if engine.failure is not None:
             raise engine.failure
     # The model's objects live as long as the process: keep them out of every later garbage
