@@ -44,6 +44,7 @@ async def moshi_session(
     *,
     extra_messages: list[bytes] | None = None,
     stop: asyncio.Event | None = None,
+    frame_samples: int = FRAME_SAMPLES,
 ) -> MoshiTranscript:
     """Stream ``seconds`` of a tone in real time as Ogg/Opus, read everything that comes
     back, decode the audio, then close (or end early when the server closes or ``stop``)."""
@@ -57,18 +58,19 @@ async def moshi_session(
         async def send() -> None:
             for message in extra_messages or []:
                 await ws.send_bytes(message)
-            for index in range(len(audio) // FRAME_SAMPLES):
+            frame_seconds = frame_samples / SAMPLE_RATE
+            for index in range(len(audio) // frame_samples):
                 if ws.closed:
                     return
                 if stop is not None and stop.is_set():
                     break
-                frame = audio[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES]
+                frame = audio[index * frame_samples : (index + 1) * frame_samples]
                 ogg = writer.append_pcm(frame)
                 if ogg:
                     await ws.send_bytes(b"\x01" + ogg)
-                # Real time: one 80 ms frame per 80 ms, on a fixed schedule.
+                # Real time: one frame per frame's duration, on a fixed schedule.
                 await asyncio.sleep(
-                    max(0.0, started + (index + 1) * FRAME_SECONDS - time.monotonic())
+                    max(0.0, started + (index + 1) * frame_seconds - time.monotonic())
                 )
             await asyncio.sleep(0.5)  # let the last replies arrive
             await ws.close()

@@ -35,6 +35,15 @@ async def test_concurrent_moshi_sessions_exchange_opus(shared_server: RuntimeSer
     shared_server.wait_idle()
 
 
+async def test_web_client_pattern_of_20ms_opus_frames(shared_server: RuntimeServer) -> None:
+    """Kyutai's web client records 20 ms Opus frames; the server regroups them into 80 ms."""
+    transcript = await moshi_session(f"{shared_server.ws}/api/chat", SECONDS, frame_samples=480)
+    assert transcript.first_kind == 0x00
+    assert transcript.audio_samples >= 24_000
+    assert not transcript.errors
+    shared_server.wait_idle()
+
+
 async def test_pcm_session_at_16khz(shared_server: RuntimeServer) -> None:
     transcript = await pcm_session(f"{shared_server.ws}/ws/pcm", SECONDS, rate=16_000)
     assert transcript.notices[0]["type"] == "session"
