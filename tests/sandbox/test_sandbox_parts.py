@@ -39,9 +39,9 @@ def test_default_nodes_are_two_on_demand_four_spot_and_a_cpu_node() -> None:
         "h100-spot-3",
         "cpu-on-demand-0",
     ]
-    cidrs = [ipaddress.ip_network(node.pod_cidr) for node in planned]
+    cidrs = [ipaddress.IPv4Network(node.pod_cidr) for node in planned]
     assert len(set(cidrs)) == len(cidrs)
-    network = ipaddress.ip_network(POD_NETWORK)
+    network = ipaddress.IPv4Network(POD_NETWORK)
     # The first /24 is kwok's fallback range and no node's.
     assert all(c.subnet_of(network) and c != next(network.subnets(new_prefix=24)) for c in cidrs)
 

@@ -19,7 +19,7 @@ def example_pool() -> dict[str, Any]:
     """The VoiceAgentPool document of the example (the file also holds its price ConfigMap)."""
     docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
     (pool,) = [d for d in docs if d["kind"] == "VoiceAgentPool"]
-    return pool
+    return dict(pool)
 
 
 def voicefleet(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
