@@ -97,6 +97,35 @@ def test_plan_of_every_example_succeeds() -> None:
         assert done.returncode == 0, f"{example.name}: {done.stderr}"
 
 
+def test_gpu_catalog_file_adds_a_product_the_catalog_lacks(tmp_path: Path) -> None:
+    gpus = tmp_path / "gpus.yaml"
+    gpus.write_text(
+        "NVIDIA-B200:\n  shortName: B200\n  memoryMiB: 183359\n  bandwidthGBps: 8000\n"
+        "  overheadGiB: 2.0\n"
+    )
+    pool = example_pool()
+    pool["spec"]["gpu"] = {"product": "NVIDIA-B200"}
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    without = voicefleet("plan", "-f", str(path))
+    assert without.returncode == 2
+    assert "not in the GPU catalog" in without.stderr
+    done = voicefleet("plan", "-f", str(path), "-o", "json", "--gpu-catalog", str(gpus))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["gpu"] == "B200"
+    assert result["sessionsPerPod"] > 100  # 179 GiB of memory
+    assert result["estimate"]
+
+
+def test_bad_gpu_catalog_file_names_the_field(tmp_path: Path) -> None:
+    gpus = tmp_path / "gpus.yaml"
+    gpus.write_text("NVIDIA-B200:\n  shortName: B200\n  memoryMiB: -1\n")
+    done = voicefleet("plan", "-f", str(EXAMPLE), "--gpu-catalog", str(gpus))
+    assert done.returncode == 2
+    assert "memoryMiB" in done.stderr
+
+
 def test_invalid_manifest_names_the_field_and_exits_2(tmp_path: Path) -> None:
     pool = example_pool()
     pool["spec"]["capacity"]["spotPercentage"] = 150

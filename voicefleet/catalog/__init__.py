@@ -116,10 +116,32 @@ def _read_packaged(name: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _gpu_table(raw: Any, origin: str) -> dict[str, GpuProduct]:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{origin}: expected a mapping of GPU products")
+    try:
+        return {str(key): GpuProduct(product=str(key), **value) for key, value in raw.items()}
+    except (TypeError, ValidationError) as exc:
+        where = ""
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
+        raise CatalogError(f"{origin}: {where or exc}") from exc
+
+
 @cache
+def _builtin_gpus() -> dict[str, GpuProduct]:
+    return _gpu_table(_read_packaged("gpus.yaml"), "gpus.yaml")
+
+
+# A cluster's own tables, laid over the built-in ones for this process (the operator's
+# --gpu-catalog and --prices; voicefleet plan's --gpu-catalog). Set once at start-up.
+_extra_gpus: dict[str, GpuProduct] = {}
+_price_override: PriceTable | None = None
+
+
 def gpus() -> dict[str, GpuProduct]:
-    raw: dict[str, dict[str, Any]] = _read_packaged("gpus.yaml")
-    return {key: GpuProduct(product=key, **value) for key, value in raw.items()}
+    return {**_builtin_gpus(), **_extra_gpus}
 
 
 @cache
@@ -135,8 +157,14 @@ def models() -> dict[str, ModelProfile]:
 
 
 @cache
-def default_prices() -> PriceTable:
+def _builtin_prices() -> PriceTable:
     return PriceTable.model_validate(_read_packaged("prices.yaml"))
+
+
+def default_prices() -> PriceTable:
+    """The built-in prices, with the process-wide override (if any) laid over them."""
+    base = _builtin_prices()
+    return _price_override.merged_over(base) if _price_override else base
 
 
 def parse_prices(text: str, origin: str) -> PriceTable:
@@ -152,13 +180,35 @@ def parse_prices(text: str, origin: str) -> PriceTable:
         raise CatalogError(f"{origin}: {where}: {first['msg']}") from exc
 
 
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+
+
+def load_gpus(path: Path) -> dict[str, GpuProduct]:
+    """GPU products from a file of the shape of gpus.yaml."""
+    try:
+        raw = yaml.safe_load(_read(path, "GPU catalog"))
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+    return _gpu_table(raw, str(path))
+
+
+def install_overrides(*, gpus_file: Path | None = None, prices_file: Path | None = None) -> None:
+    """Lay a cluster's GPU and price tables over the built-in ones, for this process."""
+    global _price_override  # noqa: PLW0603 (process configuration, set once at start-up)
+    if gpus_file is not None:
+        _extra_gpus.clear()
+        _extra_gpus.update(load_gpus(gpus_file))
+    if prices_file is not None:
+        _price_override = parse_prices(_read(prices_file, "price file"), str(prices_file))
+
+
 def load_prices(path: Path) -> PriceTable:
     """The default prices with the file at ``path`` laid over them."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read price file: {exc.strerror}") from exc
-    return parse_prices(text, str(path)).merged_over(default_prices())
+    return parse_prices(_read(path, "price file"), str(path)).merged_over(default_prices())
 
 
 def find_gpu(product: str) -> GpuProduct | None:

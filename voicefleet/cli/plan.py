@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--prices", type=Path, help="price file laid over the defaults (shape of prices.yaml)"
     )
+    parser.add_argument(
+        "--gpu-catalog",
+        type=Path,
+        help="GPU products laid over the built-in catalog (shape of gpus.yaml)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -171,6 +176,7 @@ def format_table(rows: list[list[str]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        catalog.install_overrides(gpus_file=args.gpu_catalog)
         prices = catalog.load_prices(args.prices) if args.prices else None
         pools, others = _pools(args.filename)
         results = [
