@@ -4,11 +4,12 @@ many pools over many fake GPU nodes, and the operator's memory.
 What it does, in order:
 
 1. starts a sandbox of its own (etcd, kube-apiserver, controller manager, scheduler, kwok)
-   and adds ``--nodes`` fake 8-GPU H100 nodes (a quarter on-demand, the rest spot), each
+   and adds ``--nodes`` fake 8-GPU H100 nodes (half on-demand, half spot), each
    with a pod CIDR in 127.0.0.0/8;
 2. runs ``voicefleet operator run`` as its own ServiceAccount (the generated RBAC);
 3. creates ``--pools`` spot-first pools in a burst and measures, per pool, the time from
-   the create call to all its planned pods existing (seen on a pod watch);
+   the create call to all its planned pods existing (seen on a pod watch); then, with all
+   of those running, applies ``--single`` more pools one at a time and measures the same;
 4. taints ``--interruptions`` nodes one after another with ``karpenter.sh/disrupted`` and
    measures the time from the taint to every pool pod there being marked draining and to
    every affected pool having its replacements created; the operator's own histogram
@@ -138,7 +139,7 @@ def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
     octets = [o for o in range(200, 255) if o != taken_octet]
     out = []
     for i in range(count):
-        kind = constants.CAPACITY_ON_DEMAND if i % 4 == 0 else constants.CAPACITY_SPOT
+        kind = constants.CAPACITY_ON_DEMAND if i % 2 == 0 else constants.CAPACITY_SPOT
         group = nodes.NodeGroup(count=1, capacity_type=kind)
         cidr = f"127.{octets[i // 250]}.{i % 250}.0/24"
         fake = nodes.FakeNode(f"bench-{kind}-{i}", group, cidr)
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--pools", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--interruptions", type=int, default=30)
+    parser.add_argument("--single", type=int, default=20, help="pools applied one at a time")
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument("--out", type=Path)
@@ -263,8 +265,12 @@ def measure(
 
     def all_created() -> bool:
         now = time.monotonic()
+        live: dict[tuple[str, str], int] = {}
+        for (ns, _name), seen in pods.snapshot().items():
+            if not seen.draining and not seen.deleting:
+                live[(ns, seen.pool)] = live.get((ns, seen.pool), 0) + 1
         for key in created:
-            if key not in done and pods.live(*key) >= replicas:
+            if key not in done and live.get(key, 0) >= replicas:
                 done[key] = now
         return len(done) == len(pools)
 
@@ -273,35 +279,46 @@ def measure(
 
     def check() -> None:
         while not checker_stop.is_set() and not all_created():
-            time.sleep(0.005)
+            time.sleep(0.02)
 
     checker = threading.Thread(target=check, daemon=True)
     checker.start()
     for ns, name in pools:
-        body = {
-            "apiVersion": constants.API_VERSION,
-            "kind": constants.KIND,
-            "metadata": {"name": name, "namespace": ns},
-            "spec": POOL_SPEC,
-        }
         created[(ns, name)] = time.monotonic()
         objects.create_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, ns, constants.PLURAL, body
+            constants.GROUP, constants.VERSION, ns, constants.PLURAL, pool_body(ns, name)
         )
     checker.join(timeout=300)
     checker_stop.set()
     reconcile = [done[k] - created[k] for k in created if k in done]
 
     # Let scheduling and kwok settle before the interruptions.
-    wait_for(
-        lambda: all(p.node for p in pods.snapshot().values()), timeout=300, what="all scheduled"
-    )
+    try:
+        wait_for(
+            lambda: all(p.node for p in pods.snapshot().values()), timeout=120, what="scheduling"
+        )
+    except Exception:
+        pending = [k for k, p in pods.snapshot().items() if not p.node]
+        print(f"[bench] {len(pending)} pods not scheduled: {pending[:10]}", flush=True)
+        for ns, name in pending[:3]:
+            pod = core.read_namespaced_pod(name, ns)
+            print(f"[bench] {name}: {pod.status.conditions}", flush=True)
+        raise
     time.sleep(args.poll_interval)
 
+    single = apply_one_by_one(args, objects, pods, replicas)
     drained_after, replaced_after = interrupt(args, core, pods, replicas)
     metrics_text = operator.metrics()
     own_mean, own_count = histogram_mean(
         metrics_text, f"{constants.OPERATOR_METRIC_PREFIX}interruption_reaction_seconds"
+    )
+    reconcile_mean, _ = histogram_mean(
+        metrics_text.replace('{trigger="create"}', ""),
+        f"{constants.OPERATOR_METRIC_PREFIX}reconcile_duration_seconds",
+    )
+    api_mean, api_count = histogram_mean(
+        metrics_text.replace('{verb="GET"}', ""),
+        f"{constants.OPERATOR_METRIC_PREFIX}api_request_duration_seconds",
     )
     memory = memory_kib(pid)
     return {
@@ -311,13 +328,48 @@ def measure(
         "podsPerPool": replicas,
         "pollIntervalSeconds": args.poll_interval,
         "reconcileSeconds": reconcile,
+        "singleReconcileSeconds": single,
         "drainMarkedSeconds": drained_after,
         "replacedSeconds": replaced_after,
         "operatorReactionMeanSeconds": own_mean,
         "operatorReactionCount": own_count,
+        "operatorCreateReconcileMeanSeconds": reconcile_mean,
+        "operatorApiGetMeanSeconds": api_mean,
+        "operatorApiGets": api_count,
         "operatorRssMiB": round(memory.get("VmRSS", 0) / 1024, 1),
         "operatorPeakRssMiB": round(memory.get("VmHWM", 0) / 1024, 1),
     }
+
+
+def pool_body(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": POOL_SPEC,
+    }
+
+
+def apply_one_by_one(
+    args: argparse.Namespace, objects: client.CustomObjectsApi, pods: PodWatch, replicas: int
+) -> list[float]:
+    """With every other pool running: one more pool at a time, create -> all pods exist."""
+    print(f"[bench] {args.single} pools one at a time", flush=True)
+    out = []
+    for i in range(args.single):
+        name = f"single-{i}"
+        started = time.monotonic()
+        objects.create_namespaced_custom_object(
+            constants.GROUP,
+            constants.VERSION,
+            "bench-0",
+            constants.PLURAL,
+            pool_body("bench-0", name),
+        )
+        timed(lambda name=name: pods.live("bench-0", name) >= replicas, 60)
+        out.append(time.monotonic() - started)
+        time.sleep(0.3)
+    return out
 
 
 def interrupt(
@@ -365,7 +417,8 @@ def _cores() -> int:
 
 def print_table(r: dict[str, Any]) -> None:
     rows = [
-        ("reconcile: pool created -> all pods created", r["reconcileSeconds"]),
+        (f"reconcile, {r['pools']} pools at once: created -> pods exist", r["reconcileSeconds"]),
+        ("reconcile, one more pool at a time: created -> pods exist", r["singleReconcileSeconds"]),
         ("interruption: node tainted -> its pods marked draining", r["drainMarkedSeconds"]),
         ("interruption: node tainted -> replacements created", r["replacedSeconds"]),
     ]
@@ -374,18 +427,23 @@ def print_table(r: dict[str, Any]) -> None:
         f"voicefleet operator, {r['pools']} pools x {r['podsPerPool']} pods over {r['nodes']} "
         f"fake nodes (kwok), poll {r['pollIntervalSeconds']} s; {r['machine']}"
     )
-    print(f"| {'measure':<56} | {'n':>4} | {'p50 s':>7} | {'p95 s':>7} | {'max s':>7} |")
-    print(f"|{'-' * 58}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+    print(f"| {'measure':<60} | {'n':>4} | {'p50 s':>7} | {'p95 s':>7} | {'max s':>7} |")
+    print(f"|{'-' * 62}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
     for label, values in rows:
         clean = [v for v in values if not math.isnan(v)]
         print(
-            f"| {label:<56} | {len(clean):>4} | {percentile(clean, 0.5):>7.3f} | "
+            f"| {label:<60} | {len(clean):>4} | {percentile(clean, 0.5):>7.3f} | "
             f"{percentile(clean, 0.95):>7.3f} | {max(clean, default=float('nan')):>7.3f} |"
         )
     print(
-        f"| {'operator: signal seen -> drains + replacements (mean)':<56} | "
+        f"| {'operator: signal seen -> drains + replacements (mean)':<60} | "
         f"{r['operatorReactionCount']:>4} | {r['operatorReactionMeanSeconds']:>7.3f} | "
         f"{'':>7} | {'':>7} |"
+    )
+    print(
+        f"operator's own view: create reconcile mean "
+        f"{r['operatorCreateReconcileMeanSeconds']:.3f} s, API GET mean "
+        f"{r['operatorApiGetMeanSeconds']:.3f} s over {r['operatorApiGets']} GETs"
     )
     print(
         f"operator memory: RSS {r['operatorRssMiB']} MiB, peak {r['operatorPeakRssMiB']} MiB; "

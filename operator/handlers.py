@@ -100,6 +100,11 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         except KubeError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
 
+    @kopf.on.event(*POOL, registry=registry)
+    async def pool_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        fleet.pool_seen(type, body)
+
     @kopf.on.delete(*POOL, optional=True, registry=registry)
     async def forget_pool(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
         fleet: Fleet = memo["fleet"]

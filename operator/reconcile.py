@@ -130,6 +130,8 @@ class Fleet:
         self.pools: set[str] = set()
         self._pending: set[str] = set()
         self.closed = False
+        self.bodies: dict[str, Mapping[str, Any]] = {}
+        self.last_pods: dict[str, list[PodView]] = {}
         self._pod_digests: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -154,11 +156,16 @@ class Fleet:
         metrics.POOLS.set(len(self.pools))
         lock = self.locks.setdefault(pool.key, asyncio.Lock())
         started = time.monotonic()
+        if poll:
+            # Ask the runtimes first, outside the lock: a slow pod must not hold up a node
+            # reaction waiting for the same pool. The pods polled are those the last
+            # reconcile saw; a new one is polled from the next tick on.
+            await self._poll(pool, self.last_pods.get(pool.key, []))
         async with lock:
             if on_locked is not None:
                 on_locked()
             try:
-                return await self._reconcile(pool, body, trigger=trigger, poll=poll)
+                return await self._reconcile(pool, body, trigger=trigger, poll=False)
             except KubeError as exc:
                 if exc.namespace_terminating:
                     # The namespace (and so the pool) is going away; nothing to keep up.
@@ -180,12 +187,25 @@ class Fleet:
         poll: bool = False,
         on_locked: Callable[[], None] | None = None,
     ) -> Outcome:
-        body = await self.kube.get(constants.KIND, namespace, name)
+        # The pool as kopf's watch last showed it (no request on the interruption path);
+        # read from the API only for a pool that event has not shown yet.
+        body = self.bodies.get(f"{namespace}/{name}")
+        if body is None:
+            body = await self.kube.get(constants.KIND, namespace, name)
         if body is None:
             if on_locked is not None:
                 on_locked()
             return Outcome()
         return await self.reconcile(body, trigger=trigger, poll=poll, on_locked=on_locked)
+
+    def pool_seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Keep the latest body of each pool from kopf's watch."""
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        if event_type == "DELETED":
+            self.bodies.pop(key, None)
+        else:
+            self.bodies[key] = body
 
     def pod_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """An owned pod changed: reconcile its pool soon, if what changed matters to it
@@ -231,6 +251,8 @@ class Fleet:
     def forget(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         self.pools.discard(key)
+        self.bodies.pop(key, None)
+        self.last_pods.pop(key, None)
         self.locks.pop(key, None)
         metrics.POOLS.set(len(self.pools))
 
@@ -496,6 +518,7 @@ class Fleet:
         ]
         if poll:
             await self._poll(pool, views)
+        self.last_pods[pool.key] = views
         names = {v.name for v in views}
         for key in [k for k in self.reports if k[0] == pool.namespace and k[1] not in names]:
             if key[1].startswith(f"{pool.name}-"):

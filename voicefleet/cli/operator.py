@@ -163,6 +163,10 @@ def run_operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs every handler run at INFO ("Handler ... succeeded"): one line per Node
+        # heartbeat on a large cluster. Warnings and errors still come through.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(args.metrics_port, addr=args.metrics_host)
     registry = handlers.build_registry(config)
     asyncio.run(
