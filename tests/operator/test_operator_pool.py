@@ -309,3 +309,29 @@ def test_a_second_replica_stays_paused_until_the_active_one_goes(
         assert standby.writes(namespace) > 0
     finally:
         standby.stop()
+
+
+def test_pods_that_never_get_ready_make_the_pool_degraded_without_churn(
+    live_operator: Operator, kube_api: client.ApiClient, apply: Apply, namespace: str
+) -> None:
+    # A node selector no node matches: the pods never run, so never become Ready (kwok
+    # marks every running pod Ready, readiness gates included).
+    kit.make_pool(
+        apply,
+        "stuck",
+        sessions={"target": 40},
+        template={"spec": {"nodeSelector": {"example.com/no-such-node": "x"}}},
+    )
+    want = kit.planned(sessions={"target": 40}).replicas
+    wait_until(lambda: len(kit.pool_pods(kube_api, namespace, "stuck")) == want, what="the pods")
+    uids = {p.metadata.uid for p in kit.pool_pods(kube_api, namespace, "stuck")}
+
+    def degraded() -> dict[str, str] | None:
+        c = kit.condition(kit.get_pool(kube_api, namespace, "stuck"), "Degraded")
+        return c if c.get("reason") == constants.REASON_PODS_NOT_READY else None
+
+    found = wait_until(degraded, timeout=60, what="Degraded/PodsNotReady")
+    assert "not ready after" in found["message"]
+    pool = kit.get_pool(kube_api, namespace, "stuck")
+    assert kit.condition(pool, "Ready")["status"] == "False"
+    assert {p.metadata.uid for p in kit.pool_pods(kube_api, namespace, "stuck")} == uids
