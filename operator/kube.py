@@ -31,6 +31,8 @@ APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
 REQUEST_TIMEOUT_SECONDS: Final = 10.0
 NAMESPACE_IN_PATH: Final = re.compile(r"/namespaces/([^/]+)/")
+IN_CLUSTER_TOKEN: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+TOKEN_REREAD_SECONDS: Final = 60.0
 
 # kind -> (API path prefix, plural, namespaced)
 KINDS: Final[dict[str, tuple[str, str, bool]]] = {
@@ -88,15 +90,19 @@ class Credentials:
     server: str
     ssl_context: ssl.SSLContext | bool
     headers: Mapping[str, str]
+    # In a pod: the projected ServiceAccount token, which the kubelet rotates; re-read.
+    token_file: str | None = None
 
 
 def load_credentials(kubeconfig: str | None = None) -> Credentials:
     """Kubeconfig (``KUBECONFIG`` or the given file) first, then the in-cluster account."""
     cfg = client.Configuration()
+    token_file = None
     try:
         config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     except config.ConfigException:
         config.load_incluster_config(client_configuration=cfg)
+        token_file = IN_CLUSTER_TOKEN
     # verify_ssl false only where the kubeconfig says insecure-skip-tls-verify.
     context: ssl.SSLContext | bool = (
         ssl.create_default_context(cafile=cfg.ssl_ca_cert) if cfg.verify_ssl else False
@@ -107,7 +113,12 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
     token = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
     if token:
         headers["Authorization"] = token if " " in token else f"Bearer {token}"
-    return Credentials(server=str(cfg.host).rstrip("/"), ssl_context=context, headers=headers)
+    return Credentials(
+        server=str(cfg.host).rstrip("/"),
+        ssl_context=context,
+        headers=headers,
+        token_file=token_file,
+    )
 
 
 class Kube:
@@ -116,6 +127,19 @@ class Kube:
     def __init__(self, credentials: Credentials) -> None:
         self.credentials = credentials
         self._session: aiohttp.ClientSession | None = None
+        self._token_read = 0.0
+        self._auth: dict[str, str] = {}
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The Authorization header; a rotated in-cluster token is picked up within 60 s."""
+        path = self.credentials.token_file
+        if path is None:
+            return {}
+        if time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS:
+            with open(path, encoding="utf-8") as handle:
+                self._auth = {"Authorization": f"Bearer {handle.read().strip()}"}
+            self._token_read = time.monotonic()
+        return self._auth
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -149,7 +173,10 @@ class Kube:
         started = time.monotonic()
         try:
             async with self._client().request(
-                method, url, data=data, headers={"Content-Type": content_type}
+                method,
+                url,
+                data=data,
+                headers={"Content-Type": content_type, **self._auth_headers()},
             ) as response:
                 text = await response.text()
                 status = response.status
