@@ -55,6 +55,7 @@ KEY_BYTES: Final = 32
 VERIFY_SECONDS: Final = 30.0
 # Deleted nodes are remembered this long, so pods still bound to them are recognised.
 GONE_MEMORY_SECONDS: Final = 3600.0
+POKE_DELAY_SECONDS: Final = 0.25
 
 TRIGGER_CREATE: Final = "create"
 TRIGGER_SPEC: Final = "spec"
@@ -235,6 +236,10 @@ class Fleet:
 
         async def run() -> None:
             try:
+                # Debounce: the pods of one pool change together (scheduled, running,
+                # ready); one reconcile a moment later sees them all. This runs in a task
+                # of its own, never in a kopf handler.
+                await asyncio.sleep(POKE_DELAY_SECONDS)
                 await self.reconcile_by_name(
                     namespace,
                     name,
