@@ -154,6 +154,20 @@ def test_kubectl_get_shows_the_plan_and_the_pods(cluster: fleet.Cluster) -> None
     assert float(support[9]) == pytest.approx((2 * 2.49 + 4 * 0.85) / 200, abs=1e-4)
 
 
+def test_operator_metrics_show_each_pool_by_capacity_type_and_cost(
+    cluster: fleet.Cluster, operator: Operator
+) -> None:
+    # What the chart's Grafana dashboard plots: spot vs on-demand pods, cost per session-hour.
+    prefix = constants.OPERATOR_METRIC_PREFIX
+    replicas = operator.metric(f"{prefix}pool_replicas")
+    pool = f'namespace="{APPS}",pool="support-en"'
+    assert replicas[f'{{capacity="spot",{pool}}}'] == 4
+    assert replicas[f'{{capacity="on-demand",{pool}}}'] == 2
+    cost = operator.metric(f"{prefix}pool_cost_per_session_hour")[f"{{{pool}}}"]
+    status = fleet.get_pool(cluster, APPS, "support-en")["status"]
+    assert cost == pytest.approx(status["plan"]["costPerSessionHour"])
+
+
 def test_reapplying_the_same_manifests_changes_nothing(
     cluster: fleet.Cluster, operator: Operator
 ) -> None:

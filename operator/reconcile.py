@@ -404,7 +404,7 @@ class Fleet:
         wanted = status.compute(observed, previous)
         if planned is None and previous.get("plan"):
             wanted["plan"] = previous["plan"]  # keep showing what runs
-        self._export_pod_gauges(pool, pods)
+        self._export_pod_gauges(pool, pods, planned.plan if planned else None)
         if status.changed(wanted, previous):
             if plan_error is not None and _degraded_message(previous) != plan_error:
                 self._event(body, constants.EVENT_PLAN_INVALID, plan_error, warning=True)
@@ -705,8 +705,17 @@ class Fleet:
 
         self._spawn(post())
 
-    def _export_pod_gauges(self, pool: builders.PoolRef, pods: Sequence[PodView]) -> None:
+    def _export_pod_gauges(
+        self, pool: builders.PoolRef, pods: Sequence[PodView], plan: PlanStatus | None
+    ) -> None:
         live = [p for p in pods if not p.deleting]
+        for capacity in (constants.CAPACITY_SPOT, constants.CAPACITY_ON_DEMAND):
+            count = sum(1 for p in live if p.capacity_type == capacity)
+            metrics.POOL_REPLICAS.labels(pool.namespace, pool.name, capacity).set(count)
+        if plan is not None and plan.cost_per_session_hour is not None:
+            metrics.POOL_COST_PER_SESSION_HOUR.labels(pool.namespace, pool.name).set(
+                plan.cost_per_session_hour
+            )
         counts = {
             "serving": sum(1 for p in live if p.serving),
             "starting": sum(1 for p in live if not p.serving and not p.draining),

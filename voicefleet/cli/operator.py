@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
-from voicefleet import constants
+from voicefleet import catalog, constants
 
 DEFAULT_METRICS_PORT = 9090
 DEFAULT_HEALTH_PORT = 8080
@@ -86,6 +87,18 @@ def register(subparsers: Any) -> None:
     run.add_argument("--runtime-port", type=int, default=constants.RUNTIME_PORT)
     run.add_argument("--not-ready-timeout", type=float, default=600.0)
     run.add_argument("--grace-margin-seconds", type=int, default=30)
+    run.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="price table laid over the built-in one for every pool (shape of prices.yaml)",
+    )
+    run.add_argument(
+        "--gpu-catalog",
+        type=Path,
+        metavar="FILE",
+        help="GPU products laid over the built-in catalog (shape of gpus.yaml)",
+    )
     run.add_argument("--log-format", choices=("json", "plain"), default="json")
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(func=run_operator)
@@ -140,6 +153,11 @@ def run_operator(args: argparse.Namespace) -> int:
         OperatorConfig,
     )
 
+    try:
+        catalog.install_overrides(gpus_file=args.gpu_catalog, prices_file=args.prices)
+    except catalog.CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = OperatorConfig(
         namespaces=tuple(args.namespace),
         all_namespaces=args.all_namespaces or not args.namespace,
