@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +351,10 @@ def pool_body(namespace: str, name: str) -> dict[str, Any]:
     }
 
 
+def pool_complete(pods: PodWatch, namespace: str, name: str, replicas: int) -> bool:
+    return pods.live(namespace, name) >= replicas
+
+
 def apply_one_by_one(
     args: argparse.Namespace, objects: client.CustomObjectsApi, pods: PodWatch, replicas: int
 ) -> list[float]:
@@ -366,7 +371,7 @@ def apply_one_by_one(
             constants.PLURAL,
             pool_body("bench-0", name),
         )
-        timed(lambda name=name: pods.live("bench-0", name) >= replicas, 60)
+        timed(partial(pool_complete, pods, "bench-0", name, replicas), 60)
         out.append(time.monotonic() - started)
         time.sleep(0.3)
     return out

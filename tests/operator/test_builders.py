@@ -29,7 +29,8 @@ def template(kind: str = constants.CAPACITY_SPOT, **overrides: Any) -> dict[str,
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
-    return pod["spec"]["containers"][0]
+    found: dict[str, Any] = pod["spec"]["containers"][0]
+    return found
 
 
 def test_every_object_is_owned_by_the_pool_and_labelled() -> None:
@@ -129,7 +130,10 @@ def test_pvc_source_becomes_a_read_only_mount() -> None:
 
 def _terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
     affinity = pod["spec"]["affinity"]["nodeAffinity"]
-    return affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms: list[dict[str, Any]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    return terms
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -205,10 +206,8 @@ def test_a_drain_reaches_the_real_runtime_and_the_empty_pod_is_deleted(  # noqa:
             env={**os.environ, constants.ENV_POOL_TOKEN: token},
         )
     for pod in pods:
-        wait_until(
-            lambda ip=pod.status.pod_ip: kit.http_json(ip, constants.PATH_STATUS),
-            what="the runtime",
-        )
+        ip: str = pod.status.pod_ip
+        wait_until(partial(kit.http_json, ip, constants.PATH_STATUS), what="the runtime")
     # The operator has polled every runtime: capacity comes from their reports.
     wait_until(
         lambda: (

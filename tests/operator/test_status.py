@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from voicefleet import constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import status
@@ -41,8 +43,8 @@ def observe(pods: list[PodView], **kw: object) -> status.Observation:
     return status.Observation(**base)  # type: ignore[arg-type]
 
 
-def conditions(wire: dict[str, object]) -> dict[str, tuple[str, str]]:
-    return {c["type"]: (c["status"], c["reason"]) for c in wire["conditions"]}  # type: ignore[attr-defined, index]
+def conditions(wire: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in wire["conditions"]}
 
 
 def test_all_serving_is_ready_and_stable() -> None:
