@@ -14,6 +14,7 @@ ruff check .
 ruff format --check .
 echo "== mypy --strict"
 mypy -p voicefleet
+mypy tests e2e bench
 echo "== import layers"
 lint-imports
 echo "== sandbox binaries (built from Go modules once, then cached)"
