@@ -37,6 +37,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from voicefleet import catalog, constants
+from voicefleet.api.manifest import describe
 from voicefleet.api.pool import GPU_AUTO, PlanStatus, VoiceAgentPoolSpec
 from voicefleet.api.runtime import RuntimeStatus
 from voicefleet.operator import builders, interruption, metrics, scaling, status
@@ -417,9 +418,10 @@ class Fleet:
         try:
             spec = VoiceAgentPoolSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise SpecInvalid(f"spec.{where}: {first['msg']}") from exc
+            # The API server's words, as `voicefleet plan` prints them (the CRD's rules
+            # usually stop such a spec before it gets here).
+            problems = [describe(e, prefix=("spec",)) for e in exc.errors()]
+            raise SpecInvalid("; ".join(problems)) from exc
         gpu_product: str | None = spec.gpu.product
         if spec.gpu.product == GPU_AUTO:
             gpu_product = await self._auto_gpu(spec)
@@ -469,9 +471,10 @@ class Fleet:
         origin = f"ConfigMap {pool.namespace}/{name}"
         if found is None:
             return catalog.default_prices(), f"{origin} not found"
-        text = (found.get("data") or {}).get("prices.yaml")
+        text = (found.get("data") or {}).get(constants.PRICES_CONFIGMAP_KEY)
         if text is None:
-            return catalog.default_prices(), f"{origin} has no key prices.yaml"
+            key = constants.PRICES_CONFIGMAP_KEY
+            return catalog.default_prices(), f"{origin} has no key {key}"
         try:
             table = catalog.parse_prices(text, origin)
         except catalog.CatalogError as exc:

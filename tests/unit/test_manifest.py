@@ -64,3 +64,18 @@ def test_documents_skip_empty_and_reject_non_mappings() -> None:
     assert [d.index for d in documents("---\n---\na: 1\n", "f")] == [1]
     with pytest.raises(ManifestError, match="not a mapping"):
         list(documents("- 1\n", "f"))
+
+
+def test_a_spec_validated_alone_is_described_from_spec() -> None:
+    # The operator validates only the spec it reads from the API server.
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from voicefleet.api.manifest import describe  # noqa: PLC0415
+    from voicefleet.api.pool import VoiceAgentPoolSpec  # noqa: PLC0415
+
+    with pytest.raises(ValidationError) as err:
+        VoiceAgentPoolSpec.model_validate({"capacity": {"spotPercentage": 150}})
+    (error,) = err.value.errors()
+    assert describe(error, prefix=("spec",)).startswith(
+        "spec.capacity.spotPercentage: Invalid value: 150: spec.capacity.spotPercentage in body"
+    )

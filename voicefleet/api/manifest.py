@@ -84,10 +84,11 @@ def _value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def describe(error: ErrorDetails) -> str:
-    """One pydantic error as the API server would phrase it."""
+def describe(error: ErrorDetails, prefix: tuple[str, ...] = ()) -> str:
+    """One pydantic error as the API server would phrase it; ``prefix`` is the path of the
+    validated object in the manifest (``("spec",)`` when only the spec was validated)."""
     # A rule (CEL) failure is reported on the object the rule sits on.
-    loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+    loc = (*prefix, *(p for p in error["loc"] if not str(p).startswith("function-")))
     path = _path(loc)
     kind = error["type"]
     ctx = error.get("ctx", {})
