@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 from kubernetes import client, dynamic
 
+from tests.polling import poll
 from voicefleet import constants
 from voicefleet.operator import rbac
 
@@ -34,14 +34,11 @@ class HarnessError(RuntimeError):
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    """``predicate()``'s first truthy result; HarnessError after ``timeout`` seconds."""
+    result = poll(predicate, timeout, 0.1)
+    if not result:
+        raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return result
 
 
 def install_rbac(kube_api: client.ApiClient) -> None:
