@@ -22,6 +22,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from e2e import fleet
+from tests.operator import harness
 from voicefleet import constants
 from voicefleet.sandbox import binaries, manager
 
@@ -98,7 +99,7 @@ def _on_cluster(kubeconfig: Path, kubectl: str, helm: str, work: Path) -> None:
 def _drill(
     cluster: fleet.Cluster, runtimes: fleet.Runtimes, callers: fleet.Callers
 ) -> list[fleet.DrillStep]:
-    token = fleet.pool_token(cluster, NAMESPACE, POOL)
+    token = harness.pool_token(cluster.api, NAMESPACE, POOL)
     spot = [
         p
         for p in fleet.serving_pods(cluster, NAMESPACE, POOL)

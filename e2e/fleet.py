@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from kubernetes import client
 
+from tests.operator import harness
 from tests.operator.harness import Operator, service_account_kubeconfig, wait_for
 from voicefleet import constants
 from voicefleet.constants import CAPACITY_ON_DEMAND, CAPACITY_SPOT
@@ -111,33 +112,10 @@ def start_operator(cluster: Cluster, workdir: Path) -> Operator:
 # --- pools --------------------------------------------------------------------------------
 
 
-def get_pool(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    result: dict[str, Any] = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
-        constants.GROUP, constants.VERSION, namespace, constants.PLURAL, name
-    )
-    return result
-
-
-def pool_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
-    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(
-        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
-    )
-    live = [p for p in pods.items if p.metadata.deletion_timestamp is None]
-    return sorted(live, key=lambda p: p.metadata.name)
-
-
-def is_draining(pod: client.V1Pod) -> bool:
-    return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
-
-
-def is_ready(pod: client.V1Pod) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
 def serving_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
     """Ready pods that take new conversations (not draining)."""
-    return [p for p in pool_pods(cluster, namespace, pool) if is_ready(p) and not is_draining(p)]
+    pods = harness.pool_pods(cluster.api, namespace, pool)
+    return [p for p in pods if harness.is_ready(p) and not harness.draining(p)]
 
 
 def wait_ready(cluster: Cluster, namespace: str, pool: str, timeout: float = 90) -> None:
@@ -149,14 +127,6 @@ def wait_ready(cluster: Cluster, namespace: str, pool: str, timeout: float = 90)
         f"--timeout={int(timeout)}s",
         f"{constants.SINGULAR}/{pool}",
     )
-
-
-def pool_token(cluster: Cluster, namespace: str, pool: str) -> str:
-    """The pool's bearer token, read as admin (the operator itself never reads it back)."""
-    import base64  # noqa: PLC0415
-
-    secret = client.CoreV1Api(cluster.api).read_namespaced_secret(f"{pool}-token", namespace)
-    return base64.b64decode(secret.data[constants.POOL_TOKEN_KEY]).decode()
 
 
 # --- real runtimes standing in for GPU pods -------------------------------------------------
@@ -319,7 +289,7 @@ def interrupt_node(
     timeout: float = 30,
 ) -> DrillStep:
     """Send one interruption signal to ``node`` and time the pool's reaction."""
-    status = get_pool(cluster, namespace, pool)
+    status = harness.get_pool(cluster.api, namespace, pool)
     per_pod = int(status["status"]["plan"]["sessionsPerPod"])
     target = int(status["spec"]["sessions"]["target"])
     before = len(serving_pods(cluster, namespace, pool))
@@ -343,11 +313,13 @@ def interrupt_node(
         time.sleep(0.05)
     if replaced is None:
         now = [
-            f"{p.metadata.name}@{p.spec.node_name or '-'} ready={is_ready(p)} "
-            f"draining={is_draining(p)}"
-            for p in pool_pods(cluster, namespace, pool)
+            f"{p.metadata.name}@{p.spec.node_name or '-'} ready={harness.is_ready(p)} "
+            f"draining={harness.draining(p)}"
+            for p in harness.pool_pods(cluster.api, namespace, pool)
         ]
-        conditions = get_pool(cluster, namespace, pool).get("status", {}).get("conditions", [])
+        conditions = (
+            harness.get_pool(cluster.api, namespace, pool).get("status", {}).get("conditions", [])
+        )
         raise FleetError(
             f"{pool}: pods of {node} not replaced within {timeout:.0f} s; pods: {now}; "
             f"conditions: {conditions}"

@@ -22,6 +22,7 @@ from kubernetes import client
 from e2e import argocd, fleet
 from tests.fixtures.sandbox import Cluster as SandboxCluster
 from tests.fixtures.sandbox import wait_until
+from tests.operator import harness
 from tests.operator.harness import Operator
 from voicefleet import constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
@@ -106,7 +107,7 @@ def test_examples_become_ready_with_the_planned_pods(
         assert f"voiceagentpool.voicefleet.dev/{pool} created" in out
     for pool in POOLS:
         fleet.wait_ready(cluster, APPS, pool)
-        pods = fleet.pool_pods(cluster, APPS, pool)
+        pods = harness.pool_pods(cluster.api, APPS, pool)
         assert len(pods) == planned(pool), pool
         nodes = {n.metadata.name: n for n in client.CoreV1Api(cluster.api).list_node().items}
         for pod in pods:
@@ -125,19 +126,19 @@ def test_argocd_health_follows_the_pool_from_degraded_to_healthy(
     pytest.importorskip("torch", reason="the runtime needs torch")
     # kwok's pods run no containers: until a runtime answers on the pod's IP the operator
     # reports the pool Degraded, and Argo CD shows why.
-    status, message = argocd.health(fleet.get_pool(cluster, APPS, "minimal"))
+    status, message = argocd.health(harness.get_pool(cluster.api, APPS, "minimal"))
     assert (status, message.split(":")[0]) == ("Degraded", constants.REASON_RUNTIME_UNREACHABLE)
-    (pod,) = fleet.pool_pods(cluster, APPS, "minimal")
-    runtimes.start(pod, fleet.pool_token(cluster, APPS, "minimal"))
+    (pod,) = harness.pool_pods(cluster.api, APPS, "minimal")
+    runtimes.start(pod, harness.pool_token(cluster.api, APPS, "minimal"))
     runtimes.wait_serving()
     wait_until(
-        lambda: argocd.health(fleet.get_pool(cluster, APPS, "minimal"))[0] == "Healthy",
+        lambda: argocd.health(harness.get_pool(cluster.api, APPS, "minimal"))[0] == "Healthy",
         what="Argo CD's health of minimal to turn Healthy",
     )
     runtimes.stop()
     # Let the operator see the runtime gone before the next test counts its writes.
     wait_until(
-        lambda: argocd.health(fleet.get_pool(cluster, APPS, "minimal"))[0] == "Degraded",
+        lambda: argocd.health(harness.get_pool(cluster.api, APPS, "minimal"))[0] == "Degraded",
         what="minimal to be Degraded again",
     )
 
@@ -164,20 +165,20 @@ def test_operator_metrics_show_each_pool_by_capacity_type_and_cost(
     assert replicas[f'{{capacity="spot",{pool}}}'] == 4
     assert replicas[f'{{capacity="on-demand",{pool}}}'] == 2
     cost = operator.metric(f"{prefix}pool_cost_per_session_hour")[f"{{{pool}}}"]
-    status = fleet.get_pool(cluster, APPS, "support-en")["status"]
+    status = harness.get_pool(cluster.api, APPS, "support-en")["status"]
     assert cost == pytest.approx(status["plan"]["costPerSessionHour"])
 
 
 def test_reapplying_the_same_manifests_changes_nothing(
     cluster: fleet.Cluster, operator: Operator
 ) -> None:
-    before = {p.metadata.uid for pool in POOLS for p in fleet.pool_pods(cluster, APPS, pool)}
+    before = {p.metadata.uid for pool in POOLS for p in harness.pool_pods(cluster.api, APPS, pool)}
     writes = operator.writes(APPS)
     for path in POOLS.values():
         out = cluster.kubectl_run("apply", f"--namespace={APPS}", "-f", str(EXAMPLES / path))
         assert "created" not in out and "configured" not in out, out
     time.sleep(3)  # a few operator polls
-    after = {p.metadata.uid for pool in POOLS for p in fleet.pool_pods(cluster, APPS, pool)}
+    after = {p.metadata.uid for pool in POOLS for p in harness.pool_pods(cluster.api, APPS, pool)}
     assert after == before
     assert operator.writes(APPS) == writes
 
@@ -191,7 +192,7 @@ def test_kubectl_scale_sets_the_session_target(cluster: fleet.Cluster) -> None:
         what=f"{want} serving pods of outbound",
     )
     fleet.wait_ready(cluster, APPS, "outbound")
-    assert fleet.get_pool(cluster, APPS, "outbound")["spec"]["sessions"]["target"] == 300
+    assert harness.get_pool(cluster.api, APPS, "outbound")["spec"]["sessions"]["target"] == 300
 
 
 def test_interruption_drill(
@@ -202,9 +203,9 @@ def test_interruption_drill(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytest.importorskip("torch", reason="the runtime needs torch")
-    pods = fleet.pool_pods(cluster, APPS, DRILL_POOL)
+    pods = harness.pool_pods(cluster.api, APPS, DRILL_POOL)
     spot = [p for p in pods if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == "spot"]
-    token = fleet.pool_token(cluster, APPS, DRILL_POOL)
+    token = harness.pool_token(cluster.api, APPS, DRILL_POOL)
     nodes = sorted({p.spec.node_name for p in spot})
     steps = []
     try:

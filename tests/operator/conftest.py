@@ -8,7 +8,6 @@ session; tests that restart or kill it bring it back.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 
 import pytest
@@ -20,11 +19,11 @@ from tests.operator.harness import (
     HarnessError,
     Operator,
     install_rbac,
+    pool_token,
     service_account_kubeconfig,
 )
-from voicefleet import constants
 
-__all__ = ["OPERATOR_NAMESPACE", "Operator"]
+__all__ = ["OPERATOR_NAMESPACE", "Operator", "pool_token"]
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +62,3 @@ def live_operator(operator: Operator) -> Operator:
         except HarnessError as exc:
             pytest.fail(str(exc), pytrace=False)
     return operator
-
-
-def pool_token(kube_api: client.ApiClient, namespace: str, pool: str) -> str:
-    """The pool's token, read by the test as admin (the operator itself cannot)."""
-    secret = client.CoreV1Api(kube_api).read_namespaced_secret(f"{pool}-token", namespace)
-    return base64.b64decode(secret.data[constants.POOL_TOKEN_KEY]).decode()

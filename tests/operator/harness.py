@@ -3,6 +3,7 @@ the benchmark (``bench/operator_scale.py``): no pytest here, so both can use it.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -39,6 +40,42 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     if not result:
         raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
     return result
+
+
+def get_pool(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    objects = client.CustomObjectsApi(kube_api)
+    result: dict[str, Any] = objects.get_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, namespace, constants.PLURAL, name
+    )
+    return result
+
+
+def pool_pods(
+    kube_api: client.ApiClient, namespace: str, pool: str, *, live: bool = True
+) -> list[client.V1Pod]:
+    """The pool's pods, by name; ``live`` leaves out those being deleted."""
+    core = client.CoreV1Api(kube_api)
+    items = core.list_namespaced_pod(
+        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
+    ).items
+    if live:
+        items = [p for p in items if p.metadata.deletion_timestamp is None]
+    return sorted(items, key=lambda p: p.metadata.name)
+
+
+def is_ready(pod: client.V1Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def draining(pod: client.V1Pod) -> bool:
+    return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
+
+
+def pool_token(kube_api: client.ApiClient, namespace: str, pool: str) -> str:
+    """The pool's token, read as admin (the operator itself never reads it back)."""
+    secret = client.CoreV1Api(kube_api).read_namespaced_secret(f"{pool}-token", namespace)
+    return base64.b64decode(secret.data[constants.POOL_TOKEN_KEY]).decode()
 
 
 def install_rbac(kube_api: client.ApiClient) -> None:

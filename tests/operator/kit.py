@@ -11,9 +11,14 @@ from typing import Any
 from kubernetes import client
 
 from tests.fixtures.sandbox import Apply, PodProcesses, wait_until
+from tests.operator.harness import draining, get_pool, is_ready, pool_pods
 from voicefleet import constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
+
+# The pool and pod readers are shared with the e2e suite and the benchmark (harness.py);
+# re-exported so the tests say kit.pool_pods(...).
+__all__ = ["draining", "get_pool", "is_ready", "pool_pods"]
 
 GROUP_VERSION = (constants.GROUP, constants.VERSION)
 
@@ -36,14 +41,6 @@ def make_pool(apply: Apply, name: str, **spec: Any) -> dict[str, Any]:
     return result
 
 
-def get_pool(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    objects = client.CustomObjectsApi(kube_api)
-    result: dict[str, Any] = objects.get_namespaced_custom_object(
-        *GROUP_VERSION, namespace, constants.PLURAL, name
-    )
-    return result
-
-
 def patch_pool(kube_api: client.ApiClient, namespace: str, name: str, patch: Any) -> None:
     objects = client.CustomObjectsApi(kube_api)
     objects.patch_namespaced_custom_object(*GROUP_VERSION, namespace, constants.PLURAL, name, patch)
@@ -54,28 +51,6 @@ def condition(pool: dict[str, Any], kind: str) -> dict[str, Any]:
         if c["type"] == kind:
             return dict(c)
     return {}
-
-
-def pool_pods(
-    kube_api: client.ApiClient, namespace: str, pool: str, *, live: bool = True
-) -> list[client.V1Pod]:
-    """The pool's pods, by name; ``live`` leaves out those being deleted."""
-    core = client.CoreV1Api(kube_api)
-    items = core.list_namespaced_pod(
-        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
-    ).items
-    if live:
-        items = [p for p in items if p.metadata.deletion_timestamp is None]
-    return sorted(items, key=lambda p: p.metadata.name)
-
-
-def is_ready(pod: client.V1Pod) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
-def draining(pod: client.V1Pod) -> bool:
-    return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
 
 
 def wait_pool_ready(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
