@@ -9,6 +9,7 @@ prints it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -203,11 +204,11 @@ class Callers:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._tasks: list[asyncio.Future[None]] = []
+        self._calls: list[concurrent.futures.Future[None]] = []
 
     def call(self, ip: str) -> None:
         future = asyncio.run_coroutine_threadsafe(self._converse(ip), self._loop)
-        self._tasks.append(future)  # type: ignore[arg-type]
+        self._calls.append(future)
         wait_for(lambda: ip in self.connected, 30, f"a conversation on {ip}")
 
     async def _converse(self, ip: str) -> None:
@@ -235,8 +236,8 @@ class Callers:
             await asyncio.sleep(0.08)
 
     def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        for call in self._calls:
+            call.cancel()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
