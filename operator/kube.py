@@ -43,6 +43,8 @@ KINDS: Final[dict[str, tuple[str, str, bool]]] = {
     "Event": ("/api/v1", "events", True),
     "Node": ("/api/v1", "nodes", False),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    # Leader election among the operator's replicas (operator/leader.py).
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
     constants.KIND: (f"/apis/{constants.API_VERSION}", constants.PLURAL, True),
 }
 
@@ -124,8 +126,11 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
 class Kube:
     """JSON calls to the API server; one aiohttp session for the operator's life."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(
+        self, credentials: Credentials, *, timeout: float = REQUEST_TIMEOUT_SECONDS
+    ) -> None:
         self.credentials = credentials
+        self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._token_read = 0.0
         self._auth: dict[str, str] = {}
@@ -146,7 +151,7 @@ class Kube:
             self._session = aiohttp.ClientSession(
                 base_url=None,
                 headers=dict(self.credentials.headers),
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=64),
             )
         return self._session
@@ -259,6 +264,19 @@ class Kube:
             if exc.conflict and exc.reason == "AlreadyExists":
                 return None
             raise
+        return result
+
+    async def replace(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the whole object. With ``metadata.resourceVersion`` set, the server refuses
+        it (HTTP 409 Conflict) if the object changed since it was read."""
+        meta = manifest["metadata"]
+        result: dict[str, Any] = await self.request(
+            "PUT",
+            path(manifest["kind"], meta.get("namespace"), meta["name"]),
+            params={"fieldManager": constants.FIELD_MANAGER},
+            body=manifest,
+            kind=manifest["kind"],
+        )
         return result
 
     async def merge_patch(

@@ -61,3 +61,7 @@ API_SECONDS = Histogram(
     ["verb"],
     buckets=FAST_BUCKETS,
 )
+LEADER = Gauge(
+    f"{P}leader",
+    "1 while this replica holds the leader Lease and runs the reconciles, 0 on standby.",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,3 +18,14 @@ def poll(predicate: Callable[[], Any], timeout: float, interval: float) -> Any:
         if time.monotonic() > deadline:
             return None
         time.sleep(interval)
+
+
+async def until(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> float:
+    """Seconds until ``predicate()`` holds, polled without blocking the event loop; an
+    AssertionError after ``timeout`` seconds."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true after {timeout} s: {predicate}")
+        await asyncio.sleep(interval)
+    return time.monotonic() - started

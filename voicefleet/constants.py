@@ -101,6 +101,8 @@ EVENT_CREATE_FAILED: Final = "CreateFailed"
 OPERATOR_NAME: Final = "voicefleet-operator"
 FIELD_MANAGER: Final = OPERATOR_NAME
 OPERATOR_KEY_SECRET: Final = "voicefleet-operator-key"
+# The coordination.k8s.io Lease the operator's replicas elect their leader on (its namespace).
+OPERATOR_LEASE: Final = OPERATOR_NAME
 POOL_TOKEN_KEY: Final = "token"
 PATH_TOKEN_DIR: Final = "/var/run/voicefleet"
 
