@@ -3,13 +3,17 @@ errors to kopf's meaning (invalid spec: permanent; API trouble: retry later).
 
 - pool create / update / resume: reconcile now (kubectl scale lands here too: the scale
   subresource writes ``spec.sessions.target``);
-- pool timer: poll the runtimes and reconcile (drain progress, readiness, spot fallback);
+- pool events: keep the latest body, and tick the pool (poll the runtimes and reconcile:
+  drain progress, readiness, spot fallback) with a :class:`Ticker` of our own, not a
+  ``kopf.timer``: no handler here needs kopf's finalizer, so pools carry none and delete at
+  once, with or without the operator;
 - owned pod events: reconcile that pool soon (coalesced);
 - node events: the interruption watcher.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -26,6 +30,7 @@ from voicefleet.operator.reconcile import (
     load_or_create_key,
 )
 from voicefleet.operator.runtime_client import RuntimeClient
+from voicefleet.operator.ticker import Ticker
 
 RETRY_DELAY_SECONDS = 2.0
 POOL = (constants.GROUP, constants.VERSION, constants.PLURAL)
@@ -34,15 +39,13 @@ POOL = (constants.GROUP, constants.VERSION, constants.PLURAL)
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf's own bookkeeping under our API group, and no chatter as events: a steady
     pool must cause no writes, and kopf would post an event per handler run."""
+    # No handler needs a finalizer any more; naming the one older versions added lets kopf
+    # remove it from every pool it sees ("no handlers requiring it"), deleting ones too.
     settings.persistence.finalizer = constants.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=constants.GROUP, key="last-handled-configuration"
     )
-    # Without --peering, kopf looks for "default"; ours is named after the operator, and
-    # stays optional (standalone when absent) unless --peering names one.
-    if settings.peering.name == "default":
-        settings.peering.name = constants.OPERATOR_NAME
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = constants.OPERATOR_NAME
     settings.networking.request_timeout = 60
@@ -66,10 +69,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         kube = Kube(load_credentials())
         key = await load_or_create_key(kube, config.operator_namespace)
         runtime = RuntimeClient(config.runtime_timeout_seconds, config.runtime_port)
-        memo["fleet"] = Fleet(kube, runtime, config, key)
+        fleet = Fleet(kube, runtime, config, key)
+        memo["fleet"] = fleet
+        memo["ticker"] = Ticker(config.poll_interval_seconds, functools.partial(tick, fleet))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        ticker: Ticker | None = memo.get("ticker")
+        if ticker is not None:
+            await ticker.close()
         fleet: Fleet | None = memo.get("fleet")
         if fleet is not None:
             await fleet.close()
@@ -92,23 +100,26 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             # until the spec changes, which runs this handler again.
             raise kopf.PermanentError(outcome.plan_error)
 
-    @kopf.timer(*POOL, interval=config.poll_interval_seconds, registry=registry)
-    async def tick_pool(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        fleet: Fleet = memo["fleet"]
-        try:
-            await fleet.reconcile(body, trigger=TRIGGER_TIMER, poll=True)
-        except KubeError as exc:
-            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
-
     @kopf.on.event(*POOL, registry=registry)
-    async def pool_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def pool_seen(
+        type: str | None,
+        body: kopf.Body,
+        name: str,
+        namespace: str | None,
+        memo: kopf.Memo,
+        **_: Any,
+    ) -> None:
         fleet: Fleet = memo["fleet"]
+        ticker: Ticker = memo["ticker"]
         fleet.pool_seen(type, body)
-
-    @kopf.on.delete(*POOL, optional=True, registry=registry)
-    async def forget_pool(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-        fleet: Fleet = memo["fleet"]
-        fleet.forget(namespace or "", name)
+        key = f"{namespace or ''}/{name}"
+        if type == "DELETED":
+            ticker.stop(key)
+            fleet.forget(namespace or "", name)
+        elif body.get("metadata", {}).get("deletionTimestamp"):
+            ticker.stop(key)  # another finalizer holds it; nothing left to keep up
+        else:
+            ticker.start(key)
 
     @kopf.on.event("", "v1", "pods", labels={constants.LABEL_POOL: kopf.PRESENT}, registry=registry)
     async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -125,3 +136,15 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             logging.getLogger(__name__).error("node %s: %s", body.get("metadata", {}), exc)
 
     return registry
+
+
+async def tick(fleet: Fleet, key: str) -> None:
+    """The periodic reconcile of one pool, from the body the watch showed last."""
+    body = fleet.bodies.get(key)
+    if body is None:
+        return
+    try:
+        await fleet.reconcile(body, trigger=TRIGGER_TIMER, poll=True)
+    except KubeError as exc:
+        # The next tick retries (one interval later, as kopf's timer did after an error).
+        logging.getLogger(__name__).warning("periodic reconcile of %s: %s", key, exc)
