@@ -67,11 +67,15 @@ def _on_cluster(kubeconfig: Path, kubectl: str, helm: str, work: Path) -> None:
     step("helm install voicefleet charts/voicefleet -n voicefleet-system")
     print(fleet.install_chart(cluster).split("NOTES:")[0].strip())
 
-    step("the operator, as the chart's ServiceAccount (kwok runs no containers)")
+    step("the operator's replicas, as the chart's ServiceAccount (kwok runs no containers)")
     runtimes = fleet.Runtimes(work)
     callers = fleet.Callers()
-    with fleet.operator_running(cluster, work) as operator:
-        print(f"operator running, metrics on http://127.0.0.1:{operator.metrics_port}/metrics")
+    with fleet.operators_running(cluster, work) as replicas:
+        leader = replicas.leader()
+        print(
+            f"{len(replicas.operators)} replicas with the chart's arguments; {leader.name} leads "
+            f"(metrics on http://127.0.0.1:{leader.metrics_port}/metrics), the others stand by"
+        )
 
         step(f"kubectl apply -f {POOL_FILE.relative_to(fleet.REPO)}")
         client.CoreV1Api(api).create_namespace(

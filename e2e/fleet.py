@@ -26,7 +26,7 @@ import aiohttp
 from kubernetes import client
 
 from tests.operator import harness
-from tests.operator.harness import Operator, service_account_kubeconfig, wait_for
+from tests.operator.harness import Replicas, chart_replicas, service_account_kubeconfig, wait_for
 from voicefleet import constants
 from voicefleet.constants import CAPACITY_ON_DEMAND, CAPACITY_SPOT
 from voicefleet.sandbox.nodes import NodeGroup
@@ -34,7 +34,7 @@ from voicefleet.sandbox.nodes import NodeGroup
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "voicefleet"
 # Release "voicefleet" makes the chart's names the operator's defaults
-# (ServiceAccount, ClusterRole and peering "voicefleet-operator").
+# (ServiceAccount and ClusterRole "voicefleet-operator").
 RELEASE = "voicefleet"
 OPERATOR_NAMESPACE = "voicefleet-system"
 Log = Callable[[str], None]
@@ -96,18 +96,35 @@ def uninstall_chart(cluster: Cluster) -> str:
     return cluster.helm_run("uninstall", RELEASE, f"--namespace={OPERATOR_NAMESPACE}")
 
 
-def start_operator(cluster: Cluster, workdir: Path) -> Operator:
-    """The operator as a local process that authenticates as the chart's ServiceAccount.
+def start_operators(
+    cluster: Cluster, workdir: Path, *, release: str = RELEASE, namespace: str = OPERATOR_NAMESPACE
+) -> Replicas:
+    """The installed chart's operator replicas, as local processes: as many as its Deployment
+    asks for, each started with the Deployment's own arguments (as the kubelet would start
+    it in a pod of that name) and authenticated as the chart's ServiceAccount. Returns once
+    one of them leads.
 
-    The chart's Deployment runs on a fake node (kwok runs no containers), so the real
-    operator runs here, with exactly the chart's RBAC and nothing more.
+    The chart's Deployment runs on a fake node (kwok runs no containers), so its replicas run
+    here, with exactly the chart's arguments and RBAC and nothing more.
     """
+    apps = client.AppsV1Api(cluster.api)
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+    (deployment,) = apps.list_namespaced_deployment(namespace, label_selector=selector).items
     kubeconfig = service_account_kubeconfig(
-        cluster.kubeconfig, cluster.api, workdir / "operator.kubeconfig"
+        cluster.kubeconfig,
+        cluster.api,
+        workdir / f"{release}-operator.kubeconfig",
+        account=deployment.spec.template.spec.service_account_name,
+        namespace=namespace,
     )
-    operator = Operator(kubeconfig, workdir)
-    operator.start()
-    return operator
+    replicas = chart_replicas(kubeconfig, workdir, deployment)
+    try:
+        replicas.start()
+        replicas.leader()
+    except BaseException:
+        replicas.stop()
+        raise
+    return replicas
 
 
 # --- pools --------------------------------------------------------------------------------
@@ -373,9 +390,9 @@ def drill_table(steps: Sequence[DrillStep]) -> str:
 
 
 @contextmanager
-def operator_running(cluster: Cluster, workdir: Path) -> Iterator[Operator]:
-    operator = start_operator(cluster, workdir)
+def operators_running(cluster: Cluster, workdir: Path) -> Iterator[Replicas]:
+    replicas = start_operators(cluster, workdir)
     try:
-        yield operator
+        yield replicas
     finally:
-        operator.stop()
+        replicas.stop()

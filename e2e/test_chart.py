@@ -1,21 +1,29 @@
-"""The Helm chart against the real control plane: lint, server-side dry run, install, uninstall."""
+"""The Helm chart against the real control plane: lint, rendering (RBAC per mode, leader
+election), server-side dry run, install, uninstall, and the operator's replicas in
+``watchNamespaces`` mode: they reconcile there, and can touch nothing elsewhere."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
+from e2e import fleet
 from tests.fixtures.sandbox import Cluster, wait_until
+from tests.operator import harness
+from tests.operator.harness import service_account_kubeconfig
+from voicefleet import constants
 from voicefleet.sandbox import binaries
 
 pytestmark = pytest.mark.sandbox
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "voicefleet"
 RELEASE = "vf"
+OPERATOR = "vf-voicefleet-operator"  # the chart's names for release vf
 
 
 def helm(cluster: Cluster | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,6 +40,71 @@ def test_helm_lint_is_clean() -> None:
     done = helm(None, "lint", "--strict", str(CHART))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
+
+
+def _render(*values: str) -> list[dict[str, Any]]:
+    rendered = helm(None, "template", RELEASE, str(CHART), "--namespace=ops", *values)
+    assert rendered.returncode == 0, rendered.stderr
+    return [d for d in yaml.safe_load_all(rendered.stdout) if d]
+
+
+def _kinds(docs: list[dict[str, Any]], kind: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (d["metadata"].get("namespace", ""), d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] == kind
+    }
+
+
+def _resources(role: dict[str, Any]) -> set[str]:
+    return {r for rule in role["rules"] for r in rule["resources"]}
+
+
+POOL_RESOURCES = {"pods", "secrets", "services", "poddisruptionbudgets", "configmaps", "events"}
+
+
+def test_by_default_one_cluster_role_holds_the_pool_rights_and_replicas_elect_a_leader() -> None:
+    docs = _render()
+    (role,) = _kinds(docs, "ClusterRole").values()
+    assert POOL_RESOURCES | {constants.PLURAL, "nodes"} <= _resources(role)
+    assert set(_kinds(docs, "Role")) == {
+        ("ops", "vf-voicefleet-operator-key"),
+        ("ops", "vf-voicefleet-operator-leader"),
+    }
+    assert set(_kinds(docs, "Lease")) == {("ops", constants.OPERATOR_LEASE)}
+    (deployment,) = _kinds(docs, "Deployment").values()
+    assert deployment["spec"]["replicas"] == 2
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-elect-identity=$(POD_NAME)" in args
+    assert "--leader-elect-lease-duration=15" in args
+    assert not [a for a in args if "peering" in a or "standalone" in a or "priority" in a]
+    assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")]
+
+
+def test_watch_namespaces_get_roles_and_the_cluster_role_only_cluster_reads() -> None:
+    docs = _render("--set=watchNamespaces={tenant-a,tenant-b}")
+    (role,) = _kinds(docs, "ClusterRole").values()
+    assert _resources(role) == {"nodes", "customresourcedefinitions", "namespaces"}
+    assert {v for rule in role["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    roles = _kinds(docs, "Role")
+    for watched in ("tenant-a", "tenant-b"):
+        assert POOL_RESOURCES | {constants.PLURAL} <= _resources(
+            roles[(watched, "vf-voicefleet-operator")]
+        )
+    assert set(_kinds(docs, "RoleBinding")) == set(roles)
+    (deployment,) = _kinds(docs, "Deployment").values()
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--namespace=tenant-a", "--namespace=tenant-b"} <= set(args)
+
+
+def test_leader_timings_that_could_make_two_leaders_fail_the_render() -> None:
+    done = helm(
+        None, "template", RELEASE, str(CHART), "--set=leaderElection.renewDeadlineSeconds=15"
+    )
+    assert done.returncode != 0
+    assert "leaseDurationSeconds must be longer than leaderElection.renewDeadlineSeconds" in (
+        done.stderr
+    )
 
 
 def _gitops_values() -> dict[str, dict[str, object]]:
@@ -68,7 +141,8 @@ def test_rendered_chart_passes_server_side_dry_run(
 ) -> None:
     every_option = [
         "--set=dashboards.enabled=true",
-        "--set=watchNamespaces={voice,support}",
+        # Watched namespaces get Roles, so they must exist: the test's own.
+        f"--set=watchNamespaces={{{namespace}}}",
         '--set-json=prices={"gpus":{"NVIDIA-H100-80GB-HBM3":{"spotPerHour":0.7}}}',
         "--set=interruption.extraTaints={example.com/going-away}",
     ]
@@ -119,3 +193,79 @@ def test_install_creates_the_operator_and_uninstall_removes_it(
     )
     names = [r.metadata.name for r in rbac.list_cluster_role().items]
     assert "vf-voicefleet-operator" not in names
+
+
+def test_watch_namespaces_with_two_replicas_reconcile_there_and_touch_nothing_elsewhere(
+    sandbox: Cluster,
+    kube_api: client.ApiClient,
+    voicefleet_crds: list[str],
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    watched, unwatched = f"{namespace}-watched", f"{namespace}-other"
+    for name in (watched, unwatched):  # a watched namespace must exist before the install
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    cluster = fleet.Cluster(sandbox.kubeconfig, sandbox.kubectl, str(binaries.cached("helm")),
+                            kube_api)  # fmt: skip
+    install = helm(sandbox, "install", RELEASE, str(CHART), f"--namespace={namespace}",
+                   f"--set=watchNamespaces={{{watched}}}", "--wait=false")  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    replicas = fleet.start_operators(cluster, tmp_path, release=RELEASE, namespace=namespace)
+    try:
+        assert len(replicas.operators) == 2
+        leader = replicas.leader()
+        (standby,) = replicas.standbys()
+        pool = {"apiVersion": constants.API_VERSION, "kind": constants.KIND,
+                "spec": {"sessions": {"target": 40}}}  # fmt: skip
+        objects = client.CustomObjectsApi(kube_api)
+        for ns in (watched, unwatched):
+            body = {**pool, "metadata": {"name": "tenant", "namespace": ns}}
+            objects.create_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, ns, constants.PLURAL, body
+            )
+        fleet.wait_ready(cluster, watched, "tenant")
+        done = leader.reconciles()
+        wait_until(lambda: leader.reconciles() >= done + 3, what="three more reconciles")
+        assert harness.pool_pods(kube_api, watched, "tenant")
+        # The unwatched namespace's pool: never seen, never touched.
+        assert "status" not in harness.get_pool(kube_api, unwatched, "tenant")
+        assert harness.pool_pods(kube_api, unwatched, "tenant") == []
+        assert leader.writes(unwatched) == 0
+        assert standby.reconciles() == 0 and standby.writes(watched) == 0
+
+        # And it could not, had it tried: as the chart's ServiceAccount, a pod there is
+        # refused; in the watched namespace the same request is allowed (server dry run).
+        kubeconfig = service_account_kubeconfig(
+            sandbox.kubeconfig, kube_api, tmp_path / "sa.kubeconfig",
+            account=OPERATOR, namespace=namespace,
+        )  # fmt: skip
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}  # fmt: skip
+        for ns, allowed in ((watched, True), (unwatched, False)):
+            tried = subprocess.run(
+                [sandbox.kubectl, f"--kubeconfig={kubeconfig}", "create", "--dry-run=server",
+                 f"--namespace={ns}", "-f", "-"],
+                input=yaml.safe_dump(pod), capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
+            assert (tried.returncode == 0) == allowed, (ns, tried.stdout, tried.stderr)
+            if not allowed:
+                assert "forbidden" in tried.stderr
+        for verb in ("create", "delete", "patch"):
+            review = client.V1SubjectAccessReview(
+                spec=client.V1SubjectAccessReviewSpec(
+                    user=f"system:serviceaccount:{namespace}:{OPERATOR}",
+                    resource_attributes=client.V1ResourceAttributes(
+                        verb=verb, resource="pods", namespace=unwatched
+                    ),
+                )
+            )
+            reviewed = client.AuthorizationV1Api(kube_api).create_subject_access_review(review)
+            assert not reviewed.status.allowed, verb
+        assert not replicas.tracebacks(), replicas.tracebacks()
+    finally:
+        replicas.stop()
+        helm(sandbox, "uninstall", RELEASE, f"--namespace={namespace}")
+        for name in (watched, unwatched):
+            core.delete_namespace(name)

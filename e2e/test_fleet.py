@@ -1,11 +1,12 @@
 """The whole product on a real control plane, in the order a platform team meets it:
 
-helm install the chart -> the operator runs as the chart's ServiceAccount -> the examples are
+helm install the chart -> its two operator replicas run as the chart's ServiceAccount, with
+the chart's arguments, and elect one leader -> the examples are
 applied with kubectl and become Ready -> re-applying them changes nothing -> kubectl scale ->
 an interruption drill (each spot node of a pool gets a different cloud's signal; live
 conversations on real runtime processes get their drain notice, replacements appear, and the
 serving capacity never drops below the target) -> deleting a pool removes all it owned ->
-helm uninstall.
+helm uninstall, after which the remaining pools still delete within seconds.
 
 The tests of this module share one installation and run in file order.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -37,6 +39,8 @@ POOLS = {"minimal": "minimal.yaml", "support-en": "support-en.yaml", "outbound":
 DRILL_POOL = "support-en"
 # The operator must react to a node signal well inside a spot notice (the issue's target).
 REACTION_SECONDS = 1.0
+# A pool deletion completes within this, with the operator running or not.
+DELETE_SECONDS = 10.0
 
 
 def planned(pool: str, **overrides: object) -> int:
@@ -67,14 +71,20 @@ def installed(cluster: fleet.Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def operator(
+def replicas(
     cluster: fleet.Cluster, installed: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
-    running = fleet.start_operator(cluster, tmp_path_factory.mktemp("operator"))
+) -> Iterator[harness.Replicas]:
+    running = fleet.start_operators(cluster, tmp_path_factory.mktemp("operator"))
     yield running
     running.stop()
     problems = running.tracebacks()
     assert not problems, "tracebacks in the operator log:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def operator(replicas: harness.Replicas) -> Operator:
+    """The replica that leads."""
+    return replicas.leader()
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +107,11 @@ def test_chart_installs_and_tells_what_to_apply_next(installed: str) -> None:
 
 
 def test_examples_become_ready_with_the_planned_pods(
-    cluster: fleet.Cluster, operator: Operator
+    cluster: fleet.Cluster, replicas: harness.Replicas, operator: Operator
 ) -> None:
+    # The chart's default: two replicas, one leads.
+    assert len(replicas.operators) == 2
+    (standby,) = replicas.standbys()
     client.CoreV1Api(cluster.api).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=APPS))
     )
@@ -118,6 +131,9 @@ def test_examples_become_ready_with_the_planned_pods(
                 pod.metadata.name
             )
             assert pod.spec.containers[0].resources.limits[constants.RESOURCE_GPU] == "1"
+    # Only the leader acted: every reconcile and write was its.
+    assert operator.reconciles() > 0 and operator.writes(APPS) > 0
+    assert standby.reconciles() == 0 and standby.writes(APPS) == 0
 
 
 def test_argocd_health_follows_the_pool_from_degraded_to_healthy(
@@ -254,7 +270,11 @@ def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> 
     core = client.CoreV1Api(cluster.api)
     selector = f"{constants.LABEL_POOL}=minimal"
     assert core.list_namespaced_service(APPS, label_selector=selector).items
+    assert not harness.get_pool(cluster.api, APPS, "minimal")["metadata"].get("finalizers")
+    started = time.monotonic()
+    # kubectl delete waits until the object is gone.
     cluster.kubectl_run("delete", f"--namespace={APPS}", "voiceagentpool/minimal")
+    assert time.monotonic() - started < DELETE_SECONDS
     policy = client.PolicyV1Api(cluster.api)
 
     def gone() -> bool:
@@ -268,8 +288,11 @@ def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> 
     wait_until(gone, what="everything minimal owned to be garbage-collected")
 
 
-def test_helm_uninstall_removes_the_operator(cluster: fleet.Cluster, operator: Operator) -> None:
-    operator.stop()
+def test_helm_uninstall_strands_nothing(cluster: fleet.Cluster, replicas: harness.Replicas) -> None:
+    remaining = [p["metadata"]["name"] for p in _pools(cluster)]
+    assert remaining  # pools outlive the operator: nothing of theirs may wait for it
+    assert not [p for p in _pools(cluster) if p["metadata"].get("finalizers")]
+    replicas.stop()
     out = fleet.uninstall_chart(cluster)
     assert "uninstalled" in out
     rbac = client.RbacAuthorizationV1Api(cluster.api)
@@ -279,3 +302,20 @@ def test_helm_uninstall_removes_the_operator(cluster: fleet.Cluster, operator: O
         lambda: not apps.list_namespaced_deployment(fleet.OPERATOR_NAMESPACE).items,
         what="the operator Deployment to be removed",
     )
+    # The leader election Lease was the chart's: gone with it, not left behind.
+    leases = client.CoordinationV1Api(cluster.api).list_namespaced_lease(fleet.OPERATOR_NAMESPACE)
+    assert [lease.metadata.name for lease in leases.items] == []
+    # With no operator at all, the pools still delete within seconds.
+    for pool in remaining:
+        started = time.monotonic()
+        cluster.kubectl_run("delete", f"--namespace={APPS}", f"voiceagentpool/{pool}")
+        assert time.monotonic() - started < DELETE_SECONDS, pool
+    assert _pools(cluster) == []
+
+
+def _pools(cluster: fleet.Cluster) -> list[dict[str, Any]]:
+    objects = client.CustomObjectsApi(cluster.api)
+    listed = objects.list_namespaced_custom_object(
+        constants.GROUP, constants.VERSION, APPS, constants.PLURAL
+    )
+    return list(listed["items"])

@@ -1,19 +1,28 @@
 """The operator's least-privilege RBAC, written once here: the chart and the tests use it.
 
-What the operator may do, and why each rule exists:
+Three scopes, and why each rule exists:
 
-- VoiceAgentPools: read and watch them, patch them (kopf's finalizer and bookkeeping
-  annotations) and their status.
-- Pods: everything but update: it owns them directly (create, delete, annotate draining).
-- Services, PodDisruptionBudgets: read and server-side apply (create, patch).
-- Secrets: create and patch only, in pool namespaces: the pool token Secret is applied,
-  never read. The one Secret it reads is its own HMAC key, by name, in its own namespace
-  (a Role there), so it can derive every pool's token without reading any other Secret.
-- ConfigMaps: get (the pool's price table).
-- Nodes: read and watch (interruption signals, GPU products); never written.
-- Events: create and patch.
-- kopf's peering objects: so several replicas run with one active; CRDs and namespaces
-  read-only, which kopf needs to find resources and namespaces.
+- **The cluster** (a ClusterRole, always): Nodes, read and watch (interruption signals, GPU
+  products; never written); CustomResourceDefinitions, read (kopf finds its resources and
+  follows CRD changes); Namespaces, read (kopf in namespaced mode follows its watched
+  namespaces being deleted and created again).
+- **Pool namespaces** (:func:`pool_rules`): in the ClusterRole when the operator watches every
+  namespace; with watched namespaces (the chart's ``watchNamespaces``, ``--namespace``), a
+  Role in each of them instead, so the operator cannot touch a pod or a Secret anywhere else.
+
+  - VoiceAgentPools: read and watch them, patch them (kopf's bookkeeping annotations) and
+    their status.
+  - Pods: everything but update: it owns them directly (create, delete, annotate draining).
+  - Services, PodDisruptionBudgets: read and server-side apply (create, patch).
+  - Secrets: create and patch only: the pool token Secret is applied, never read.
+  - ConfigMaps: get (the pool's price table).
+  - Events: create and patch.
+
+- **Its own namespace** (Roles there): its HMAC key Secret (get by name, and create once at
+  the first start: create cannot be limited to a name), so it derives every pool's token
+  without reading any other Secret; and the leader election Lease, get and update by name.
+  The Lease comes with the chart (and with :func:`manifests`): the operator never creates
+  one, so none is left behind by ``helm uninstall``.
 
 ``voicefleet operator rbac`` prints the manifests; ``--write charts/voicefleet/files``
 regenerates the checked-in file the chart embeds (a test fails when it drifts).
@@ -21,6 +30,7 @@ regenerates the checked-in file the chart embeds (a test fails when it drifts).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import yaml
@@ -29,21 +39,36 @@ from voicefleet import constants
 
 SERVICE_ACCOUNT: Final = constants.OPERATOR_NAME
 CLUSTER_ROLE: Final = constants.OPERATOR_NAME
+POOL_ROLE: Final = constants.OPERATOR_NAME
 KEY_ROLE: Final = f"{constants.OPERATOR_NAME}-key"
-PEERING_NAME: Final = constants.OPERATOR_NAME
-KOPF_GROUP: Final = "kopf.dev"
+LEADER_ROLE: Final = f"{constants.OPERATOR_NAME}-leader"
 RULES_FILE: Final = "operator-rbac.yaml"
-PEERING_CRD_FILE: Final = "kopf.dev_peerings.yaml"
+RBAC_API: Final = "rbac.authorization.k8s.io"
 
 READ: Final = ["get", "list", "watch"]
 
 
-def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict[str, Any]:
-    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
+def _rule(
+    groups: list[str], resources: list[str], verbs: list[str], names: list[str] | None = None
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"apiGroups": groups, "resources": resources}
+    if names:
+        rule["resourceNames"] = names
+    rule["verbs"] = verbs
+    return rule
 
 
 def cluster_rules() -> list[dict[str, Any]]:
-    """The ClusterRole's rules (pools may live in any namespace the operator watches)."""
+    """What only a ClusterRole can grant: cluster-scoped reads."""
+    return [
+        _rule([""], ["nodes"], list(READ)),
+        _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], list(READ)),
+        _rule([""], ["namespaces"], list(READ)),
+    ]
+
+
+def pool_rules() -> list[dict[str, Any]]:
+    """What the operator does in a namespace whose pools it reconciles."""
     return [
         _rule([constants.GROUP], [constants.PLURAL], [*READ, "patch", "update"]),
         _rule([constants.GROUP], [f"{constants.PLURAL}/status"], ["get", "patch", "update"]),
@@ -53,129 +78,95 @@ def cluster_rules() -> list[dict[str, Any]]:
         # No get, list or watch: the operator never reads a pool namespace's Secrets.
         _rule([""], ["secrets"], ["create", "patch"]),
         _rule([""], ["configmaps"], ["get"]),
-        _rule([""], ["nodes"], READ),
         _rule(["", "events.k8s.io"], ["events"], ["create", "patch"]),
-        _rule([KOPF_GROUP], ["clusterkopfpeerings", "kopfpeerings"], [*READ, "patch"]),
-        _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], READ),
-        _rule([""], ["namespaces"], READ),
     ]
 
 
 def key_rules() -> list[dict[str, Any]]:
-    """The Role in the operator's namespace: its own HMAC key Secret, by name."""
+    """The Role in the operator's namespace for its own HMAC key Secret."""
     return [
-        {
-            "apiGroups": [""],
-            "resources": ["secrets"],
-            "resourceNames": [constants.OPERATOR_KEY_SECRET],
-            "verbs": ["get"],
-        },
+        _rule([""], ["secrets"], ["get"], [constants.OPERATOR_KEY_SECRET]),
+        _rule([""], ["secrets"], ["create"]),
     ]
 
 
-def manifests(namespace: str) -> list[dict[str, Any]]:
-    """ServiceAccount, ClusterRole + binding, key Role + binding, the cluster peering."""
-    subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}
-    rbac = "rbac.authorization.k8s.io/v1"
-    labels = {constants.LABEL_MANAGED_BY: constants.MANAGED_BY}
+def leader_rules() -> list[dict[str, Any]]:
+    """The Role in the operator's namespace for the leader election Lease."""
     return [
+        _rule(["coordination.k8s.io"], ["leases"], ["get", "update"], [constants.OPERATOR_LEASE])
+    ]
+
+
+def lease(namespace: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Lease the replicas elect their leader on (no holder yet)."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": constants.OPERATOR_LEASE, "namespace": namespace, "labels": labels},
+    }
+
+
+def manifests(namespace: str, watch_namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """ServiceAccount, ClusterRole + binding, pool Roles + bindings (watched namespaces
+    only), key and leader Roles + bindings, and the Lease."""
+    subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}
+    labels = {constants.LABEL_MANAGED_BY: constants.MANAGED_BY}
+    cluster = cluster_rules() + ([] if watch_namespaces else pool_rules())
+    out: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace, "labels": labels},
         },
+        *_bound("ClusterRole", CLUSTER_ROLE, None, cluster, subject=subject, labels=labels),
+    ]
+    for watched in watch_namespaces:
+        out += _bound("Role", POOL_ROLE, watched, pool_rules(), subject=subject, labels=labels)
+    out += _bound("Role", KEY_ROLE, namespace, key_rules(), subject=subject, labels=labels)
+    out += _bound("Role", LEADER_ROLE, namespace, leader_rules(), subject=subject, labels=labels)
+    out.append(lease(namespace, labels))
+    return out
+
+
+def _bound(
+    kind: str,
+    name: str,
+    namespace: str | None,
+    rules: list[dict[str, Any]],
+    *,
+    subject: dict[str, str],
+    labels: dict[str, str],
+) -> list[dict[str, Any]]:
+    """A (Cluster)Role and its (Cluster)RoleBinding to ``subject``."""
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return [
+        {"apiVersion": f"{RBAC_API}/v1", "kind": kind, "metadata": meta, "rules": rules},
         {
-            "apiVersion": rbac,
-            "kind": "ClusterRole",
-            "metadata": {"name": CLUSTER_ROLE, "labels": labels},
-            "rules": cluster_rules(),
-        },
-        {
-            "apiVersion": rbac,
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": CLUSTER_ROLE, "labels": labels},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": CLUSTER_ROLE,
-            },
+            "apiVersion": f"{RBAC_API}/v1",
+            "kind": f"{kind}Binding",
+            "metadata": dict(meta),
+            "roleRef": {"apiGroup": RBAC_API, "kind": kind, "name": name},
             "subjects": [subject],
-        },
-        {
-            "apiVersion": rbac,
-            "kind": "Role",
-            "metadata": {"name": KEY_ROLE, "namespace": namespace, "labels": labels},
-            "rules": key_rules(),
-        },
-        {
-            "apiVersion": rbac,
-            "kind": "RoleBinding",
-            "metadata": {"name": KEY_ROLE, "namespace": namespace, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": KEY_ROLE},
-            "subjects": [subject],
-        },
-        {
-            "apiVersion": f"{KOPF_GROUP}/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": PEERING_NAME, "labels": labels},
         },
     ]
 
 
-def peering_crds() -> list[dict[str, Any]]:
-    """kopf's peering CRDs (cluster-wide and per namespace): its replicas meet there."""
-    out = []
-    for kind, plural, scope in (
-        ("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
-        ("KopfPeering", "kopfpeerings", "Namespaced"),
-    ):
-        out.append(
-            {
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": f"{plural}.{KOPF_GROUP}"},
-                "spec": {
-                    "scope": scope,
-                    "group": KOPF_GROUP,
-                    "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
-                    "versions": [
-                        {
-                            "name": "v1",
-                            "served": True,
-                            "storage": True,
-                            "schema": {
-                                "openAPIV3Schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "status": {
-                                            "type": "object",
-                                            "x-kubernetes-preserve-unknown-fields": True,
-                                        }
-                                    },
-                                }
-                            },
-                        }
-                    ],
-                },
-            }
-        )
-    return out
-
-
 def render_rules() -> str:
-    """The rules file the chart embeds: cluster rules and the key Role's rules."""
+    """The rules file the chart embeds: every scope's rules."""
     header = (
         "# Generated by `voicefleet operator rbac --write charts/voicefleet/files`\n"
         "# from voicefleet/operator/rbac.py. Do not edit.\n"
     )
-    body = {"clusterRules": cluster_rules(), "keyRules": key_rules()}
+    body = {
+        "clusterRules": cluster_rules(),
+        "poolRules": pool_rules(),
+        "keyRules": key_rules(),
+        "leaderRules": leader_rules(),
+    }
     return header + yaml.safe_dump(body, sort_keys=False)
 
 
-def render_peering_crds() -> str:
-    header = "# kopf's peering CRDs, from voicefleet/operator/rbac.py. Do not edit.\n"
-    return header + yaml.safe_dump_all(peering_crds(), sort_keys=False)
-
-
-def render_manifests(namespace: str) -> str:
-    return yaml.safe_dump_all(manifests(namespace), sort_keys=False)
+def render_manifests(namespace: str, watch_namespaces: Sequence[str] = ()) -> str:
+    return yaml.safe_dump_all(manifests(namespace, watch_namespaces), sort_keys=False)

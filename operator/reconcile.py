@@ -290,9 +290,7 @@ class Fleet:
             return
         for signal in new:
             metrics.INTERRUPTIONS.labels(signal.kind).inc()
-        pods = await self.kube.list(
-            "Pod", None, labels=constants.LABEL_POOL, fields=f"spec.nodeName={name}"
-        )
+        pods = await self._pods_on_node(name)
         pools = sorted(
             {
                 (p["metadata"]["namespace"], p["metadata"]["labels"][constants.LABEL_POOL])
@@ -312,6 +310,20 @@ class Fleet:
             if isinstance(result, BaseException):
                 log.error("reacting to node %s in %s/%s failed: %r", name, ns, pool, result)
         metrics.INTERRUPTION_SECONDS.observe(time.monotonic() - started)
+
+    async def _pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """Pool pods on ``node``: one list across the cluster, or one per watched namespace
+        (with watched namespaces the operator may list pods nowhere else)."""
+        fields = f"spec.nodeName={node}"
+        if self.config.all_namespaces or not self.config.namespaces:
+            return await self.kube.list("Pod", None, labels=constants.LABEL_POOL, fields=fields)
+        found = await asyncio.gather(
+            *(
+                self.kube.list("Pod", ns, labels=constants.LABEL_POOL, fields=fields)
+                for ns in self.config.namespaces
+            )
+        )
+        return [pod for pods in found for pod in pods]
 
     async def close(self) -> None:
         self.closed = True

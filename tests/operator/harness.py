@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from kubernetes import client, dynamic
 from tests.polling import poll
 from voicefleet import constants
 from voicefleet.operator import rbac
+from voicefleet.sandbox import binaries
 
+CHART = Path(__file__).resolve().parents[2] / "charts" / "voicefleet"
 OPERATOR_NAMESPACE = "voicefleet-system"
 FIELD_MANAGER = "voicefleet-tests"
 # Fast enough for tests: drains progress and spot fallback within seconds.
@@ -79,7 +82,7 @@ def pool_token(kube_api: client.ApiClient, namespace: str, pool: str) -> str:
 
 
 def install_rbac(kube_api: client.ApiClient) -> None:
-    """The operator's namespace, ServiceAccount, RBAC and peering object, as admin."""
+    """The operator's namespace, ServiceAccount, RBAC and Lease, as admin."""
     core = client.CoreV1Api(kube_api)
     try:
         core.create_namespace(
@@ -112,16 +115,19 @@ def apply_manifest(kube_api: client.ApiClient, body: dict[str, Any]) -> Any:
 
 
 def service_account_kubeconfig(
-    admin_kubeconfig: Path, kube_api: client.ApiClient, path: Path
+    admin_kubeconfig: Path,
+    kube_api: client.ApiClient,
+    path: Path,
+    *,
+    account: str = rbac.SERVICE_ACCOUNT,
+    namespace: str = OPERATOR_NAMESPACE,
 ) -> Path:
     """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
     core = client.CoreV1Api(kube_api)
     request = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=24 * 3600)
     )
-    token = core.create_namespaced_service_account_token(
-        rbac.SERVICE_ACCOUNT, OPERATOR_NAMESPACE, request
-    ).status.token
+    token = core.create_namespaced_service_account_token(account, namespace, request).status.token
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster_entry = admin["clusters"][0]["cluster"]
     config = {
@@ -136,33 +142,93 @@ def service_account_kubeconfig(
     return path
 
 
+def default_args() -> list[str]:
+    """``operator run`` as the operator tests run it: every namespace, short intervals."""
+    return [
+        "operator",
+        "run",
+        "--all-namespaces",
+        "--operator-namespace",
+        OPERATOR_NAMESPACE,
+        "--poll-interval",
+        str(POLL_SECONDS),
+        "--spot-fallback-seconds",
+        str(SPOT_FALLBACK_SECONDS),
+        "--not-ready-timeout",
+        "20",
+    ]
+
+
+def chart_deployment(values: Sequence[str] = (), namespace: str = OPERATOR_NAMESPACE) -> Any:
+    """The operator Deployment as ``helm template`` renders it (release ``voicefleet``, so
+    its names are the defaults of ``voicefleet operator rbac``)."""
+    helm = binaries.cached("helm")
+    if helm is None:
+        raise HarnessError("no helm: run e2e/build-sandbox.sh")
+    done = subprocess.run(
+        [str(helm), "template", "voicefleet", str(CHART), f"--namespace={namespace}", *values],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise HarnessError(f"helm template failed:\n{done.stderr}")
+    return next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+
+
+def container_args(deployment: Any, pod_name: str) -> list[str]:
+    """The operator container's arguments as the kubelet would start them in a pod named
+    ``pod_name``: ``$(VAR)`` expanded from the container's environment (the pod's name and
+    namespace from the downward API). ``deployment``: a dict, or the API's object."""
+    if not isinstance(deployment, dict):
+        deployment = client.ApiClient().sanitize_for_serialization(deployment)
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    fields = {"metadata.name": pod_name, "metadata.namespace": deployment["metadata"]["namespace"]}
+    env = {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container.get("env") or []
+    }
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+
+
 @dataclass
 class Operator:
-    """A ``voicefleet operator run`` process."""
+    """A ``voicefleet operator run`` process. ``args`` are its arguments from ``operator``
+    on (the tests' own by default, or a chart's: see :func:`container_args`); the harness
+    only moves its ports to free loopback ones and names its log."""
 
     kubeconfig: Path
     log_dir: Path
     extra: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=default_args)
+    # Its leader election identity, the same across restarts (as a pod's name is), so a
+    # restarted process takes back its own lease at once; a chart's args bring their own.
+    name: str = field(default_factory=lambda: f"operator-{uuid.uuid4().hex[:6]}")
     process: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     health_port: int = 0
     runs: int = 0
     logs: list[Path] = field(default_factory=list)
+    exit_codes: list[int] = field(default_factory=list)
 
     def start(self, *extra: str) -> None:
         self.metrics_port, self.health_port = free_port(), free_port()
         self.runs += 1
-        log = self.log_dir / f"operator-{self.runs}.log"
+        log = self.log_dir / f"{self.name}-{self.runs}.log"
         self.logs.append(log)
+        identity = (
+            []
+            if any("--leader-elect-identity" in a for a in self.args)
+            else [f"--leader-elect-identity={self.name}"]
+        )
         argv = [
             sys.executable,
             "-m",
             "voicefleet",
-            "operator",
-            "run",
-            "--all-namespaces",
-            "--operator-namespace",
-            OPERATOR_NAMESPACE,
+            *self.args,
+            *identity,
             "--metrics-host",
             "127.0.0.1",
             "--metrics-port",
@@ -171,18 +237,6 @@ class Operator:
             "127.0.0.1",
             "--health-port",
             str(self.health_port),
-            "--peering",
-            rbac.PEERING_NAME,
-            # Each start outranks the previous one: after a SIGKILL the dead replica's peer
-            # record lingers for its lifetime (60 s), and a higher priority need not wait.
-            "--priority",
-            str(self.runs),
-            "--poll-interval",
-            str(POLL_SECONDS),
-            "--spot-fallback-seconds",
-            str(SPOT_FALLBACK_SECONDS),
-            "--not-ready-timeout",
-            "20",
             *self.extra,
             *extra,
         ]
@@ -211,7 +265,23 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.exit_codes.append(self.process.returncode)
         self.process = None
+
+    def leading(self) -> bool:
+        """Whether it holds the lease (its ``voicefleet_operator_leader`` gauge)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            gauge = self.metric(f"{constants.OPERATOR_METRIC_PREFIX}leader")
+        except OSError:
+            return False
+        return gauge.get("") == 1.0
+
+    def reconciles(self) -> float:
+        """Reconciles it ran, every trigger together."""
+        name = f"{constants.OPERATOR_METRIC_PREFIX}reconcile_duration_seconds_count"
+        return sum(self.metric(name).values())
 
     def restart(self) -> None:
         self.stop()
@@ -248,3 +318,54 @@ class Operator:
             if "Traceback" in text:
                 found.append(f"{log.name}:\n{text[text.index('Traceback') :][:3000]}")
         return found
+
+
+@dataclass
+class Replicas:
+    """Several operator processes, as a Deployment's replicas: one leads, the rest stand by."""
+
+    operators: list[Operator]
+
+    def start(self) -> None:
+        for operator in self.operators:
+            operator.start()
+
+    def leader(self, timeout: float = 60) -> Operator:
+        """The one that leads, once one does; fails if two ever claim it."""
+
+        def found() -> Operator | None:
+            leading = [o for o in self.operators if o.leading()]
+            if len(leading) > 1:
+                raise HarnessError(f"two leaders: {[o.name for o in leading]}")
+            return leading[0] if leading else None
+
+        result: Operator = wait_for(found, timeout, "an operator replica to lead")
+        return result
+
+    def standbys(self) -> list[Operator]:
+        return [o for o in self.operators if o.process is not None and not o.leading()]
+
+    def stop(self) -> None:
+        for operator in self.operators:
+            operator.stop()
+
+    def tracebacks(self) -> list[str]:
+        return [t for o in self.operators for t in o.tracebacks()]
+
+
+def chart_replicas(
+    kubeconfig: Path, log_dir: Path, deployment: Any, count: int | None = None
+) -> Replicas:
+    """``count`` (default: the Deployment's replicas) operator processes started with the
+    chart's own arguments, each as a pod of that Deployment would run it."""
+    if not isinstance(deployment, dict):
+        deployment = client.ApiClient().sanitize_for_serialization(deployment)
+    count = count if count is not None else int(deployment["spec"]["replicas"])
+    name = deployment["metadata"]["name"]
+    return Replicas(
+        [
+            Operator(kubeconfig, log_dir, args=container_args(deployment, f"{name}-{i}"),
+                     name=f"{name}-{i}")
+            for i in range(count)
+        ]
+    )  # fmt: skip

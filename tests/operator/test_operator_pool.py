@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -18,6 +17,7 @@ from voicefleet.operator import rbac
 
 pytestmark = pytest.mark.sandbox
 
+COORDINATION = "coordination.k8s.io"
 SPOT_FIRST = {"strategy": "spot-first", "onDemandBase": 1, "spotPercentage": 50}
 
 
@@ -259,12 +259,14 @@ def test_the_operator_cannot_read_secrets_elsewhere_nor_write_nodes(
     user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{rbac.SERVICE_ACCOUNT}"
     authz = client.AuthorizationV1Api(kube_api)
 
-    def allowed(verb: str, resource: str, ns: str | None, name: str | None = None) -> bool:
+    def allowed(
+        verb: str, resource: str, ns: str | None, name: str | None = None, group: str = ""
+    ) -> bool:
         review = client.V1SubjectAccessReview(
             spec=client.V1SubjectAccessReviewSpec(
                 user=user,
                 resource_attributes=client.V1ResourceAttributes(
-                    verb=verb, resource=resource, namespace=ns, name=name
+                    verb=verb, resource=resource, namespace=ns, name=name, group=group
                 ),
             )
         )
@@ -279,36 +281,13 @@ def test_the_operator_cannot_read_secrets_elsewhere_nor_write_nodes(
         assert not allowed(verb, "nodes", None)
     assert allowed("watch", "nodes", None)
     assert allowed("delete", "pods", namespace)
-
-
-def test_a_second_replica_stays_paused_until_the_active_one_goes(
-    live_operator: Operator,
-    kube_api: client.ApiClient,
-    apply: Apply,
-    namespace: str,
-    tmp_path: Path,
-) -> None:
-    standby = Operator(live_operator.kubeconfig, tmp_path)
-    standby.start("--priority", "0")  # below the active replica's
-    try:
-        kit.make_pool(apply, "peered", sessions={"target": 40})
-        kit.wait_pool_ready(kube_api, namespace, "peered")
-        time.sleep(2.0)
-        assert standby.writes(namespace) == 0
-        # It reconciled nothing at all, in any namespace.
-        counts = standby.metric(
-            f"{constants.OPERATOR_METRIC_PREFIX}reconcile_duration_seconds_count"
-        )
-        assert sum(counts.values()) == 0
-        assert live_operator.writes(namespace) > 0
-
-        live_operator.stop()  # leaves the peering; the standby takes over
-        kit.patch_pool(kube_api, namespace, "peered", {"spec": {"sessions": {"target": 200}}})
-        want = kit.planned(sessions={"target": 200}).replicas
-        kit.wait_running(kube_api, namespace, "peered", want)
-        assert standby.writes(namespace) > 0
-    finally:
-        standby.stop()
+    # The leader election Lease: its own, by name, in its own namespace; never created.
+    lease = constants.OPERATOR_LEASE
+    for verb in ("get", "update"):
+        assert allowed(verb, "leases", OPERATOR_NAMESPACE, lease, group=COORDINATION)
+        assert not allowed(verb, "leases", OPERATOR_NAMESPACE, "other", group=COORDINATION)
+        assert not allowed(verb, "leases", namespace, lease, group=COORDINATION)
+    assert not allowed("create", "leases", OPERATOR_NAMESPACE, group=COORDINATION)
 
 
 def test_pods_that_never_get_ready_make_the_pool_degraded_without_churn(

@@ -1,8 +1,9 @@
 """``voicefleet operator``: run the operator (``run``) or print its RBAC (``rbac``).
 
-``run`` wraps kopf: peering (several replicas, one active), a liveness endpoint, Prometheus
-metrics (``voicefleet_operator_*``) and structured (JSON) logs. kopf and the Kubernetes
-client are imported only when the command runs, so ``voicefleet plan`` stays light.
+``run`` wraps kopf: leader election on a Lease (several replicas, one active), a liveness
+endpoint, Prometheus metrics (``voicefleet_operator_*``) and structured (JSON) logs. kopf
+and the Kubernetes client are imported only when the command runs, so ``voicefleet plan``
+stays light.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicefleet import catalog, constants
 
+if TYPE_CHECKING:
+    from voicefleet.operator.leader import LeaseSettings
+
 DEFAULT_METRICS_PORT = 9090
 DEFAULT_HEALTH_PORT = 8080
+# client-go's defaults (kube-controller-manager's --leader-elect-* flags).
+DEFAULT_LEASE_DURATION = 15.0
+DEFAULT_RENEW_DEADLINE = 10.0
+DEFAULT_RETRY_PERIOD = 2.0
 
 
 def register(subparsers: Any) -> None:
@@ -51,16 +59,46 @@ def register(subparsers: Any) -> None:
         "--health-host", default="0.0.0.0", help="address of the liveness endpoint /healthz"
     )
     run.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT)
-    peering = run.add_mutually_exclusive_group()
-    peering.add_argument(
-        "--peering",
-        default=None,
-        metavar="NAME",
-        help="kopf peering object (replicas agree on one active); default: "
-        f"{constants.OPERATOR_NAME} if it exists, else standalone",
+    election = run.add_argument_group(
+        "leader election",
+        "Replicas elect one active on a coordination.k8s.io Lease named "
+        f"{constants.OPERATOR_LEASE} in the operator's namespace; the others stand by.",
     )
-    peering.add_argument("--standalone", action="store_true", help="no peering")
-    run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    election.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="elect a leader before acting (default: on; off only for a single process "
+        "that no other can ever run beside)",
+    )
+    election.add_argument(
+        "--leader-elect-lease-duration",
+        type=float,
+        default=DEFAULT_LEASE_DURATION,
+        metavar="SECONDS",
+        help="a standby takes the lease once it has not been renewed this long",
+    )
+    election.add_argument(
+        "--leader-elect-renew-deadline",
+        type=float,
+        default=DEFAULT_RENEW_DEADLINE,
+        metavar="SECONDS",
+        help="the leader exits when it could not renew for this long (below the duration)",
+    )
+    election.add_argument(
+        "--leader-elect-retry-period",
+        type=float,
+        default=DEFAULT_RETRY_PERIOD,
+        metavar="SECONDS",
+        help="between two tries to acquire or renew",
+    )
+    election.add_argument(
+        "--leader-elect-identity",
+        default=None,
+        metavar="ID",
+        help="this replica's name in the Lease (the chart passes the pod name); "
+        "default: host name and a random suffix",
+    )
     run.add_argument(
         "--interruption-taint",
         action="append",
@@ -104,15 +142,22 @@ def register(subparsers: Any) -> None:
     run.set_defaults(func=run_operator)
 
     rbac = commands.add_parser("rbac", help="print the operator's least-privilege RBAC")
-    rbac.add_argument("--namespace", "-n", default="voicefleet-system")
+    rbac.add_argument(
+        "--namespace", "-n", default="voicefleet-system", help="the operator's own namespace"
+    )
+    rbac.add_argument(
+        "--watch-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="RBAC for an operator run with --namespace NS (repeat): Roles in those "
+        "namespaces instead of cluster-wide rules for pods, Secrets and the rest",
+    )
     rbac.add_argument(
         "--write",
         metavar="DIR",
         type=Path,
         help="write the rules file the chart embeds into DIR (charts/voicefleet/files)",
-    )
-    rbac.add_argument(
-        "--write-crds", metavar="DIR", type=Path, help="write kopf's peering CRDs into DIR"
     )
     rbac.set_defaults(func=run_rbac)
 
@@ -120,19 +165,13 @@ def register(subparsers: Any) -> None:
 def run_rbac(args: argparse.Namespace) -> int:
     from voicefleet.operator import rbac  # noqa: PLC0415 (light, but keeps the pattern)
 
-    if args.write is None and args.write_crds is None:
-        print(rbac.render_manifests(args.namespace), end="")
+    if args.write is None:
+        print(rbac.render_manifests(args.namespace, args.watch_namespace), end="")
         return 0
-    for folder, name, text in (
-        (args.write, rbac.RULES_FILE, rbac.render_rules()),
-        (args.write_crds, rbac.PEERING_CRD_FILE, rbac.render_peering_crds()),
-    ):
-        if folder is None:
-            continue
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        print(f"wrote {target}")
+    target = args.write / rbac.RULES_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(rbac.render_rules(), encoding="utf-8")
+    print(f"wrote {target}")
     return 0
 
 
@@ -141,12 +180,43 @@ def _in_cluster_namespace() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+def _lease_settings(args: argparse.Namespace, namespace: str) -> LeaseSettings | str:
+    """The Lease settings, or a message naming the flag to change."""
+    from voicefleet.operator.leader import LeaseSettings, default_identity  # noqa: PLC0415
+
+    duration = args.leader_elect_lease_duration
+    deadline = args.leader_elect_renew_deadline
+    retry = args.leader_elect_retry_period
+    if retry <= 0:
+        return f"--leader-elect-retry-period must be above 0 (got {retry:g})"
+    if deadline <= retry:
+        return (
+            f"--leader-elect-renew-deadline ({deadline:g} s) must be longer than "
+            f"--leader-elect-retry-period ({retry:g} s)"
+        )
+    if duration <= deadline:
+        # The leader must stop before a standby may start: the gap is the safety margin.
+        return (
+            f"--leader-elect-lease-duration ({duration:g} s) must be longer than "
+            f"--leader-elect-renew-deadline ({deadline:g} s)"
+        )
+    if args.leader_elect_identity == "":
+        return "--leader-elect-identity must not be empty"
+    return LeaseSettings(
+        namespace=namespace,
+        identity=args.leader_elect_identity or default_identity(),
+        lease_duration=duration,
+        renew_deadline=deadline,
+        retry_period=retry,
+    )
+
+
 def run_operator(args: argparse.Namespace) -> int:
     # kopf, aiohttp and the Kubernetes client load only for this command.
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
 
-    from voicefleet.operator import handlers, interruption  # noqa: PLC0415
+    from voicefleet.operator import handlers, interruption, process  # noqa: PLC0415
     from voicefleet.operator.builders import PodSettings  # noqa: PLC0415
     from voicefleet.operator.config import (  # noqa: PLC0415
         DEFAULT_OPERATOR_NAMESPACE,
@@ -158,12 +228,20 @@ def run_operator(args: argparse.Namespace) -> int:
     except catalog.CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    operator_namespace = (
+        args.operator_namespace or _in_cluster_namespace() or DEFAULT_OPERATOR_NAMESPACE
+    )
+    lease: LeaseSettings | None = None
+    if args.leader_elect:
+        checked = _lease_settings(args, operator_namespace)
+        if isinstance(checked, str):
+            print(f"error: {checked}", file=sys.stderr)
+            return 2
+        lease = checked
     config = OperatorConfig(
         namespaces=tuple(args.namespace),
         all_namespaces=args.all_namespaces or not args.namespace,
-        operator_namespace=args.operator_namespace
-        or _in_cluster_namespace()
-        or DEFAULT_OPERATOR_NAMESPACE,
+        operator_namespace=operator_namespace,
         signals=interruption.SignalConfig(
             taints=interruption.parse_keys(args.interruption_taint, interruption.DEFAULT_TAINTS),
             labels=interruption.parse_keys(args.interruption_label, interruption.DEFAULT_LABELS),
@@ -186,17 +264,7 @@ def run_operator(args: argparse.Namespace) -> int:
         # heartbeat on a large cluster. Warnings and errors still come through.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     start_http_server(args.metrics_port, addr=args.metrics_host)
-    registry = handlers.build_registry(config)
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            clusterwide=config.all_namespaces,
-            namespaces=list(config.namespaces),
-            liveness_endpoint=f"http://{args.health_host}:{args.health_port}/healthz",
-            peering_name=args.peering,
-            standalone=True if args.standalone else None,
-            priority=args.priority,
-            memo=kopf.Memo(),
-        )
+    settings = process.ProcessSettings(
+        health_host=args.health_host, health_port=args.health_port, lease=lease
     )
-    return 0
+    return asyncio.run(process.serve(handlers.build_registry(config), config, settings))
