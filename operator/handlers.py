@@ -66,7 +66,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         kube = Kube(load_credentials())
         key = await load_or_create_key(kube, config.operator_namespace)
         runtime = RuntimeClient(config.runtime_timeout_seconds, config.runtime_port)
-        memo["fleet"] = Fleet(kube, runtime, config, key)
+        fleet = Fleet(kube, runtime, config, key)
+        await fleet.start()
+        memo["fleet"] = fleet
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:

@@ -8,7 +8,8 @@ session; tests that restart or kill it bring it back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
@@ -62,3 +63,42 @@ def live_operator(operator: Operator) -> Operator:
         except HarnessError as exc:
             pytest.fail(str(exc), pytrace=False)
     return operator
+
+
+@pytest.fixture
+def restore_nodes(kube_api: client.ApiClient) -> Iterator[Callable[[str], client.V1Node]]:
+    """``remember(name)``: the node as it is now; put back as it was after the test."""
+    core = client.CoreV1Api(kube_api)
+    saved: dict[str, client.V1Node] = {}
+
+    def remember(name: str) -> client.V1Node:
+        node = core.read_node(name)
+        saved.setdefault(name, copy.deepcopy(node))
+        return node
+
+    yield remember
+    for name, node in saved.items():
+        body = kube_api.sanitize_for_serialization(node)
+        try:
+            live = core.read_node(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            meta = body["metadata"]
+            for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+                meta.pop(key, None)
+            core.create_node(body)
+            continue
+        labels = {
+            k: None for k in live.metadata.labels or {} if k not in body["metadata"]["labels"]
+        }
+        core.patch_node(
+            name,
+            {
+                "metadata": {"labels": {**body["metadata"]["labels"], **labels}},
+                "spec": {
+                    "taints": body["spec"].get("taints") or None,
+                    "unschedulable": body["spec"].get("unschedulable"),
+                },
+            },
+        )
