@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.fixtures.sandbox import Cluster
+from tests.operator import kit
 from tests.operator.harness import (
     OPERATOR_NAMESPACE,
     HarnessError,
@@ -102,3 +103,17 @@ def restore_nodes(kube_api: client.ApiClient) -> Iterator[Callable[[str], client
                 },
             },
         )
+
+
+@pytest.fixture
+def all_nodes_restored(
+    kube_api: client.ApiClient, restore_nodes: Callable[[str], client.V1Node]
+) -> Iterator[list[str]]:
+    """Every node's name; each is Ready again after the test, whatever it did."""
+    core = client.CoreV1Api(kube_api)
+    names = [n.metadata.name for n in core.list_node().items]
+    for name in names:
+        restore_nodes(name)
+    yield names
+    for name in names:
+        kit.set_node_ready(core, name, True)

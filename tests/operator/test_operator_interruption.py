@@ -18,7 +18,6 @@ from kubernetes import client
 from tests.fixtures.sandbox import Apply, PodProcesses, wait_until
 from tests.operator import kit
 from tests.operator.conftest import Operator, pool_token
-from tests.operator.harness import NOT_READY_GRACE_SECONDS
 from voicefleet import constants
 
 pytestmark = pytest.mark.sandbox
@@ -45,7 +44,6 @@ SIGNALS: dict[str, Callable[[client.V1Node], Any]] = {
     "cluster-autoscaler": _taint("ToBeDeletedByClusterAutoscaler"),
     "gke-impending-termination": _taint("cloud.google.com/impending-node-termination"),
     "cordon": lambda _n: {"spec": {"unschedulable": True}},
-    "not-ready": _taint("node.kubernetes.io/unreachable", "NoSchedule"),
 }
 
 
@@ -77,19 +75,9 @@ def test_each_signal_drains_the_nodes_pods_and_replaces_them_within_a_second(  #
     victim = pods[0]
     node = restore_nodes(victim.spec.node_name)
     core = client.CoreV1Api(kube_api)
-    if signal == "not-ready":
-        core.patch_node_status(
-            node.metadata.name,
-            {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}},
-        )
     core.patch_node(node.metadata.name, SIGNALS[signal](node))
-    # NotReady is an interruption only once it has lasted the grace period.
-    grace = NOT_READY_GRACE_SECONDS if signal == "not-ready" else 0.0
-    took = kit.elapsed_until(
-        _replaced(kube_api, namespace, "spot", victim.metadata.name, replicas),
-        timeout=grace + 10,
-    )
-    assert grace - 1 <= took < grace + REACTION_SECONDS, f"{signal}: reacted in {took:.2f} s"
+    took = kit.elapsed_until(_replaced(kube_api, namespace, "spot", victim.metadata.name, replicas))
+    assert took < REACTION_SECONDS, f"{signal}: reacted in {took:.2f} s"
 
     drained = core.read_namespaced_pod(victim.metadata.name, namespace)
     annotations = drained.metadata.annotations
@@ -174,14 +162,12 @@ def test_a_drain_reaches_the_real_runtime_and_the_empty_pod_is_deleted(  # noqa:
     for pod in pods:
         ip: str = pod.status.pod_ip
         wait_until(partial(kit.http_json, ip, constants.PATH_STATUS), what="the runtime")
-    # The operator has polled every runtime: capacity comes from their reports.
-    wait_until(
-        lambda: (
-            kit.condition(kit.get_pool(kube_api, namespace, "real"), "Degraded").get("reason")
-            == constants.REASON_HEALTHY
-        ),
-        what="every runtime reachable",
-    )
+    # Every runtime has loaded its model (a drain sent while one loads may not take; the
+    # operator then repeats it, but this test is about the first call).
+    for pod in pods:
+        wait_until(
+            partial(kit.http_ok, pod.status.pod_ip, constants.PATH_READYZ), what="a ready runtime"
+        )
     victim = pods[0]
     restore_nodes(victim.spec.node_name)
     client.CoreV1Api(kube_api).patch_node(victim.spec.node_name, {"spec": {"unschedulable": True}})
