@@ -70,6 +70,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         key = await load_or_create_key(kube, config.operator_namespace)
         runtime = RuntimeClient(config.runtime_timeout_seconds, config.runtime_port)
         fleet = Fleet(kube, runtime, config, key)
+        await fleet.start()
         memo["fleet"] = fleet
         memo["ticker"] = Ticker(config.poll_interval_seconds, functools.partial(tick, fleet))
 

@@ -7,6 +7,16 @@ taint key, a label key (optionally with a value) or one of the node-wide conditi
 termination handlers; the defaults cover aws-node-termination-handler, Karpenter, Cluster
 Autoscaler, GKE and AKS.
 
+NotReady is judged, not taken at its word (as kube-controller-manager does before it evicts):
+
+1. a NotReady node is an interruption only once it has stayed NotReady for a grace period
+   (``not_ready_grace_seconds``): a kubelet restart or a missed heartbeat must not drain a
+   node full of live conversations;
+2. when a large share of all nodes is NotReady at once (``mass_not_ready``, after
+   kube-controller-manager's ``--unhealthy-zone-threshold``: at least 55% and at least 3
+   nodes), the cause is the control plane or the network, not reclaims: NotReady then drains
+   nothing. Explicit signals (taints, labels, cordon, deletion) still count.
+
 Capacity type: the same module tells spot from on-demand nodes by the well-known labels of
 Karpenter, EKS, GKE and AKS, so the builders and the watcher agree on one list.
 """
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from voicefleet import constants
@@ -59,13 +70,26 @@ SPOT_LABELS: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
+# A node NotReady for less than this is a blip (a kubelet restart, a lost heartbeat), not a
+# reclaim. Kubernetes itself waits 40-50 s (node-monitor-grace-period) before it even marks a
+# silent node NotReady, and 300 s before it evicts; 30 s more keeps a blip from draining live
+# conversations while a node that really died is still replaced well before eviction.
+DEFAULT_NOT_READY_GRACE_SECONDS: Final = 30.0
+# kube-controller-manager's --unhealthy-zone-threshold (0.55) and its minimum of 3 nodes.
+DEFAULT_MASS_NOT_READY_FRACTION: Final = 0.55
+MASS_NOT_READY_MIN_NODES: Final = 3
+
+
 @dataclass(frozen=True)
 class SignalConfig:
-    """Which taint and label keys count as an interruption notice."""
+    """Which taint and label keys count as an interruption notice, and how NotReady is
+    judged."""
 
     taints: tuple[str, ...] = DEFAULT_TAINTS
     labels: tuple[str, ...] = DEFAULT_LABELS
     cordon: bool = True
+    not_ready_grace_seconds: float = DEFAULT_NOT_READY_GRACE_SECONDS
+    mass_not_ready_fraction: float = DEFAULT_MASS_NOT_READY_FRACTION
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,14 @@ class NodeView:
     taints: tuple[tuple[str, str], ...] = ()  # (key, effect)
     unschedulable: bool = False
     ready: bool = True
+    # Since when the node is NotReady (epoch seconds), as its Ready condition or its
+    # not-ready/unreachable taint says; None when ready or when nothing says since when.
+    not_ready_since: float | None = None
+
+    @property
+    def not_ready(self) -> bool:
+        taint_keys = {key for key, _effect in self.taints}
+        return not self.ready or bool(taint_keys & {TAINT_UNREACHABLE, TAINT_NOT_READY})
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NodeView:
@@ -95,23 +127,44 @@ class NodeView:
         spec = body.get("spec") or {}
         status = body.get("status") or {}
         ready = True
+        since: list[float] = []
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Ready":
                 ready = condition.get("status") == "True"
+                if not ready:
+                    since += _times(condition.get("lastTransitionTime"))
         taints = tuple(
             (str(t.get("key", "")), str(t.get("effect", ""))) for t in spec.get("taints") or []
         )
+        for taint in spec.get("taints") or []:
+            if taint.get("key") in (TAINT_UNREACHABLE, TAINT_NOT_READY):
+                since += _times(taint.get("timeAdded"))
         return cls(
             name=str(metadata.get("name", "")),
             labels=dict(metadata.get("labels") or {}),
             taints=taints,
             unschedulable=bool(spec.get("unschedulable", False)),
             ready=ready,
+            not_ready_since=min(since) if since else None,
         )
 
 
-def signals(node: NodeView, config: SignalConfig = SignalConfig()) -> list[Signal]:
-    """Every interruption signal ``node`` shows, in a stable order; empty when it stays."""
+def _times(text: Any) -> list[float]:
+    if not text:
+        return []
+    return [datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()]
+
+
+def signals(
+    node: NodeView,
+    config: SignalConfig = SignalConfig(),
+    *,
+    now: float,
+    mass_not_ready: bool = False,
+) -> list[Signal]:
+    """Every interruption signal ``node`` shows at ``now``, in a stable order; empty when it
+    stays. NotReady counts once it has lasted the grace period (from ``not_ready_since``;
+    unknown: not yet), and never while ``mass_not_ready`` (see the module docstring)."""
     found: list[Signal] = []
     taint_keys = {key for key, _effect in node.taints}
     for key in config.taints:
@@ -122,9 +175,25 @@ def signals(node: NodeView, config: SignalConfig = SignalConfig()) -> list[Signa
             found.append(Signal(KIND_LABEL, key))
     if config.cordon and node.unschedulable:
         found.append(Signal(KIND_CORDON))
-    if not node.ready or taint_keys & {TAINT_UNREACHABLE, TAINT_NOT_READY}:
+    if node.not_ready and not mass_not_ready and not_ready_grace_left(node, config, now) == 0:
         found.append(Signal(KIND_NOT_READY))
     return found
+
+
+def not_ready_grace_left(node: NodeView, config: SignalConfig, now: float) -> float | None:
+    """Seconds until a NotReady ``node`` counts as interrupted (0: it does now); None when it
+    is ready or nothing says since when it is NotReady."""
+    if not node.not_ready or node.not_ready_since is None:
+        return None
+    return max(0.0, node.not_ready_since + config.not_ready_grace_seconds - now)
+
+
+def mass_not_ready(not_ready: int, total: int, config: SignalConfig) -> bool:
+    """True when so many nodes are NotReady at once that the cause must be the control
+    plane or the network (kube-controller-manager's unhealthy-zone rule)."""
+    return not_ready >= MASS_NOT_READY_MIN_NODES and not_ready >= (
+        config.mass_not_ready_fraction * total
+    )
 
 
 def is_spot(labels: Mapping[str, str]) -> bool:

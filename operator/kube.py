@@ -15,7 +15,7 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,6 +29,7 @@ from voicefleet.operator import metrics
 
 APPLY_CONTENT_TYPE: Final = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE: Final = "application/merge-patch+json"
+JSON_PATCH_CONTENT_TYPE: Final = "application/json-patch+json"
 REQUEST_TIMEOUT_SECONDS: Final = 10.0
 NAMESPACE_IN_PATH: Final = re.compile(r"/namespaces/([^/]+)/")
 IN_CLUSTER_TOKEN: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -65,6 +66,12 @@ class KubeError(RuntimeError):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def transient(self) -> bool:
+        """The API server did not answer, was overloaded or failed: worth retrying as is
+        (a 4xx refusal, by contrast, needs the request or the cluster to change)."""
+        return self.status in {0, 429} or self.status >= 500
 
     @property
     def namespace_terminating(self) -> bool:
@@ -303,6 +310,24 @@ class Kube:
             if exc.not_found:
                 return None
             raise
+        return result
+
+    async def json_patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        """JSON patch (RFC 6902): all ``operations`` or none; a failed ``test`` is a 4xx."""
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path(kind, namespace, name),
+            params={"fieldManager": constants.FIELD_MANAGER},
+            body=operations,
+            content_type=JSON_PATCH_CONTENT_TYPE,
+            kind=kind,
+        )
         return result
 
     async def delete(

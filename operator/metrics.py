@@ -43,6 +43,13 @@ INTERRUPTION_SECONDS = Histogram(
     "From seeing a node signal to drain calls made and replacements created.",
     buckets=FAST_BUCKETS,
 )
+NODES_NOT_READY = Gauge(
+    f"{P}nodes_not_ready", "Nodes NotReady now, as the operator sees them (interrupted or not)."
+)
+MASS_NOT_READY = Gauge(
+    f"{P}mass_not_ready",
+    "1 while so many nodes are NotReady at once that NotReady drains nothing.",
+)
 INTERRUPTIONS = Counter(f"{P}node_interruptions_total", "Node signals seen, by kind.", ["kind"])
 RUNTIME_POLL_FAILURES = Counter(
     f"{P}runtime_poll_failures_total", "GET /v1/status calls that failed or timed out."

@@ -5,21 +5,24 @@ The steps, in this order (each looks its object up, writes only what differs, an
 
 1. the plan: spec validated, ``gpu.product: auto`` resolved from the nodes' GPU feature
    discovery labels, prices from the pool's ConfigMap, then the pure planner;
-2. the pool token Secret (its token is an HMAC of the pool UID: see ``builders.secret``);
-3. the runtime Service and the headless Service;
-4. the PodDisruptionBudget;
-5. the pods: what ``scaling.decide`` asks for (drains, deletes, creates) - skipped when the
-   plan is invalid, so bad input never deletes anything that runs;
-6. the status, computed from what was observed and written only when it changed.
+2. the pool's pods, listed (only those the pool owns); older pods get the label the
+   callers' Service selects on, before that Service is applied;
+3. the pool token Secret (its token is an HMAC of the pool UID: see ``builders.secret``),
+   the runtime Service, the headless Service and the PodDisruptionBudget; an object of one
+   of those names that the pool does not own is never adopted: a NameConflict instead;
+4. the pods: what ``scaling.decide`` asks for (drains, deletes, creates) - skipped when the
+   plan is invalid, so bad input never deletes anything that runs; creates the API server
+   refuses wait with a back-off (``pool_state.CreateBackoff``);
+5. the status, computed from what was observed and written only when it changed.
 
-Node signals enter through :meth:`Fleet.on_node`, which finds the pools with pods on that
-node and runs the same reconcile for each at once (no runtime poll first: the drain calls
-and replacements must go out within a second).
+Node signals enter through :meth:`Fleet.on_node` (judged by ``nodes.NodeWatch``), which finds
+the pools with pods on that node and runs the same reconcile for each at once (no runtime
+poll first: the drain calls and replacements must go out within a second).
 
-All state kept here (node view, last runtime reports, per-pool locks) can be rebuilt from
-the cluster: an operator restarted mid-reconcile lists the pods again, and pod names are
-ordinals, so a create that already happened answers "already exists" instead of making a
-twin.
+All state kept here (node view, last runtime reports, per-pool locks and ``PoolState``) can
+be rebuilt from the cluster or lost without harm, and is dropped with its pool: an operator
+restarted mid-reconcile lists the pods again, and pod names are ordinals, so a create that
+already happened answers "already exists" instead of making a twin.
 """
 
 from __future__ import annotations
@@ -29,9 +32,8 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -40,22 +42,22 @@ from voicefleet import catalog, constants
 from voicefleet.api.manifest import describe
 from voicefleet.api.pool import GPU_AUTO, PlanStatus, VoiceAgentPoolSpec
 from voicefleet.api.runtime import RuntimeStatus
-from voicefleet.operator import builders, interruption, metrics, scaling, status
+from voicefleet.operator import builders, interruption, metrics, pool_objects, scaling, status
+from voicefleet.operator.background import Background
 from voicefleet.operator.config import OperatorConfig
-from voicefleet.operator.interruption import NodeView, Signal
+from voicefleet.operator.interruption import Signal
 from voicefleet.operator.kube import Kube, KubeError
+from voicefleet.operator.nodes import MassNotReady, NodeWatch
 from voicefleet.operator.planner import PlanError, plan
+from voicefleet.operator.pod_actions import PodActions
+from voicefleet.operator.pool_objects import PoolObjects
+from voicefleet.operator.pool_state import PoolState
 from voicefleet.operator.runtime_client import RuntimeCallError, RuntimeClient
 from voicefleet.operator.scaling import Actions, PodView
 
 log = logging.getLogger(__name__)
 
 KEY_BYTES: Final = 32
-# Services and the PDB are re-read at most this often on timer ticks (they rarely change
-# behind the operator's back; a spec change re-checks them at once).
-VERIFY_SECONDS: Final = 30.0
-# Deleted nodes are remembered this long, so pods still bound to them are recognised.
-GONE_MEMORY_SECONDS: Final = 3600.0
 POKE_DELAY_SECONDS: Final = 0.25
 
 TRIGGER_CREATE: Final = "create"
@@ -67,10 +69,6 @@ TRIGGER_POD: Final = "pod"
 
 class SpecInvalid(Exception):
     """The pool cannot be planned; ``message`` says what to change."""
-
-
-def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def load_or_create_key(kube: Kube, namespace: str) -> bytes:
@@ -122,20 +120,29 @@ class Fleet:
         self.runtime = runtime
         self.config = config
         self.key = key
-        self.nodes: dict[str, NodeView] = {}
-        self.nodes_listed = False
-        self.signals: dict[str, list[Signal]] = {}
-        self.gone: dict[str, float] = {}
+        self.watch = NodeWatch(config.signals)
+        self.background = Background(kube)
+        self.objects = PoolObjects(kube, key)
+        self.pod_actions = PodActions(
+            kube, runtime, self.background, key, config.spot_fallback_seconds
+        )
         self.reports: dict[tuple[str, str], RuntimeStatus | None] = {}
         self.locks: dict[str, asyncio.Lock] = {}
-        self.verified: dict[tuple[str, str, str], tuple[str, float]] = {}
         self.pools: set[str] = set()
+        self.state: dict[str, PoolState] = {}
         self._pending: set[str] = set()
         self.closed = False
         self.bodies: dict[str, Mapping[str, Any]] = {}
         self.last_pods: dict[str, list[PodView]] = {}
         self._pod_digests: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._recheck: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read every node once before any node event is acted on (``NodeWatch.seed``)."""
+        self.watch.seed(await self.kube.list("Node"), time.time())
+        if self.watch.mass is not None:
+            log.warning("%s", self.watch.mass.describe(self.config.signals.mass_not_ready_fraction))
+        self._schedule_recheck()
 
     # --- entry points --------------------------------------------------------------------
 
@@ -167,7 +174,7 @@ class Fleet:
             if on_locked is not None:
                 on_locked()
             try:
-                return await self._reconcile(pool, body, trigger=trigger, poll=False)
+                return await self._reconcile(pool, body, trigger=trigger, fresh_reports=poll)
             except KubeError as exc:
                 if exc.namespace_terminating:
                     # The namespace (and so the pool) is going away; nothing to keep up.
@@ -252,14 +259,21 @@ class Fleet:
             finally:
                 self._pending.discard(key)
 
-        self._spawn(run())
+        self.background.spawn(run())
 
     def forget(self, namespace: str, name: str) -> None:
+        """Drop everything kept for a deleted pool (nothing may outlive it)."""
         key = f"{namespace}/{name}"
         self.pools.discard(key)
         self.bodies.pop(key, None)
         self.last_pods.pop(key, None)
         self.locks.pop(key, None)
+        self.state.pop(key, None)
+        self.objects.forget(builders.PoolRef(name=name, namespace=namespace, uid=""))
+        for pod_key in [k for k in self.reports if k[0] == namespace and _of_pool(name, k[1])]:
+            del self.reports[pod_key]
+        for pod_key in [k for k in self._pod_digests if k[0] == namespace and _of_pool(name, k[1])]:
+            del self._pod_digests[pod_key]
         metrics.POOLS.set(len(self.pools))
 
     async def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -268,47 +282,50 @@ class Fleet:
         if self.closed:
             return
         started = time.monotonic()
-        name = str((body.get("metadata") or {}).get("name", ""))
-        self._forget_old_gone()
-        if event_type == "DELETED":
-            self.nodes.pop(name, None)
-            self.signals.pop(name, None)
-            self.gone[name] = time.time()
-            new = [Signal(interruption.KIND_DELETED)]
-        else:
-            view = NodeView.from_body(body)
-            self.nodes[name] = view
-            self.gone.pop(name, None)
-            found = interruption.signals(view, self.config.signals)
-            old = self.signals.get(name, [])
-            if found:
-                self.signals[name] = found
-            else:
-                self.signals.pop(name, None)
-            new = [s for s in found if s not in old]
+        was = self.watch.mass
+        new = self.watch.seen(event_type, body, time.time())
+        self._mass_changed(was)
+        self._schedule_recheck()
+        await self._react(new, started)
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.background.close()
+        await self.runtime.close()
+        await self.kube.close()
+
+    # --- node signals --------------------------------------------------------------------
+
+    async def _react(self, new: Mapping[str, list[Signal]], started: float) -> None:
+        """Reconcile, at once, every pool with pods on a node that shows a new signal."""
         if not new:
             return
-        for signal in new:
-            metrics.INTERRUPTIONS.labels(signal.kind).inc()
-        pods = await self._pods_on_node(name)
+        for signals in new.values():
+            for signal in signals:
+                metrics.INTERRUPTIONS.labels(signal.kind).inc()
+        listed = await asyncio.gather(*(self._pods_on_node(node) for node in sorted(new)))
         pools = sorted(
             {
                 (p["metadata"]["namespace"], p["metadata"]["labels"][constants.LABEL_POOL])
+                for pods in listed
                 for p in pods
                 if self.config.watches(p["metadata"]["namespace"])
             }
         )
         if not pools:
             return
-        why = ", ".join(s.describe() for s in new)
-        log.info("node %s: %s; reacting in %d pool(s)", name, why, len(pools))
+        why = "; ".join(
+            f"{node}: {', '.join(s.describe() for s in signals)}"
+            for node, signals in sorted(new.items())
+        )
+        log.info("%s; reacting in %d pool(s)", why, len(pools))
         results = await asyncio.gather(
             *(self.reconcile_by_name(ns, pool, trigger=TRIGGER_NODE) for ns, pool in pools),
             return_exceptions=True,
         )
         for (ns, pool), result in zip(pools, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("reacting to node %s in %s/%s failed: %r", name, ns, pool, result)
+                log.error("reacting to %s in %s/%s failed: %r", why, ns, pool, result)
         metrics.INTERRUPTION_SECONDS.observe(time.monotonic() - started)
 
     async def _pods_on_node(self, node: str) -> list[dict[str, Any]]:
@@ -325,20 +342,51 @@ class Fleet:
         )
         return [pod for pods in found for pod in pods]
 
-    async def close(self) -> None:
-        self.closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.runtime.close()
-        await self.kube.close()
+    def _mass_changed(self, was: MassNotReady | None) -> None:
+        metrics.NODES_NOT_READY.set(len(self.watch.not_ready_nodes()))
+        now = self.watch.mass
+        metrics.MASS_NOT_READY.set(1 if now is not None else 0)
+        if bool(now) == bool(was):
+            return
+        if now is not None:
+            log.warning("%s", now.describe(self.config.signals.mass_not_ready_fraction))
+        else:
+            log.info("fewer nodes are NotReady now: NotReady nodes are judged one by one again")
+
+    def _schedule_recheck(self) -> None:
+        """Judge the nodes again when the next NotReady grace period ends (no event comes
+        then); one pending check at a time."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        at = self.watch.next_check(time.time())
+        if at is None or self.closed:
+            return
+
+        async def run() -> None:
+            await asyncio.sleep(max(0.0, at - time.time()))
+            self._recheck = None
+            started = time.monotonic()
+            was = self.watch.mass
+            new = self.watch.recheck(time.time())
+            self._mass_changed(was)
+            self._schedule_recheck()
+            await self._react(new, started)
+
+        self._recheck = self.background.spawn(run())
 
     # --- the steps -----------------------------------------------------------------------
 
     async def _reconcile(
-        self, pool: builders.PoolRef, body: Mapping[str, Any], *, trigger: str, poll: bool
+        self,
+        pool: builders.PoolRef,
+        body: Mapping[str, Any],
+        *,
+        trigger: str,
+        fresh_reports: bool,
     ) -> Outcome:
         previous = dict(body.get("status") or {})
+        state = self.state.setdefault(pool.key, PoolState())
         force_verify = trigger in (TRIGGER_SPEC, TRIGGER_CREATE)
         fresh = trigger == TRIGGER_CREATE
         planned: Planned | None = None
@@ -348,21 +396,22 @@ class Fleet:
         except SpecInvalid as exc:
             plan_error = str(exc)
 
-        # Steps 2-4 depend on nothing but the pool, and not on each other: run them
-        # together (a new pool's pods come up one round trip sooner), all before the pods.
-        await asyncio.gather(
-            self._ensure_secret(pool),
-            *(
-                self._ensure(manifest, force=force_verify, fresh=fresh)
-                for manifest in (
-                    builders.build_service(pool),
-                    builders.build_headless_service(pool),
-                    builders.build_pdb(pool),
-                )
-            ),
-        )
+        pods = await self._observe_pods(pool, state)
+        # Pods made before the Service selected on the serving label get it first, so the
+        # Service never goes empty on an upgrade.
+        await self.objects.label_serving(pool, pods)
+        if not state.refused.waiting(time.time(), pool.generation):
+            ensured = await self.objects.ensure_all(pool, force=force_verify, fresh=fresh)
+            state.object_conflicts = ensured.conflicts
+            state.secret_owned = ensured.secret_owned
+            if ensured.refusal is not None:
+                self.pod_actions.refused(pool, body, state, ensured.refusal)
+        if fresh_reports:  # a polling pass: a name taken by a stranger may be free again
+            await self.objects.recheck_foreign_pods(pool, state)
+        conflicts = [*state.object_conflicts] + [
+            pool_objects.foreign_pod(pool, name) for name in sorted(state.foreign_pod_names)
+        ]
 
-        pods = await self._observe_pods(pool, poll=poll)
         actions: Actions | None = None
         hashes: dict[str, str] = {}
         if planned is not None:
@@ -392,15 +441,20 @@ class Fleet:
                 ),
                 now=time.time(),
                 drain_seconds=planned.spec.capacity.interruption.drain_seconds,
-                interrupted={
-                    node: ", ".join(s.describe() for s in sig) for node, sig in self.signals.items()
-                },
-                gone_nodes=frozenset(self.gone),
+                interrupted=self.watch.interrupted(),
+                gone_nodes=frozenset(self.watch.gone),
                 spot_fallback_seconds=self.config.spot_fallback_seconds,
+                reports_fresh=fresh_reports,
             )
             actions = scaling.decide(inputs)
-            pods = await self._act(pool, body, actions, templates, pods)
+            if state.refused.waiting(time.time(), pool.generation) or not state.secret_owned:
+                # Refused before: wait out the back-off. A token Secret of someone else's
+                # must never be mounted into the pool's pods.
+                actions.create = []
+            avoid = tuple(sorted(self.watch.signals))
+            pods = await self.pod_actions.act(pool, body, actions, templates, pods, state, avoid)
 
+        self._note_conflicts(pool, body, state, conflicts)
         observed = status.Observation(
             generation=pool.generation,
             selector=builders.selector_string(pool),
@@ -413,6 +467,9 @@ class Fleet:
             target_sessions=planned.spec.sessions.target if planned else 0,
             now=time.time(),
             not_ready_timeout_seconds=self.config.not_ready_timeout_seconds,
+            create_error=state.refused.message or None,
+            conflicts=conflicts,
+            nodes_not_ready=self._nodes_not_ready(pool, body, state, pods),
         )
         wanted = status.compute(observed, previous)
         if planned is None and previous.get("plan"):
@@ -420,7 +477,7 @@ class Fleet:
         self._export_pod_gauges(pool, pods, planned.plan if planned else None)
         if status.changed(wanted, previous):
             if plan_error is not None and _degraded_message(previous) != plan_error:
-                self._event(body, constants.EVENT_PLAN_INVALID, plan_error, warning=True)
+                self.background.event(body, constants.EVENT_PLAN_INVALID, plan_error, warning=True)
             await self.kube.merge_patch(
                 constants.KIND, pool.namespace, pool.name, {"status": wanted}, subresource="status"
             )
@@ -449,16 +506,11 @@ class Fleet:
 
     async def _auto_gpu(self, spec: VoiceAgentPoolSpec) -> str:
         """``gpu.product: auto``: the product most of the pool's usable nodes report."""
-        if not self.nodes_listed and not self.nodes:
-            for node in await self.kube.list("Node"):
-                view = NodeView.from_body(node)
-                self.nodes[view.name] = view
-            self.nodes_listed = True
         strategy = spec.capacity.strategy
         usable = [
             n
-            for n in self.nodes.values()
-            if n.name not in self.signals
+            for n in self.watch.views.values()
+            if n.name not in self.watch.signals
             and (
                 strategy == constants.STRATEGY_SPOT_FIRST
                 or interruption.is_spot(n.labels) == (strategy == constants.STRATEGY_SPOT_ONLY)
@@ -493,41 +545,9 @@ class Fleet:
             return catalog.default_prices(), str(exc)
         return table.merged_over(catalog.default_prices()), None
 
-    async def _ensure_secret(self, pool: builders.PoolRef) -> None:
-        """The token Secret. The operator may not read Secrets in pool namespaces, so it
-        remembers what it applied; after a restart it applies once more (a no-op)."""
-        manifest = builders.build_secret(pool, builders.pool_token(self.key, pool))
-        digest = manifest["metadata"]["annotations"][constants.ANNOTATION_APPLIED_HASH]
-        key = ("Secret", pool.namespace, manifest["metadata"]["name"])
-        if self.verified.get(key, ("", 0.0))[0] == digest:
-            return
-        await self.kube.apply(manifest)
-        self.verified[key] = (digest, time.monotonic())
-
-    async def _ensure(self, manifest: dict[str, Any], *, force: bool, fresh: bool = False) -> bool:
-        """Apply ``manifest`` unless the live object carries the same applied hash.
-
-        ``fresh``: the pool was just created, so its objects cannot exist yet; apply
-        without reading first (one round trip, not two, before the pods)."""
-        meta = manifest["metadata"]
-        digest = meta["annotations"][constants.ANNOTATION_APPLIED_HASH]
-        key = (manifest["kind"], meta["namespace"], meta["name"])
-        seen, when = self.verified.get(key, ("", 0.0))
-        if not force and seen == digest and time.monotonic() - when < VERIFY_SECONDS:
-            return False
-        if fresh and key not in self.verified:
-            await self.kube.apply(manifest)
-            self.verified[key] = (digest, time.monotonic())
-            return True
-        live = await self.kube.get(manifest["kind"], meta["namespace"], meta["name"])
-        annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
-        written = bool(annotations.get(constants.ANNOTATION_APPLIED_HASH) != digest)
-        if written:
-            await self.kube.apply(manifest)
-        self.verified[key] = (digest, time.monotonic())
-        return written
-
-    async def _observe_pods(self, pool: builders.PoolRef, *, poll: bool) -> list[PodView]:
+    async def _observe_pods(self, pool: builders.PoolRef, state: PoolState) -> list[PodView]:
+        """The pool's own pods (owner reference to this pool's UID: a pod that merely
+        carries the label is someone else's), with their runtimes' last reports."""
         bodies = await self.kube.list(
             "Pod", pool.namespace, labels=f"{constants.LABEL_POOL}={pool.name}"
         )
@@ -535,14 +555,15 @@ class Fleet:
             PodView.from_body(b)
             for b in bodies
             if builders.ordinal_of(pool, b["metadata"]["name"]) is not None
+            and builders.owned_by(b, pool)
         ]
-        if poll:
-            await self._poll(pool, views)
         self.last_pods[pool.key] = views
         names = {v.name for v in views}
         for key in [k for k in self.reports if k[0] == pool.namespace and k[1] not in names]:
-            if key[1].startswith(f"{pool.name}-"):
+            if _of_pool(pool.name, key[1]):
                 del self.reports[key]
+        for name in [n for n in state.drain_failures if n not in names]:
+            del state.drain_failures[name]
         return [self._with_report(pool, v) for v in views]
 
     async def _poll(self, pool: builders.PoolRef, views: Sequence[PodView]) -> None:
@@ -569,156 +590,42 @@ class Fleet:
             runtime_draining=report.draining,
         )
 
-    async def _act(
+    def _note_conflicts(
         self,
         pool: builders.PoolRef,
         body: Mapping[str, Any],
-        actions: Actions,
-        templates: Mapping[str, dict[str, Any]],
-        pods: list[PodView],
-    ) -> list[PodView]:
-        """Carry out ``actions``; the pods as they are afterwards (for the status)."""
-        if actions.empty:
-            return pods
-        now = time.time()
-        by_name = {p.name: p for p in pods}
-        token = builders.pool_token(self.key, pool)
-        used = {builders.ordinal_of(pool, p.name) for p in pods}
-        ordinals = scaling.free_ordinals({o for o in used if o is not None}, len(actions.create))
-        avoid = tuple(sorted(set(self.signals) | set(self.gone)))
-        manifests = [
-            builders.build_pod(templates[kind], pool, ordinal, avoid)
-            for kind, ordinal in zip(actions.create, ordinals, strict=True)
-        ]
-        # Drains, deletes and creates touch different pods: all at once, so a replacement
-        # is not queued behind the drain calls of the pods it replaces.
-        results = await asyncio.gather(
-            *(self._drain(pool, body, d, token, now) for d in actions.drain),
-            *(self._delete(pool, body, d) for d in actions.delete),
-            *(self._create(body, m) for m in manifests),
-        )
-        created = results[len(actions.drain) + len(actions.delete) :]
-        for d in actions.drain:
-            by_name[d.pod.name] = replace(
-                d.pod, draining=True, drain_deadline=now + d.deadline_seconds
-            )
-        for gone in actions.delete:
-            by_name.pop(gone.pod.name, None)
-        names = [m["metadata"]["name"] for m, ok in zip(manifests, created, strict=True) if ok]
-        for manifest in manifests:
-            view = PodView.from_body(manifest)
-            by_name[view.name] = replace(view, created=now)
-        if names:
-            kinds = ", ".join(
-                f"{actions.create.count(k)} {k}"
-                for k in scaling.CAPACITY_TYPES
-                if k in actions.create
-            )
-            self._event(body, constants.EVENT_POD_CREATED, f"created {kinds}: {', '.join(names)}")
-        if actions.spot_fallback and any(created):
-            self._event(
-                body,
-                constants.EVENT_SPOT_FALLBACK,
-                f"{actions.spot_fallback} spot pod(s) unschedulable for over "
-                f"{self.config.spot_fallback_seconds:.0f} s: running on-demand stand-ins",
-                warning=True,
-            )
-        return sorted(by_name.values(), key=lambda p: p.name)
-
-    async def _create(self, body: Mapping[str, Any], manifest: dict[str, Any]) -> bool:
-        """Create one pod; False when it already existed. A refusal (quota, admission) is
-        recorded as an event and raised, so kopf retries with back-off."""
-        kind = manifest["metadata"]["labels"][constants.LABEL_CAPACITY_TYPE]
-        try:
-            created = await self.kube.create(manifest)
-        except KubeError as exc:
-            if not exc.namespace_terminating:
-                self._event(
-                    body,
-                    constants.EVENT_CREATE_FAILED,
-                    f"creating {manifest['metadata']['name']}: {exc.message}",
-                    warning=True,
-                )
-            raise
-        if created is not None:
-            metrics.POD_CREATES.labels(kind).inc()
-        return created is not None
-
-    async def _drain(
-        self,
-        pool: builders.PoolRef,
-        body: Mapping[str, Any],
-        drain: scaling.Drain,
-        token: str,
-        now: float,
-    ) -> bool:
-        """Mark the pod draining (annotation), then tell its runtime. The annotation goes
-        first: if the call fails, the pod is still treated as draining and deleted at its
-        deadline."""
-        pod = drain.pod
-        patched = await self.kube.merge_patch(
-            "Pod",
-            pool.namespace,
-            pod.name,
-            {
-                "metadata": {
-                    "annotations": {
-                        constants.ANNOTATION_DRAINING: "true",
-                        constants.ANNOTATION_DRAIN_DEADLINE: _rfc3339(now + drain.deadline_seconds),
-                        constants.ANNOTATION_DRAIN_REASON: drain.reason,
-                        constants.ANNOTATION_DRAIN_NODE: pod.node or "",
-                    }
-                }
-            },
-        )
-        if patched is None:
-            return False
-        message = f"draining {pod.name} ({drain.reason}), deadline {drain.deadline_seconds} s"
-        failure: str | None = None
-        if pod.ip:
-            try:
-                await self.runtime.drain(pod.ip, token, drain.deadline_seconds, drain.reason)
-            except RuntimeCallError as exc:
-                failure = str(exc)
-        else:
-            failure = "pod has no IP"
-        self._event(patched, constants.EVENT_DRAIN_STARTED, message)
-        self._event(body, constants.EVENT_DRAIN_STARTED, message)
-        if failure is not None:
-            self._event(
-                patched,
-                constants.EVENT_DRAIN_FAILED,
-                f"{constants.PATH_DRAIN} failed: {failure}; the pod is deleted at its deadline",
-                warning=True,
-            )
-        return True
-
-    async def _delete(
-        self, pool: builders.PoolRef, body: Mapping[str, Any], delete: scaling.Delete
-    ) -> bool:
-        # A pod whose node is gone has no kubelet to confirm the exit: remove it at once.
-        grace = 0 if delete.reason == scaling.REASON_NODE_GONE else None
-        if await self.kube.delete("Pod", pool.namespace, delete.pod.name, grace_seconds=grace):
-            metrics.POD_DELETES.labels(delete.reason).inc()
-            self._event(
-                body, constants.EVENT_POD_DELETED, f"deleted {delete.pod.name} ({delete.reason})"
-            )
-            return True
-        return False
-
-    def _event(
-        self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+        state: PoolState,
+        conflicts: Sequence[str],
     ) -> None:
-        """Post an event in the background: events are best effort (a failed one is logged,
-        never fails the reconcile) and must not delay drains and replacements."""
+        """One event and log line when the pool's name conflicts change."""
+        found = tuple(conflicts)
+        if found == state.conflicts:
+            return
+        state.conflicts = found
+        if found:
+            message = "; ".join(found)
+            log.warning("%s: %s", pool.key, message)
+            self.background.event(body, constants.EVENT_NAME_CONFLICT, message, warning=True)
+        else:
+            log.info("%s: no name conflicts any more", pool.key)
 
-        async def post() -> None:
-            try:
-                await self.kube.event(involved, reason, message, warning=warning)
-            except KubeError as exc:
-                log.warning("event %s not recorded: %s", reason, exc)
-
-        self._spawn(post())
+    def _nodes_not_ready(
+        self,
+        pool: builders.PoolRef,
+        body: Mapping[str, Any],
+        state: PoolState,
+        pods: Sequence[PodView],
+    ) -> str | None:
+        """The mass-NotReady message, for a pool with pods on NotReady nodes meanwhile."""
+        mass = self.watch.mass
+        down = self.watch.not_ready_nodes()
+        note = None
+        if mass is not None and any(p.node in down for p in pods if not p.deleting):
+            note = mass.describe(self.config.signals.mass_not_ready_fraction)
+        if note != state.nodes_not_ready and note is not None:
+            self.background.event(body, constants.EVENT_NODES_NOT_READY, note, warning=True)
+        state.nodes_not_ready = note
+        return note
 
     def _export_pod_gauges(
         self, pool: builders.PoolRef, pods: Sequence[PodView], plan: PlanStatus | None
@@ -739,18 +646,10 @@ class Fleet:
         for state, count in counts.items():
             metrics.PODS.labels(pool.namespace, pool.name, state).set(count)
 
-    def _forget_old_gone(self) -> None:
-        cutoff = time.time() - GONE_MEMORY_SECONDS
-        for name in [n for n, t in self.gone.items() if t < cutoff]:
-            del self.gone[name]
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def wrapped() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(wrapped())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+def _of_pool(pool: str, pod_name: str) -> bool:
+    rest = pod_name.removeprefix(f"{pool}-")
+    return rest != pod_name and rest.isdigit()
 
 
 def _degraded_message(previous: Mapping[str, Any]) -> str | None:

@@ -8,13 +8,18 @@ Order of the decisions (each sees the result of the ones before):
 
 1. Pods on an interrupted node start draining (they hold live sessions: never kill them).
 2. Draining pods are deleted once empty, past their deadline, never started, or on a node
-   that is gone.
-3. Failed pods are deleted (they are replaced in step 5).
+   that is gone; those whose runtime has not acknowledged the drain are told again (drains
+   are level-triggered: a call lost to a crash or a network error is repeated every poll).
+3. Failed pods are deleted, and so are unscheduled pods kept off a node whose signal has
+   cleared since (their node affinity is immutable: recreated, they may use it again); both
+   are replaced in step 5.
 4. Spot pods stuck unschedulable past the fallback time get on-demand stand-ins; when they
    schedule after all, the stand-ins are surplus and drain in step 5 ("back to spot").
 5. Per capacity type: create what is missing (a rollout surges at most ``surge`` pods above
    the target), then drain the surplus and outdated pods, fewest live sessions first, and
-   only as many ready ones as keep the ready count at the target.
+   only as many serving ones as keep both that type's serving count at its target and the
+   pool's serving count, all types together, at the plan's total: a stand-in is given back
+   only once the spot pod it stands in for serves, whichever way capacity moves.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ REASON_DEADLINE: Final = "drain deadline passed"
 REASON_NOT_STARTED: Final = "not started"
 REASON_NODE_GONE: Final = "node gone"
 REASON_FAILED: Final = "failed"
+REASON_PLACEMENT: Final = "kept off a node that recovered"
 
 
 def parse_time(text: str | None) -> float | None:
@@ -65,6 +71,10 @@ class PodView:
     sessions_active: int | None = None  # None: the runtime did not answer
     runtime_loaded: bool = False
     runtime_draining: bool = False
+    # Nodes the operator kept this pod off when it made it (interrupted nodes).
+    avoid_nodes: frozenset[str] = frozenset()
+    # The value of the label the callers' Service selects on (None: absent, an older pod).
+    serving_label: str | None = None
 
     @property
     def running(self) -> bool:
@@ -97,6 +107,7 @@ class PodView:
             ):
                 unschedulable_since = parse_time(condition.get("lastTransitionTime"))
         deadline = annotations.get(constants.ANNOTATION_DRAIN_DEADLINE)
+        avoid = annotations.get(constants.ANNOTATION_AVOID_NODES, "")
         return cls(
             name=str(meta.get("name", "")),
             capacity_type=str(labels.get(constants.LABEL_CAPACITY_TYPE, "")),
@@ -111,6 +122,8 @@ class PodView:
             drain_reason=str(annotations.get(constants.ANNOTATION_DRAIN_REASON, "")),
             unschedulable_since=unschedulable_since,
             created=parse_time(meta.get("creationTimestamp")) or 0.0,
+            avoid_nodes=frozenset(n for n in avoid.split(",") if n),
+            serving_label=labels.get(constants.LABEL_SERVING),
         )
 
 
@@ -139,12 +152,14 @@ class Delete:
 class Actions:
     create: list[str] = field(default_factory=list)  # capacity type of each new pod
     drain: list[Drain] = field(default_factory=list)
+    # Pods already marked draining whose runtime has not acknowledged it: call it again.
+    redrain: list[Drain] = field(default_factory=list)
     delete: list[Delete] = field(default_factory=list)
     spot_fallback: int = 0  # on-demand stand-ins for stuck spot pods
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.drain or self.delete)
+        return not (self.create or self.drain or self.redrain or self.delete)
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,9 @@ class Inputs:
     interrupted: Mapping[str, str] = field(default_factory=dict)  # node -> why
     gone_nodes: frozenset[str] = frozenset()  # deleted nodes
     spot_fallback_seconds: float = 120.0
+    # The runtimes were polled just before this pass, so a draining pod that reports no
+    # drain (or does not answer) really has not got the call.
+    reports_fresh: bool = False
 
 
 def _fewest_sessions_first(pods: Sequence[PodView]) -> list[PodView]:
@@ -189,6 +207,17 @@ def _finish_drains(pods: list[PodView], inputs: Inputs, actions: Actions) -> Non
             actions.delete.append(Delete(pod, REASON_EMPTY))
         elif pod.drain_deadline is not None and inputs.now >= pod.drain_deadline:
             actions.delete.append(Delete(pod, REASON_DEADLINE))
+        elif inputs.reports_fresh and not pod.runtime_draining:
+            left = inputs.drain_seconds
+            if pod.drain_deadline is not None:
+                left = max(0, math.ceil(pod.drain_deadline - inputs.now))
+            actions.redrain.append(Drain(pod, pod.drain_reason, left))
+
+
+def _placed_off_a_recovered_node(pod: PodView, inputs: Inputs) -> bool:
+    """An unscheduled pod that avoids a node no longer interrupted: its required node
+    affinity can never change, so it would wait forever for capacity that is back."""
+    return pod.node is None and bool(pod.avoid_nodes - inputs.interrupted.keys())
 
 
 def _stuck_spot(pods: Sequence[PodView], inputs: Inputs) -> int:
@@ -201,7 +230,16 @@ def _stuck_spot(pods: Sequence[PodView], inputs: Inputs) -> int:
     )
 
 
-def _per_type(kind: str, want: int, live: list[PodView], inputs: Inputs, actions: Actions) -> None:
+def _per_type(  # noqa: PLR0917
+    kind: str,
+    want: int,
+    live: list[PodView],
+    inputs: Inputs,
+    actions: Actions,
+    pool_budget: list[int],
+) -> None:
+    """Creates and retirements of one capacity type; ``pool_budget[0]`` is how many serving
+    pods the pool as a whole may still lose (shared across the types, spent here)."""
     current_hash = inputs.desired.hashes.get(kind, "")
     cur = [p for p in live if p.spec_hash == current_hash]
     old = [p for p in live if p.spec_hash != current_hash]
@@ -228,20 +266,23 @@ def _per_type(kind: str, want: int, live: list[PodView], inputs: Inputs, actions
         retired.add(pod.name)
         extra_cur -= 1
 
-    # 3. Serving pods: only as many as keep `want` serving, outdated ones first.
+    # 3. Serving pods: only as many as keep `want` serving (and the pool's total), outdated
+    #    ones first.
     serving = [p for p in live if p.serving and p.name not in retired]
     budget = len(serving) - want
     for pod in _fewest_sessions_first([p for p in serving if p.spec_hash != current_hash]):
-        if budget <= 0:
+        if budget <= 0 or pool_budget[0] <= 0:
             return
         _retire(pod, REASON_ROLLOUT, inputs, actions)
         budget -= 1
+        pool_budget[0] -= 1
     for pod in _fewest_sessions_first([p for p in serving if p.spec_hash == current_hash]):
-        if budget <= 0 or extra_cur <= 0:
+        if budget <= 0 or extra_cur <= 0 or pool_budget[0] <= 0:
             return
         _retire(pod, REASON_SCALE_IN, inputs, actions)
         budget -= 1
         extra_cur -= 1
+        pool_budget[0] -= 1
 
 
 def decide(inputs: Inputs) -> Actions:
@@ -275,6 +316,9 @@ def decide(inputs: Inputs) -> Actions:
         if pod.phase in ("Failed", "Succeeded"):
             actions.delete.append(Delete(pod, REASON_FAILED))
             continue
+        if _placed_off_a_recovered_node(pod, inputs):
+            actions.delete.append(Delete(pod, REASON_PLACEMENT))
+            continue
         live.append(pod)
 
     # 4. Spot fallback.
@@ -284,11 +328,12 @@ def decide(inputs: Inputs) -> Actions:
         counts[constants.CAPACITY_ON_DEMAND] = counts.get(constants.CAPACITY_ON_DEMAND, 0) + stuck
         actions.spot_fallback = stuck
 
-    # 5. Per capacity type; pods of a type the plan no longer wants are surplus.
+    # 5. Per capacity type; pods of a type the plan no longer wants are surplus. The pool
+    #    may lose serving pods only down to the plan's total (stand-ins not counted).
+    pool_budget = [sum(1 for p in live if p.serving) - sum(inputs.desired.counts.values())]
     for kind in CAPACITY_TYPES:
-        _per_type(
-            kind, counts.get(kind, 0), [p for p in live if p.capacity_type == kind], inputs, actions
-        )
+        of_kind = [p for p in live if p.capacity_type == kind]
+        _per_type(kind, counts.get(kind, 0), of_kind, inputs, actions, pool_budget)
     for pod in live:
         if pod.capacity_type not in CAPACITY_TYPES:
             _retire(pod, REASON_SCALE_IN, inputs, actions)

@@ -31,12 +31,17 @@ class Observation:
     plan_error: str | None = None  # PlanInvalid message (what to change)
     prices_error: str | None = None
     desired_hashes: Mapping[str, str] | None = None
-    pending_creates: int = 0
     spot_fallback: int = 0
     target_sessions: int = 0
-    interrupted_pods: int = 0
     now: float = 0.0
     not_ready_timeout_seconds: float = 600.0
+    # Pod creates the API server refused (admission, quota), in its words; retried with
+    # back-off.
+    create_error: str | None = None
+    # Objects the pool would own but someone else does (never adopted).
+    conflicts: Sequence[str] = ()
+    # So many nodes NotReady at once that nothing is drained for it (see interruption.py).
+    nodes_not_ready: str | None = None
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, gen: int) -> Condition:
@@ -49,51 +54,67 @@ def _condition(kind: str, ok: bool, reason: str, message: str, gen: int) -> Cond
     )
 
 
-def _degraded(obs: Observation, live: Sequence[PodView]) -> Condition:
-    gen = obs.generation
+def _degraded_reasons(obs: Observation, live: Sequence[PodView]) -> list[tuple[str, str]]:
+    """Every reason the pool is degraded, (reason, message), the one that matters most
+    first: what stops the pool from running at all, then what costs capacity now, then
+    what only needs a look."""
+    found: list[tuple[str, str]] = []
     if obs.plan_error is not None:
-        return _condition(
-            constants.CONDITION_DEGRADED, True, constants.REASON_PLAN_INVALID, obs.plan_error, gen
-        )
-    if obs.prices_error is not None:
-        return _condition(
-            constants.CONDITION_DEGRADED,
-            True,
-            constants.REASON_PRICES_INVALID,
-            f"{obs.prices_error}; planning with the default prices",
-            gen,
+        found.append((constants.REASON_PLAN_INVALID, obs.plan_error))
+    if obs.create_error is not None:
+        found.append((constants.REASON_CREATE_FAILED, obs.create_error))
+    if obs.conflicts:
+        found.append((constants.REASON_NAME_CONFLICT, "; ".join(obs.conflicts)))
+    if obs.nodes_not_ready is not None:
+        found.append((constants.REASON_NODES_NOT_READY, obs.nodes_not_ready))
+    if obs.spot_fallback:
+        found.append(
+            (
+                constants.REASON_SPOT_UNAVAILABLE,
+                f"{obs.spot_fallback} spot pod(s) unschedulable; running on-demand stand-ins",
+            )
         )
     stuck = sorted(
         p.name for p in live if not p.ready and obs.now - p.created >= obs.not_ready_timeout_seconds
     )
     if stuck:
-        return _condition(
-            constants.CONDITION_DEGRADED,
-            True,
-            constants.REASON_PODS_NOT_READY,
-            f"{len(stuck)} pod(s) not ready after {obs.not_ready_timeout_seconds:.0f} s: "
-            f"{', '.join(stuck[:5])}; check their events and logs",
-            gen,
-        )
-    if obs.spot_fallback:
-        return _condition(
-            constants.CONDITION_DEGRADED,
-            True,
-            constants.REASON_SPOT_UNAVAILABLE,
-            f"{obs.spot_fallback} spot pod(s) unschedulable; running on-demand stand-ins",
-            gen,
+        found.append(
+            (
+                constants.REASON_PODS_NOT_READY,
+                f"{len(stuck)} pod(s) not ready after {obs.not_ready_timeout_seconds:.0f} s: "
+                f"{', '.join(stuck[:5])}; check their events and logs",
+            )
         )
     unreachable = sorted(p.name for p in live if p.ready and p.sessions_active is None)
     if unreachable:
-        return _condition(
-            constants.CONDITION_DEGRADED,
-            True,
-            constants.REASON_RUNTIME_UNREACHABLE,
-            f"{len(unreachable)} ready pod(s) do not answer {constants.PATH_STATUS}: "
-            f"{', '.join(unreachable[:5])}",
-            gen,
+        found.append(
+            (
+                constants.REASON_RUNTIME_UNREACHABLE,
+                f"{len(unreachable)} ready pod(s) do not answer {constants.PATH_STATUS}: "
+                f"{', '.join(unreachable[:5])}",
+            )
         )
-    return _condition(constants.CONDITION_DEGRADED, False, constants.REASON_HEALTHY, "", gen)
+    if obs.prices_error is not None:
+        found.append(
+            (
+                constants.REASON_PRICES_INVALID,
+                f"{obs.prices_error}; planning with the default prices",
+            )
+        )
+    return found
+
+
+def _degraded(obs: Observation, live: Sequence[PodView]) -> Condition:
+    """The first reason, its message, and the names of the others (none is hidden)."""
+    reasons = _degraded_reasons(obs, live)
+    if not reasons:
+        return _condition(
+            constants.CONDITION_DEGRADED, False, constants.REASON_HEALTHY, "", obs.generation
+        )
+    (reason, message), rest = reasons[0], reasons[1:]
+    if rest:
+        message += f" (also: {', '.join(r for r, _ in rest)})"
+    return _condition(constants.CONDITION_DEGRADED, True, reason, message, obs.generation)
 
 
 def _progressing(obs: Observation, live: Sequence[PodView], draining: int) -> Condition:
@@ -110,7 +131,7 @@ def _progressing(obs: Observation, live: Sequence[PodView], draining: int) -> Co
         )
     want = obs.plan.replicas if obs.plan else len(live)
     starting = sum(1 for p in live if not p.serving)
-    if obs.pending_creates or starting or len(live) != want:
+    if starting or len(live) != want:
         return _condition(
             constants.CONDITION_PROGRESSING,
             True,
@@ -139,13 +160,15 @@ def _ready(obs: Observation, serving: int, capacity: int) -> Condition:
             obs.plan_error or "no plan",
             gen,
         )
-    if serving >= obs.plan.replicas and capacity >= obs.target_sessions:
+    # Ready means the target is covered: a pool can hold its target with fewer pods than
+    # planned serving (the plan has headroom), and the missing ones show as Progressing.
+    if capacity >= obs.target_sessions:
         return _condition(
             constants.CONDITION_READY,
             True,
             constants.REASON_ALL_READY,
-            f"{serving} pod(s) serving, {capacity} session slots for a target of "
-            f"{obs.target_sessions}",
+            f"{serving} of {obs.plan.replicas} pod(s) serving, {capacity} session slots for "
+            f"a target of {obs.target_sessions}",
             gen,
         )
     return _condition(
@@ -170,7 +193,9 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None = None) -> dict
         observed_generation=obs.generation,
         plan=obs.plan,
         replicas=len(pods),
-        ready_replicas=len(serving),
+        # As `kubectl get pods` shows READY: a full pod is serving (its slots count in the
+        # capacity) but its readiness probe fails until a slot frees.
+        ready_replicas=sum(1 for p in live if p.ready and p.running),
         starting_replicas=len(live) - len(serving),
         draining_replicas=len(draining),
         spot_replicas=sum(1 for p in pods if p.capacity_type == constants.CAPACITY_SPOT),

@@ -31,6 +31,14 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/pod-spec-hash"
 # Hash of what the operator last applied to an object: equal hash, no write (operator).
 ANNOTATION_APPLIED_HASH: Final = f"{GROUP}/applied-hash"
 ANNOTATION_DRAIN_NODE: Final = f"{GROUP}/drain-node"
+# Nodes a pod was kept off when it was made (comma-separated), so it can be remade once
+# they recover.
+ANNOTATION_AVOID_NODES: Final = f"{GROUP}/avoid-nodes"
+# "true" while a pod takes new conversations; the callers' Service selects on it, so a pod
+# leaves the Service the moment it is marked draining, whatever its runtime says.
+LABEL_SERVING: Final = f"{GROUP}/serving"
+SERVING_YES: Final = "true"
+SERVING_NO: Final = "false"
 FINALIZER: Final = f"{GROUP}/finalizer"
 COMPONENT_RUNTIME: Final = "runtime"
 
@@ -86,6 +94,9 @@ REASON_STABLE: Final = "Stable"
 REASON_HEALTHY: Final = "Healthy"
 REASON_NODE_INTERRUPTED: Final = "NodeInterrupted"
 REASON_PRICES_INVALID: Final = "PricesInvalid"
+REASON_CREATE_FAILED: Final = "CreateFailed"
+REASON_NAME_CONFLICT: Final = "NameConflict"
+REASON_NODES_NOT_READY: Final = "NodesNotReady"
 
 # --- Event reasons (operator) -----------------------------------------------------------------
 EVENT_POD_CREATED: Final = "PodCreated"
@@ -96,6 +107,9 @@ EVENT_NODE_INTERRUPTED: Final = "NodeInterrupted"
 EVENT_PLAN_INVALID: Final = "PlanInvalid"
 EVENT_SPOT_FALLBACK: Final = "SpotFallback"
 EVENT_CREATE_FAILED: Final = "CreateFailed"
+EVENT_NAME_CONFLICT: Final = "NameConflict"
+EVENT_NODES_NOT_READY: Final = "NodesNotReady"
+EVENT_CREATE_RECOVERED: Final = "CreateRecovered"
 
 # --- Operator process -------------------------------------------------------------------------
 OPERATOR_NAME: Final = "voicefleet-operator"

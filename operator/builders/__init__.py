@@ -11,6 +11,7 @@ from voicefleet.operator.builders.common import (
     selector_labels,
     selector_string,
 )
+from voicefleet.operator.builders.ownership import owned_by, owned_object_names
 from voicefleet.operator.builders.pdb import build_pdb, pdb_name
 from voicefleet.operator.builders.pod import (
     PodSettings,
@@ -39,6 +40,8 @@ __all__ = [
     "content_hash",
     "headless_service_name",
     "ordinal_of",
+    "owned_by",
+    "owned_object_names",
     "owner_reference",
     "pdb_name",
     "pod_name",

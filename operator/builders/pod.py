@@ -285,7 +285,13 @@ def build_pod(
     nodes whose notice is a label only, with no taint to keep the scheduler away)."""
     pod = copy.deepcopy(template)
     pod["metadata"]["name"] = pod_name(pool, ordinal)
+    # Outside the spec hash: a new pod takes callers; a drain flips this (see services).
+    pod["metadata"]["labels"][constants.LABEL_SERVING] = constants.SERVING_YES
     if avoid_nodes:
+        # Remembered, so the pod can be remade once these nodes recover (scaling).
+        pod["metadata"]["annotations"][constants.ANNOTATION_AVOID_NODES] = ",".join(
+            sorted(avoid_nodes)
+        )
         avoid = {
             "key": constants.NODE_LABEL_HOSTNAME,
             "operator": "NotIn",

@@ -32,13 +32,15 @@ def _port() -> dict[str, Any]:
 
 
 def build_service(pool: PoolRef) -> dict[str, Any]:
-    """ClusterIP Service on the runtime port; only ready (not draining) pods get traffic."""
+    """ClusterIP Service on the runtime port; only ready pods not marked draining get
+    traffic (the serving label flips with the drain mark, before the runtime hears of it)."""
+    selector = {**selector_labels(pool), constants.LABEL_SERVING: constants.SERVING_YES}
     return with_applied_hash(
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": metadata(pool, service_name(pool)),
-            "spec": {"type": "ClusterIP", "selector": selector_labels(pool), "ports": [_port()]},
+            "spec": {"type": "ClusterIP", "selector": selector, "ports": [_port()]},
         }
     )
 

@@ -8,12 +8,14 @@ session; tests that restart or kill it bring it back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
 
 from tests.fixtures.sandbox import Cluster
+from tests.operator import kit
 from tests.operator.harness import (
     OPERATOR_NAMESPACE,
     HarnessError,
@@ -62,3 +64,56 @@ def live_operator(operator: Operator) -> Operator:
         except HarnessError as exc:
             pytest.fail(str(exc), pytrace=False)
     return operator
+
+
+@pytest.fixture
+def restore_nodes(kube_api: client.ApiClient) -> Iterator[Callable[[str], client.V1Node]]:
+    """``remember(name)``: the node as it is now; put back as it was after the test."""
+    core = client.CoreV1Api(kube_api)
+    saved: dict[str, client.V1Node] = {}
+
+    def remember(name: str) -> client.V1Node:
+        node = core.read_node(name)
+        saved.setdefault(name, copy.deepcopy(node))
+        return node
+
+    yield remember
+    for name, node in saved.items():
+        body = kube_api.sanitize_for_serialization(node)
+        try:
+            live = core.read_node(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            meta = body["metadata"]
+            for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+                meta.pop(key, None)
+            core.create_node(body)
+            continue
+        labels = {
+            k: None for k in live.metadata.labels or {} if k not in body["metadata"]["labels"]
+        }
+        core.patch_node(
+            name,
+            {
+                "metadata": {"labels": {**body["metadata"]["labels"], **labels}},
+                "spec": {
+                    "taints": body["spec"].get("taints") or None,
+                    "unschedulable": body["spec"].get("unschedulable"),
+                },
+            },
+        )
+
+
+@pytest.fixture
+def all_nodes_restored(
+    kube_api: client.ApiClient, restore_nodes: Callable[[str], client.V1Node]
+) -> Iterator[list[str]]:
+    """Every node's name; each is Ready again after the test, whatever it did."""
+    core = client.CoreV1Api(kube_api)
+    names = [n.metadata.name for n in core.list_node().items]
+    for name in names:
+        restore_nodes(name)
+    yield names
+    for name in names:
+        kit.set_node_ready(core, name, True)

@@ -31,6 +31,8 @@ FIELD_MANAGER = "voicefleet-tests"
 # Fast enough for tests: drains progress and spot fallback within seconds.
 POLL_SECONDS = 1.0
 SPOT_FALLBACK_SECONDS = 4.0
+# Short, so a NotReady node is judged within a test; blips in the tests stay well below it.
+NOT_READY_GRACE_SECONDS = 4.0
 
 
 class HarnessError(RuntimeError):
@@ -156,6 +158,8 @@ def default_args() -> list[str]:
         str(SPOT_FALLBACK_SECONDS),
         "--not-ready-timeout",
         "20",
+        "--not-ready-grace-seconds",
+        str(NOT_READY_GRACE_SECONDS),
     ]
 
 
@@ -300,6 +304,19 @@ class Operator:
             if m:
                 out[m.group(1) or ""] = float(m.group(2))
         return out
+
+    def passes(self, trigger: str = "timer") -> float:
+        """Reconcile passes the operator finished, of one trigger (its own histogram)."""
+        samples = self.metric(f"{constants.OPERATOR_METRIC_PREFIX}reconcile_duration_seconds_count")
+        return sum(v for k, v in samples.items() if f'trigger="{trigger}"' in k)
+
+    def wait_passes(self, count: int, trigger: str = "timer", timeout: float = 60) -> None:
+        """Until ``count`` more passes of ``trigger`` per pool have finished: what a test
+        waits for before it asserts that nothing happened (a slow operator makes it wait,
+        not pass). Every pool ticks at the same interval, so count times the pools."""
+        pools = sum(self.metric(f"{constants.OPERATOR_METRIC_PREFIX}pools").values())
+        target = self.passes(trigger) + count * max(1.0, pools)
+        wait_for(lambda: self.passes(trigger) >= target, timeout, f"{count} {trigger} passes")
 
     def writes(self, namespace: str) -> float:
         """Write calls the operator made into ``namespace`` (its own counter)."""

@@ -70,7 +70,12 @@ def test_token_is_an_hmac_of_the_uid_and_lands_in_the_secret() -> None:
 def test_services_select_runtime_pods_on_the_runtime_port() -> None:
     service = builders.build_service(POOL)
     headless = builders.build_headless_service(POOL)
-    assert service["spec"]["selector"] == builders.selector_labels(POOL)
+    # Callers reach only pods not marked draining; the headless Service names every pod.
+    assert service["spec"]["selector"] == {
+        **builders.selector_labels(POOL),
+        constants.LABEL_SERVING: constants.SERVING_YES,
+    }
+    assert headless["spec"]["selector"] == builders.selector_labels(POOL)
     assert service["spec"]["ports"][0]["port"] == constants.RUNTIME_PORT
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True
@@ -229,6 +234,34 @@ def test_avoided_nodes_go_into_every_affinity_term_without_changing_the_hash() -
     key = constants.ANNOTATION_SPEC_HASH
     assert pod["metadata"]["annotations"][key] == t["metadata"]["annotations"][key]
     assert t == before  # the shared template is not modified
+    # Remembered, so the pod can be remade once those nodes recover.
+    assert pod["metadata"]["annotations"][constants.ANNOTATION_AVOID_NODES] == "node-a,node-b"
+    assert builders.build_pod(t, POOL, 2)["metadata"]["annotations"].keys() == (
+        t["metadata"]["annotations"].keys()
+    )
+
+
+def test_a_new_pod_takes_callers_and_the_label_is_outside_the_spec_hash() -> None:
+    t = template()
+    pod = builders.build_pod(t, POOL, 0)
+    assert pod["metadata"]["labels"][constants.LABEL_SERVING] == constants.SERVING_YES
+    assert constants.LABEL_SERVING not in t["metadata"]["labels"]
+
+
+def test_ownership_is_the_pools_uid_in_an_owner_reference_never_a_name() -> None:
+    pdb = builders.build_pdb(POOL)
+    assert builders.owned_by(pdb, POOL)
+    twin = builders.PoolRef(name=POOL.name, namespace=POOL.namespace, uid="uid-of-another")
+    assert not builders.owned_by(pdb, twin)
+    stranger = {"metadata": {"name": POOL.name, "labels": builders.selector_labels(POOL)}}
+    assert not builders.owned_by(stranger, POOL)
+    names = {name for _kind, name in builders.owned_object_names(POOL)}
+    assert names == {
+        builders.service_name(POOL),
+        builders.headless_service_name(POOL),
+        builders.secret_name(POOL),
+        builders.pdb_name(POOL),
+    }
 
 
 def test_ordinals_round_trip() -> None:

@@ -5,11 +5,10 @@ stand-ins and go back to spot."""
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -45,47 +44,7 @@ SIGNALS: dict[str, Callable[[client.V1Node], Any]] = {
     "cluster-autoscaler": _taint("ToBeDeletedByClusterAutoscaler"),
     "gke-impending-termination": _taint("cloud.google.com/impending-node-termination"),
     "cordon": lambda _n: {"spec": {"unschedulable": True}},
-    "not-ready": _taint("node.kubernetes.io/unreachable", "NoSchedule"),
 }
-
-
-@pytest.fixture
-def restore_nodes(kube_api: client.ApiClient) -> Iterator[Callable[[str], client.V1Node]]:
-    """``remember(name)``: the node as it is now; put back as it was after the test."""
-    core = client.CoreV1Api(kube_api)
-    saved: dict[str, client.V1Node] = {}
-
-    def remember(name: str) -> client.V1Node:
-        node = core.read_node(name)
-        saved.setdefault(name, copy.deepcopy(node))
-        return node
-
-    yield remember
-    for name, node in saved.items():
-        body = kube_api.sanitize_for_serialization(node)
-        try:
-            live = core.read_node(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-            meta = body["metadata"]
-            for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-                meta.pop(key, None)
-            core.create_node(body)
-            continue
-        labels = {
-            k: None for k in live.metadata.labels or {} if k not in body["metadata"]["labels"]
-        }
-        core.patch_node(
-            name,
-            {
-                "metadata": {"labels": {**body["metadata"]["labels"], **labels}},
-                "spec": {
-                    "taints": body["spec"].get("taints") or None,
-                    "unschedulable": body["spec"].get("unschedulable"),
-                },
-            },
-        )
 
 
 def _replaced(
@@ -116,11 +75,6 @@ def test_each_signal_drains_the_nodes_pods_and_replaces_them_within_a_second(  #
     victim = pods[0]
     node = restore_nodes(victim.spec.node_name)
     core = client.CoreV1Api(kube_api)
-    if signal == "not-ready":
-        core.patch_node_status(
-            node.metadata.name,
-            {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}},
-        )
     core.patch_node(node.metadata.name, SIGNALS[signal](node))
     took = kit.elapsed_until(_replaced(kube_api, namespace, "spot", victim.metadata.name, replicas))
     assert took < REACTION_SECONDS, f"{signal}: reacted in {took:.2f} s"
@@ -208,14 +162,12 @@ def test_a_drain_reaches_the_real_runtime_and_the_empty_pod_is_deleted(  # noqa:
     for pod in pods:
         ip: str = pod.status.pod_ip
         wait_until(partial(kit.http_json, ip, constants.PATH_STATUS), what="the runtime")
-    # The operator has polled every runtime: capacity comes from their reports.
-    wait_until(
-        lambda: (
-            kit.condition(kit.get_pool(kube_api, namespace, "real"), "Degraded").get("reason")
-            == constants.REASON_HEALTHY
-        ),
-        what="every runtime reachable",
-    )
+    # Every runtime has loaded its model (a drain sent while one loads may not take; the
+    # operator then repeats it, but this test is about the first call).
+    for pod in pods:
+        wait_until(
+            partial(kit.http_ok, pod.status.pod_ip, constants.PATH_READYZ), what="a ready runtime"
+        )
     victim = pods[0]
     restore_nodes(victim.spec.node_name)
     client.CoreV1Api(kube_api).patch_node(victim.spec.node_name, {"spec": {"unschedulable": True}})

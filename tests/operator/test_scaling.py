@@ -4,6 +4,7 @@ surge rollouts that never drop below the target, interruptions and spot fallback
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given
@@ -160,6 +161,76 @@ def test_stuck_spot_pods_get_on_demand_stand_ins_and_back_to_spot() -> None:
     # Spot capacity came back: the stand-in is surplus and drains.
     back = decide(inputs([pod("o0"), pod("o1", sessions_active=3), pod("s0", SPOT)], od=1, spot=1))
     assert [d.pod.name for d in back.drain] == ["o0"]
+
+
+def test_a_stand_in_stays_until_the_spot_pod_it_stands_in_for_serves() -> None:
+    """Scheduled is not serving: weights take minutes to load. Going back to spot must not
+    drop the pool's serving pods below the plan (issue 9, item 6)."""
+    loading = pod("s0", SPOT, ready=False, sessions_active=None)  # scheduled, running, loading
+    standing = [pod("o0"), pod("o1", sessions_active=3)]
+    assert not decide(inputs([*standing, loading], od=1, spot=1)).drain
+    served = decide(inputs([*standing, pod("s0", SPOT)], od=1, spot=1))
+    assert [d.pod.name for d in served.drain] == ["o0"]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([OD, SPOT]), st.booleans(), st.integers(0, 9)), max_size=10),
+    st.integers(0, 4),
+    st.integers(0, 4),
+)
+def test_the_pool_never_loses_serving_pods_below_the_plans_total(
+    spec: list[tuple[str, bool, int]], od: int, spot: int
+) -> None:
+    pods = [
+        pod(f"p{i}", kind, ready=ready, sessions_active=active)
+        for i, (kind, ready, active) in enumerate(spec)
+    ]
+    actions = decide(inputs(pods, od=od, spot=spot))
+    retired = {d.pod.name for d in actions.drain} | {d.pod.name for d in actions.delete}
+    serving_before = sum(1 for p in pods if p.serving)
+    serving_after = sum(1 for p in pods if p.serving and p.name not in retired)
+    assert serving_after >= min(od + spot, serving_before)
+
+
+def test_a_pending_pod_kept_off_a_node_that_recovered_is_remade() -> None:
+    """Its required node affinity can never change (issue 9, item 5)."""
+    stuck = pod(
+        "s1",
+        SPOT,
+        phase="Pending",
+        ip=None,
+        ready=False,
+        node=None,
+        sessions_active=None,
+        avoid_nodes=frozenset({"spot-1", "spot-2"}),
+    )
+    still = decide(
+        inputs([pod("s0", SPOT), stuck], spot=2, interrupted={"spot-1": "x", "spot-2": "y"})
+    )
+    assert still.empty
+    recovered = decide(inputs([pod("s0", SPOT), stuck], spot=2, interrupted={"spot-1": "x"}))
+    assert [(d.pod.name, d.reason) for d in recovered.delete] == [("s1", scaling.REASON_PLACEMENT)]
+    assert recovered.create == [SPOT]
+    # Scheduled after all (the node it runs on is none it avoids): left alone.
+    placed = replace(stuck, node="spot-3", phase="Running", ip="127.0.0.9")
+    assert not decide(inputs([pod("s0", SPOT), placed], spot=2)).delete
+
+
+def test_a_drain_the_runtime_has_not_acknowledged_is_repeated_on_polled_passes() -> None:
+    """Level-triggered drains (issue 9, item 10): the mark is in place, the call was lost."""
+    unheard = pod(
+        "d0", draining=True, sessions_active=3, drain_deadline=NOW + 40.2, drain_reason="scale-in"
+    )
+    heard = replace(unheard, name="d1", runtime_draining=True)
+    silent = replace(unheard, name="d2", sessions_active=None)
+    keep = [pod("k0")]
+    polled = decide(inputs([unheard, heard, silent, *keep], od=1, reports_fresh=True))
+    assert [(d.pod.name, d.reason, d.deadline_seconds) for d in polled.redrain] == [
+        ("d0", "scale-in", 41),
+        ("d2", "scale-in", 41),
+    ]
+    # Without a fresh poll the reports may predate the call: no repeat.
+    assert not decide(inputs([unheard, *keep], od=1)).redrain
 
 
 def test_failed_pods_are_deleted_and_replaced() -> None:

@@ -109,3 +109,65 @@ def test_unchanged_status_is_not_rewritten_and_times_are_kept() -> None:
     assert status.changed(more, first)
     progressing = next(c for c in more["conditions"] if c["type"] == "Progressing")
     assert progressing["lastTransitionTime"] != first["conditions"][1]["lastTransitionTime"]
+
+
+def degraded(wire: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in wire["conditions"] if c["type"] == constants.CONDITION_DEGRADED)
+
+
+def test_ready_replicas_match_kubectl_and_full_pods_still_count_as_capacity() -> None:
+    """A full pod fails its readiness probe (no free slot) but serves: READY as kubectl shows
+    it, capacity from the runtime's report (issue 9, item 12)."""
+    full = pod("full", ready=False, runtime_loaded=True, sessions_active=PLAN.sessions_per_pod)
+    pods = [*(pod(f"p{i}") for i in range(PLAN.replicas - 1)), full]
+    wire = status.compute(observe(pods))
+    assert wire["readyReplicas"] == PLAN.replicas - 1
+    assert wire["sessions"]["capacity"] == PLAN.session_capacity
+    assert conditions(wire)[constants.CONDITION_READY] == ("True", constants.REASON_ALL_READY)
+
+
+def test_ready_when_the_slots_cover_the_target_even_with_pods_missing() -> None:
+    """640 slots for a target of 400 is not a shortfall, whatever the pod count."""
+    short = [pod(f"p{i}") for i in range(PLAN.replicas - 1)]
+    covered = (PLAN.replicas - 1) * PLAN.sessions_per_pod
+    wire = status.compute(observe(short, target_sessions=covered))
+    assert conditions(wire)[constants.CONDITION_READY] == ("True", constants.REASON_ALL_READY)
+    assert conditions(wire)[constants.CONDITION_PROGRESSING] == ("True", constants.REASON_SCALING)
+    one = status.compute(observe([pod("p0")], target_sessions=PLAN.sessions_per_pod + 1))
+    assert conditions(one)[constants.CONDITION_READY] == (
+        "False",
+        constants.REASON_CAPACITY_SHORTFALL,
+    )
+
+
+def test_the_reason_that_matters_most_comes_first_and_the_rest_are_named() -> None:
+    stuck_spot = pod(
+        "s0",
+        capacity_type=constants.CAPACITY_SPOT,
+        ready=False,
+        phase="Pending",
+        ip=None,
+        created=NOW - 3600,
+        sessions_active=None,
+    )
+    wire = status.compute(observe([stuck_spot], spot_fallback=1, prices_error="bad prices"))
+    found = degraded(wire)
+    assert found["reason"] == constants.REASON_SPOT_UNAVAILABLE
+    assert found["message"].endswith(
+        f"(also: {constants.REASON_PODS_NOT_READY}, {constants.REASON_PRICES_INVALID})"
+    )
+    refused = status.compute(
+        observe(
+            [stuck_spot],
+            spot_fallback=1,
+            create_error="creating pod x-1 was refused: quota",
+            conflicts=("Service voice/x exists and is not owned by this pool",),
+        )
+    )
+    assert degraded(refused)["reason"] == constants.REASON_CREATE_FAILED
+    assert degraded(refused)["message"].startswith("creating pod x-1 was refused: quota (also: ")
+
+
+def test_a_mass_outage_is_said_on_the_pool() -> None:
+    wire = status.compute(observe([pod("p0")], nodes_not_ready="7 of 7 nodes are NotReady"))
+    assert degraded(wire)["reason"] == constants.REASON_NODES_NOT_READY

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicefleet import catalog, constants
+from voicefleet.operator.interruption import (
+    DEFAULT_MASS_NOT_READY_FRACTION,
+    DEFAULT_NOT_READY_GRACE_SECONDS,
+)
 
 if TYPE_CHECKING:
     from voicefleet.operator.leader import LeaseSettings
@@ -118,6 +122,22 @@ def register(subparsers: Any) -> None:
         "--no-cordon-signal",
         action="store_true",
         help="do not treat a cordoned node as going away",
+    )
+    run.add_argument(
+        "--not-ready-grace-seconds",
+        type=float,
+        default=DEFAULT_NOT_READY_GRACE_SECONDS,
+        help="seconds a node must stay NotReady before its pods are drained (default "
+        f"{DEFAULT_NOT_READY_GRACE_SECONDS:.0f})",
+    )
+    run.add_argument(
+        "--mass-not-ready-fraction",
+        type=float,
+        default=DEFAULT_MASS_NOT_READY_FRACTION,
+        metavar="FRACTION",
+        help="when at least this share of all nodes (and at least 3) is NotReady at once, "
+        f"NotReady drains nothing: a control-plane or network fault (default "
+        f"{DEFAULT_MASS_NOT_READY_FRACTION})",
     )
     run.add_argument("--spot-fallback-seconds", type=float, default=120.0)
     run.add_argument("--poll-interval", type=float, default=2.0, help="runtime poll, seconds")
@@ -246,6 +266,8 @@ def run_operator(args: argparse.Namespace) -> int:
             taints=interruption.parse_keys(args.interruption_taint, interruption.DEFAULT_TAINTS),
             labels=interruption.parse_keys(args.interruption_label, interruption.DEFAULT_LABELS),
             cordon=not args.no_cordon_signal,
+            not_ready_grace_seconds=args.not_ready_grace_seconds,
+            mass_not_ready_fraction=args.mass_not_ready_fraction,
         ),
         pods=PodSettings(grace_margin_seconds=args.grace_margin_seconds),
         spot_fallback_seconds=args.spot_fallback_seconds,

@@ -1,0 +1,49 @@
+"""Work the operator starts without waiting for it: tasks it must stop at exit, and
+Events, which are best effort (a failed one is logged, never fails a reconcile) and must
+not delay drains and replacements."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from voicefleet.operator.kube import Kube, KubeError
+
+log = logging.getLogger(__name__)
+
+
+class Background:
+    """The operator's background tasks, and its Event recorder."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        async def wrapped() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(wrapped())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def event(
+        self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """Post an Event about ``involved`` in the background."""
+
+        async def post() -> None:
+            try:
+                await self.kube.event(involved, reason, message, warning=warning)
+            except KubeError as exc:
+                log.warning("event %s not recorded: %s", reason, exc)
+
+        self.spawn(post())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

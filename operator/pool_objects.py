@@ -1,0 +1,209 @@
+"""The pool's objects besides its pods: the token Secret, the two Services, the PDB.
+
+Each is applied only when it differs from what the operator last applied (an applied-hash
+annotation), and only when the pool owns it (an owner reference to its UID). An object of
+one of those names that someone else made is never adopted: it would be overwritten, then
+deleted with the pool. The caller gets a message instead and shows it as a NameConflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from voicefleet import constants
+from voicefleet.operator import builders
+from voicefleet.operator.kube import Kube, KubeError
+from voicefleet.operator.pool_state import PoolState
+from voicefleet.operator.scaling import PodView
+
+# Services and the PDB are re-read at most this often on timer ticks (they rarely change
+# behind the operator's back; a spec change re-checks them at once).
+VERIFY_SECONDS: Final = 30.0
+T = TypeVar("T")
+# JSON pointer to the first owner reference's UID (the pool's, on what the operator made).
+OWNER_UID_PATH: Final = "/metadata/ownerReferences/0/uid"
+
+
+def not_owned(kind: str, pool: builders.PoolRef, name: str) -> str:
+    return (
+        f"{kind} {pool.namespace}/{name} exists and is not owned by this pool; voicefleet "
+        "never adopts it: delete or rename it, or give the pool another name"
+    )
+
+
+def foreign_pod(pool: builders.PoolRef, name: str) -> str:
+    return (
+        f"Pod {pool.namespace}/{name} exists and is not owned by this pool; voicefleet leaves "
+        "it alone and uses other pod names"
+    )
+
+
+class Refused(Exception):
+    """The API server refused one of the pool's objects (admission, an invalid name);
+    ``str()`` says which and why. Retrying as is cannot help: the caller backs off."""
+
+
+@dataclass(frozen=True)
+class Ensured:
+    """What ensuring the pool's objects found."""
+
+    conflicts: list[str]  # objects of the pool's names that it does not own
+    refusal: str | None  # the first write the API server refused
+    # The token Secret is the pool's: its pods may mount it (never a stranger's Secret).
+    secret_owned: bool
+
+
+class PoolObjects:
+    """Ensures the pool's Secret, Services and PDB; remembers what it applied."""
+
+    def __init__(self, kube: Kube, key: bytes) -> None:
+        self.kube = kube
+        self.key = key
+        # (kind, namespace, name) -> (applied hash, when it was last seen in place)
+        self.verified: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    async def ensure_all(self, pool: builders.PoolRef, *, force: bool, fresh: bool) -> Ensured:
+        """Every object but the pods. They depend on nothing but the pool, and not on each
+        other: all at once."""
+        results = await asyncio.gather(
+            self.ensure_secret(pool),
+            *(
+                self.ensure(pool, manifest, force=force, fresh=fresh)
+                for manifest in (
+                    builders.build_service(pool),
+                    builders.build_headless_service(pool),
+                    builders.build_pdb(pool),
+                )
+            ),
+            return_exceptions=True,
+        )
+        conflicts: list[str] = []
+        refusals: list[str] = []
+        for result in results:
+            if isinstance(result, Refused):
+                refusals.append(str(result))
+            elif isinstance(result, BaseException):
+                raise result
+            elif result:
+                conflicts.append(result)
+        secret_owned = results[0] is None
+        return Ensured(conflicts, refusals[0] if refusals else None, secret_owned)
+
+    async def ensure_secret(self, pool: builders.PoolRef) -> str | None:
+        """The token Secret; a conflict message when a Secret of its name is not the pool's.
+
+        The operator may not read Secrets in pool namespaces. It creates the Secret; when one
+        of that name exists, a JSON patch that first tests the owner reference and then sets
+        the token changes it only if this pool owns it (and tells a stranger's Secret apart
+        without reading it). The digest is remembered, so this runs once per process."""
+        manifest = builders.build_secret(pool, builders.pool_token(self.key, pool))
+        meta = manifest["metadata"]
+        digest = meta["annotations"][constants.ANNOTATION_APPLIED_HASH]
+        key = ("Secret", pool.namespace, meta["name"])
+        if self.verified.get(key, ("", 0.0))[0] == digest:
+            return None
+        if await _refusable(self.kube.create(manifest), manifest) is None:
+            try:
+                await self.kube.json_patch(
+                    "Secret",
+                    pool.namespace,
+                    meta["name"],
+                    [
+                        {"op": "test", "path": OWNER_UID_PATH, "value": pool.uid},
+                        {
+                            "op": "add",
+                            "path": "/data/" + constants.POOL_TOKEN_KEY,
+                            "value": manifest["data"][constants.POOL_TOKEN_KEY],
+                        },
+                    ],
+                )
+            except KubeError as exc:
+                if exc.transient or exc.not_found:
+                    raise
+                return not_owned("Secret", pool, meta["name"])
+        self.verified[key] = (digest, time.monotonic())
+        return None
+
+    async def ensure(
+        self,
+        pool: builders.PoolRef,
+        manifest: dict[str, Any],
+        *,
+        force: bool,
+        fresh: bool = False,
+    ) -> str | None:
+        """Apply ``manifest`` unless the live object carries the same applied hash; a
+        conflict message when an object of that name is not the pool's (left alone).
+
+        ``fresh``: the pool was just created, so its objects most likely do not exist yet:
+        create without reading first (one round trip, not two, before the pods)."""
+        meta = manifest["metadata"]
+        digest = meta["annotations"][constants.ANNOTATION_APPLIED_HASH]
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        seen, when = self.verified.get(key, ("", 0.0))
+        if not force and seen == digest and time.monotonic() - when < VERIFY_SECONDS:
+            return None
+        create = self.kube.create
+        if (
+            fresh
+            and key not in self.verified
+            and await _refusable(create(manifest), manifest) is not None
+        ):
+            self.verified[key] = (digest, time.monotonic())
+            return None
+        live = await self.kube.get(manifest["kind"], meta["namespace"], meta["name"])
+        if live is None:
+            # Create, never apply: an apply would adopt an object made a moment ago.
+            if await _refusable(create(manifest), manifest) is None:
+                return not_owned(manifest["kind"], pool, meta["name"])
+        elif not builders.owned_by(live, pool):
+            self.verified.pop(key, None)
+            return not_owned(manifest["kind"], pool, meta["name"])
+        else:
+            annotations = (live.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(constants.ANNOTATION_APPLIED_HASH) != digest:
+                await _refusable(self.kube.apply(manifest), manifest)
+        self.verified[key] = (digest, time.monotonic())
+        return None
+
+    async def label_serving(self, pool: builders.PoolRef, pods: Sequence[PodView]) -> None:
+        """Keep the label the callers' Service selects on (``constants.LABEL_SERVING``) true
+        to each pod's drain mark: pods made by an older operator get it before that Service
+        is applied, and a pod marked draining by any hand never takes new callers."""
+        for pod in pods:
+            value = constants.SERVING_NO if pod.draining else constants.SERVING_YES
+            if pod.serving_label != value and not pod.deleting:
+                await self.kube.merge_patch(
+                    "Pod",
+                    pool.namespace,
+                    pod.name,
+                    {"metadata": {"labels": {constants.LABEL_SERVING: value}}},
+                )
+
+    async def recheck_foreign_pods(self, pool: builders.PoolRef, state: PoolState) -> None:
+        """Forget a pod name taken by a stranger once that pod is gone."""
+        for name in sorted(state.foreign_pod_names):
+            live = await self.kube.get("Pod", pool.namespace, name)
+            if live is None or builders.owned_by(live, pool):
+                state.foreign_pod_names.discard(name)
+
+    def forget(self, pool: builders.PoolRef) -> None:
+        for kind, name in builders.owned_object_names(pool):
+            self.verified.pop((kind, pool.namespace, name), None)
+
+
+async def _refusable(call: Awaitable[T], manifest: Mapping[str, Any]) -> T:
+    """``await call``, with a refusal (a 4xx but a conflict) raised as :class:`Refused`."""
+    try:
+        return await call
+    except KubeError as exc:
+        if exc.transient or exc.namespace_terminating or exc.conflict:
+            raise
+        meta = manifest["metadata"]
+        raise Refused(
+            f"{manifest['kind']} {meta['namespace']}/{meta['name']} was refused: {exc.message}"
+        ) from exc
