@@ -1,5 +1,6 @@
 """kopf registrations: thin. Each handler hands its event to the :class:`Fleet` and maps
-errors to kopf's meaning (invalid spec: permanent; API trouble: retry later).
+errors to kopf's meaning (invalid spec: permanent). API trouble is left to the pool's
+ticker, which retries every interval; the fleet logs it once per change, not per retry.
 
 - pool create / update / resume: reconcile now (kubectl scale lands here too: the scale
   subresource writes ``spec.sessions.target``);
@@ -13,6 +14,7 @@ errors to kopf's meaning (invalid spec: permanent; API trouble: retry later).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import Any
@@ -32,7 +34,6 @@ from voicefleet.operator.reconcile import (
 from voicefleet.operator.runtime_client import RuntimeClient
 from voicefleet.operator.ticker import Ticker
 
-RETRY_DELAY_SECONDS = 2.0
 POOL = (constants.GROUP, constants.VERSION, constants.PLURAL)
 
 
@@ -94,8 +95,10 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         trigger = TRIGGER_CREATE if reason == kopf.Reason.CREATE and retry == 0 else TRIGGER_SPEC
         try:
             outcome = await fleet.reconcile(body, trigger=trigger)
-        except KubeError as exc:
-            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+        except KubeError:
+            # Logged once per change by the fleet; the pool's ticker retries from the latest
+            # body (a kopf retry would log an ERROR every 2 s through an API outage).
+            return
         if outcome.plan_error is not None:
             # The condition (Degraded/PlanInvalid) tells the user; retrying cannot help
             # until the spec changes, which runs this handler again.
@@ -144,8 +147,6 @@ async def tick(fleet: Fleet, key: str) -> None:
     body = fleet.bodies.get(key)
     if body is None:
         return
-    try:
+    # A KubeError is logged once per change by the fleet; the next tick retries.
+    with contextlib.suppress(KubeError):
         await fleet.reconcile(body, trigger=TRIGGER_TIMER, poll=True)
-    except KubeError as exc:
-        # The next tick retries (one interval later, as kopf's timer did after an error).
-        logging.getLogger(__name__).warning("periodic reconcile of %s: %s", key, exc)

@@ -67,3 +67,5 @@ class PoolState:
     conflicts: tuple[str, ...] = ()
     # The mass-NotReady message last shown on this pool.
     nodes_not_ready: str | None = None
+    # The kind of API failure reconciles of this pool last ran into (None: they work).
+    api_trouble: str | None = None

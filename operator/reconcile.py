@@ -174,18 +174,21 @@ class Fleet:
             if on_locked is not None:
                 on_locked()
             try:
-                return await self._reconcile(pool, body, trigger=trigger, fresh_reports=poll)
+                outcome = await self._reconcile(pool, body, trigger=trigger, fresh_reports=poll)
             except KubeError as exc:
                 if exc.namespace_terminating:
                     # The namespace (and so the pool) is going away; nothing to keep up.
                     return Outcome()
                 metrics.RECONCILE_ERRORS.labels(trigger).inc()
+                self._api_trouble(pool, exc)
                 raise
             except Exception:
                 metrics.RECONCILE_ERRORS.labels(trigger).inc()
                 raise
             finally:
                 metrics.RECONCILE_SECONDS.labels(trigger).observe(time.monotonic() - started)
+            self._api_trouble(pool, None)
+            return outcome
 
     async def reconcile_by_name(
         self,
@@ -341,6 +344,19 @@ class Fleet:
             )
         )
         return [pod for pods in found for pod in pods]
+
+    def _api_trouble(self, pool: builders.PoolRef, error: KubeError | None) -> None:
+        """One log line when a pool's reconciles start failing against the API (and what
+        kind of failure), and one when they work again: never one per retry."""
+        state = self.state.setdefault(pool.key, PoolState())
+        kind = None if error is None else f"HTTP {error.status} {error.reason}".strip()
+        if kind == state.api_trouble:
+            return
+        if error is not None:
+            log.warning("%s: reconcile failed (%s); retried on every tick", pool.key, error)
+        elif state.api_trouble is not None:
+            log.info("%s: reconciles work again", pool.key)
+        state.api_trouble = kind
 
     def _mass_changed(self, was: MassNotReady | None) -> None:
         metrics.NODES_NOT_READY.set(len(self.watch.not_ready_nodes()))
