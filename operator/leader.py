@@ -143,15 +143,33 @@ class LeaderElector:
         Best effort: a failure only means the standby waits the lease out."""
         if not self.leading or self._lease is None:
             return
-        record = self._record(self._lease)
-        record["spec"].update(holderIdentity="", leaseDurationSeconds=1)
+        lease: Mapping[str, Any] | None = self._lease
         self._set_leading(False)
-        try:
-            await self.kube.replace(record)
-        except KubeError as exc:
-            log.warning("leader election: releasing Lease %s failed: %s", self._where(), exc)
+        # Twice at most: a renewal still in flight when the holding task was stopped may
+        # have written first (a conflict); if the lease is still ours, release that.
+        for _ in range(2):
+            record = self._record(lease)
+            record["spec"].update(holderIdentity="", leaseDurationSeconds=1)
+            try:
+                await self.kube.replace(record)
+            except KubeError as exc:
+                if exc.conflict:
+                    lease = await self._still_ours()
+                    if lease is not None:
+                        continue
+                log.warning("leader election: releasing Lease %s failed: %s", self._where(), exc)
+                return
+            log.info("leader election: %s released the lease", self.settings.identity)
             return
-        log.info("leader election: %s released the lease", self.settings.identity)
+
+    async def _still_ours(self) -> Mapping[str, Any] | None:
+        """The Lease as it is now, if this replica still holds it."""
+        try:
+            lease = await self.kube.get(KIND, self.settings.namespace, self.settings.name)
+        except KubeError:
+            return None
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
+        return lease if holder == self.settings.identity else None
 
     # --- one try ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ per pass.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -16,6 +17,10 @@ from typing import Final
 # enough not to hammer admission.
 CREATE_BACKOFF_FIRST_SECONDS: Final = 2.0
 CREATE_BACKOFF_MAX_SECONDS: Final = 300.0
+
+
+def _shape(message: str) -> str:
+    return re.sub(r"\d+", "#", message)
 
 
 @dataclass
@@ -28,8 +33,10 @@ class Refusals:
     generation: int = 0
 
     def failed(self, message: str, now: float, generation: int) -> bool:
-        """Record a refusal; True when it says something new (log it, post an event)."""
-        new = message != self.message
+        """Record a refusal; True when it says something new (log it, post an event). The
+        same refusal with other numbers in it (a quota's usage, a pod's ordinal) is not
+        new: it is the same cause."""
+        new = _shape(message) != _shape(self.message)
         self.message = message
         self.failures += 1
         self.generation = generation

@@ -88,7 +88,7 @@ async def test_of_two_candidates_one_leads_and_a_release_hands_over_at_once(
     spec = read_lease(kube_api, namespace).spec
     assert (spec.holder_identity, spec.lease_duration_seconds) == (leader.settings.identity, 3)
 
-    holding.cancel()
+    holding.cancel()  # without waiting for it, as a renewal may be in flight
     await leader.release()
     handover = await until(waiting.done, timeout=5)
     assert who_leads(leader, standby) == [standby.settings.identity]
