@@ -51,7 +51,6 @@ HOSTILE: dict[str, Any] = {
                 ],
                 "resources": {"limits": {constants.RESOURCE_GPU: "8", "memory": "64Gi"}},
             },
-            {"name": "sidecar", "image": "attacker/sidecar"},
         ],
     },
 }

@@ -49,7 +49,10 @@ def runtime(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_allowlist_keeps_only_what_a_template_may_change() -> None:
-    assert allowed_overrides(HOSTILE) == {
+    sidecar = {"name": "sidecar", "image": "attacker/sidecar"}
+    hostile = {**HOSTILE, "spec": {**HOSTILE["spec"]}}
+    hostile["spec"]["containers"] = [sidecar, *HOSTILE["spec"]["containers"]]
+    assert allowed_overrides(hostile) == {
         "metadata": {
             "labels": {"team": "voice"},
             "annotations": {"karpenter.sh/do-not-disrupt": "true"},

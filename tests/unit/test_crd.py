@@ -79,3 +79,9 @@ def test_crd_carries_the_contract_from_design() -> None:
     assert (spot["minimum"], spot["maximum"]) == (0, 100)
     assert capacity["properties"]["strategy"]["enum"] == ["on-demand", "spot-first", "spot-only"]
     assert any("onDemandBase == 0" in r["rule"] for r in capacity["x-kubernetes-validations"])
+
+
+def test_no_field_keeps_unknown_fields() -> None:
+    # Nothing free-form can carry privilege into a pod: fields declared only to be refused
+    # keep no contents either (pruned), so a pool stored before the upgrade still ratchets.
+    assert "x-kubernetes-preserve-unknown-fields" not in render()

@@ -202,3 +202,10 @@ def test_a_pool_name_that_breaks_a_derived_name_is_refused_with_the_limit() -> N
         parse_pool(named("support.en"))
     (message,) = err.value.problems
     assert message.startswith('metadata.name: Invalid value: "object": metadata.name must be a DNS')
+
+
+def test_a_second_container_is_too_many_like_the_api_server_says() -> None:
+    two = [{"name": "runtime"}, {"name": "sidecar"}]
+    assert problems({"template": {"spec": {"containers": two}}}) == [
+        "spec.template.spec.containers: Too many: 2: must have at most 1 item"
+    ]

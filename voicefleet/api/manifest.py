@@ -114,6 +114,10 @@ def describe(error: ErrorDetails, prefix: tuple[str, ...] = ()) -> str:
         )
     if kind == "string_pattern_mismatch":
         return f"{invalid} should match '{ctx['pattern']}'"
+    if kind == "too_long":
+        most = ctx.get("max_length")
+        items = "item" if most == 1 else "items"
+        return f"{path}: Too many: {ctx.get('actual_length')}: must have at most {most} {items}"
     if kind in ("string_too_short", "string_too_long"):
         bound = "at least" if kind == "string_too_short" else "at most"
         limit = ctx.get("min_length", ctx.get("max_length"))

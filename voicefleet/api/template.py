@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, WithJsonSchema
 
 from voicefleet import constants
 from voicefleet.api.model import ApiModel
@@ -79,6 +79,11 @@ ObjectName = Annotated[
     str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
 ]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=QUALIFIED_NAME_MAX)]
+# What a refused field holds: an object whose contents the schema leaves undeclared, so the
+# API server prunes them and keeps nothing but the field's presence, which a rule refuses.
+# (Kept contents, x-kubernetes-preserve-unknown-fields, would also defeat validation
+# ratcheting: a pool stored before the upgrade could then get no status written.)
+Opaque = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
 Quantity = int | Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY_PATTERN)]
 
 
@@ -223,7 +228,7 @@ class TemplateMetadata(ApiModel):
     namespace: str | None = refused("pods run in the pool's own namespace")
     name: str | None = refused("pods are named <pool>-<ordinal> by the operator")
     generate_name: str | None = refused("pods are named <pool>-<ordinal> by the operator")
-    owner_references: list[dict[str, Any]] | None = refused(
+    owner_references: list[Opaque] | None = refused(
         "the pool owns its pods, so deleting it deletes them"
     )
     finalizers: list[str] | None = refused("the operator decides when a pod is gone")
@@ -566,10 +571,10 @@ class RuntimeContainer(ApiModel):
     image: str | None = refused("set spec.runtime.image")
     command: list[str] | None = refused("the operator runs the runtime with the pool's settings")
     args: list[str] | None = refused("the operator runs the runtime with the pool's settings")
-    security_context: dict[str, Any] | None = refused(
+    security_context: Opaque | None = refused(
         "runtime pods run under the operator's restricted security context"
     )
-    volume_mounts: list[dict[str, Any]] | None = refused(
+    volume_mounts: list[Opaque] | None = refused(
         "weights come from spec.model.source (pvc://claim/path mounts a claim read-only)"
     )
 
@@ -649,7 +654,7 @@ class TemplateSpec(ApiModel):
     automount_service_account_token: bool | None = refused(
         "the token is mounted only when spec.runtime.serviceAccountName names an account"
     )
-    security_context: dict[str, Any] | None = refused(
+    security_context: Opaque | None = refused(
         "runtime pods run under the operator's restricted security context"
     )
     host_network: bool | None = refused(HOST_NAMESPACES)
@@ -662,12 +667,10 @@ class TemplateSpec(ApiModel):
     node_name: str | None = refused(
         "it bypasses the scheduler and the nodes' taints; use nodeSelector or affinity"
     )
-    volumes: list[dict[str, Any]] | None = refused(
+    volumes: list[Opaque] | None = refused(
         "weights come from spec.model.source (pvc://claim/path mounts a claim read-only)"
     )
-    init_containers: list[dict[str, Any]] | None = refused(
-        "a runtime pod runs the runtime container only"
-    )
+    init_containers: list[Opaque] | None = refused("a runtime pod runs the runtime container only")
 
     RULES: ClassVar[tuple[Rule[Any], ...]] = ()  # filled below
 
