@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from voicefleet import constants
-from voicefleet.api.template import is_reserved_key
+from voicefleet.api.formats import is_reserved_key
 
 METADATA_FIELDS: Final = ("labels", "annotations")
 SPEC_FIELDS: Final = (

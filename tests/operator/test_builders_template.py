@@ -14,15 +14,9 @@ from typing import Any
 from tests.hostile import DRAINING, HOSTILE
 from voicefleet import constants
 from voicefleet.api import names
+from voicefleet.api.container import EnvVar, ResourceRequirements, RuntimeContainer
 from voicefleet.api.pool import VoiceAgentPoolSpec
-from voicefleet.api.template import (
-    EnvVar,
-    PodTemplate,
-    ResourceRequirements,
-    RuntimeContainer,
-    TemplateMetadata,
-    TemplateSpec,
-)
+from voicefleet.api.template import PodTemplate, TemplateMetadata, TemplateSpec
 from voicefleet.operator import builders
 from voicefleet.operator.builders.template import allowed_overrides
 from voicefleet.operator.planner import plan

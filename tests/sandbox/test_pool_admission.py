@@ -23,6 +23,32 @@ pytestmark = pytest.mark.sandbox
 PRIVILEGED = {
     "spec": {"containers": [{"name": "runtime", "securityContext": {"privileged": True}}]}
 }
+REFUSED_OBJECTS_IN_HOSTILE = (
+    "metadata.ownerReferences",
+    "spec.securityContext",
+    "spec.volumes",
+    "spec.initContainers",
+    "spec.containers[0].securityContext",
+    "spec.containers[0].volumeMounts",
+)
+REFUSED_IN_HOSTILE = (
+    *REFUSED_OBJECTS_IN_HOSTILE,
+    "metadata.namespace",
+    "metadata.name",
+    "metadata.finalizers",
+    "metadata.labels",
+    "metadata.annotations",
+    "spec.serviceAccountName",
+    "spec.automountServiceAccountToken",
+    "spec.hostPID",
+    "spec.hostNetwork",
+    "spec.hostIPC",
+    "spec.nodeName",
+    "spec.containers[0].image",
+    "spec.containers[0].command",
+    "spec.containers[0].resources.limits",
+    "spec.containers[0].env[0].name",
+)
 HF_TOKEN = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
 
 
@@ -67,28 +93,10 @@ def test_kubectl_apply_refuses_the_reported_template_naming_every_field(
     body = pool("takeover", namespace, template=HOSTILE)
     manifest = tmp_path / "pool.yaml"
     manifest.write_text(yaml.safe_dump(body))
-    applied = sandbox.run_kubectl("apply", "-f", str(manifest), check=False)
+    # Server-side apply (GitOps tools apply so too): every refused field, with its reason.
+    applied = sandbox.run_kubectl("apply", "--server-side", "-f", str(manifest), check=False)
     assert applied.returncode != 0
-    for field in (
-        "metadata.namespace",
-        "metadata.name",
-        "metadata.finalizers",
-        "metadata.ownerReferences",
-        "metadata.labels",
-        "metadata.annotations",
-        "spec.serviceAccountName",
-        "spec.automountServiceAccountToken",
-        "spec.hostPID",
-        "spec.hostNetwork",
-        "spec.hostIPC",
-        "spec.nodeName",
-        "spec.securityContext",
-        "spec.volumes",
-        "spec.initContainers",
-        "spec.containers[0].securityContext",
-        "spec.containers[0].volumeMounts",
-        "spec.containers[0].image",
-    ):
+    for field in REFUSED_IN_HOSTILE:
         assert f"spec.template.{field}: " in applied.stderr, field
     # `voicefleet plan` refuses the same manifest with the same lines (the first rule each
     # object breaks; the API server lists them all).
@@ -96,6 +104,12 @@ def test_kubectl_apply_refuses_the_reported_template_naming_every_field(
     assert problems
     for problem in problems:
         assert problem in applied.stderr
+    # Client-side apply decodes strictly first: it stops at the contents of the refused
+    # objects (undeclared, so unknown) and names them.
+    applied = sandbox.run_kubectl("apply", "-f", str(manifest), check=False)
+    assert applied.returncode != 0
+    for field in REFUSED_OBJECTS_IN_HOSTILE:
+        assert f'unknown field "spec.template.{field}' in applied.stderr, field
     assert sandbox.run_kubectl("get", "vap", "-n", namespace, "-o", "name").stdout == ""
 
 

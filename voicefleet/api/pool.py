@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicefleet import catalog, constants
+from voicefleet.api.formats import ObjectName
 from voicefleet.api.model import ApiModel, RuledModel
 from voicefleet.api.names import NAME_RULES
 from voicefleet.api.rules import Rule
-from voicefleet.api.template import ObjectName, PodTemplate
+from voicefleet.api.template import PodTemplate
 
 Strategy = Literal["on-demand", "spot-first", "spot-only"]
 ModelName = Literal["moshi", "hertz-dev"]
