@@ -33,7 +33,6 @@ SPEC_FIELDS: Final = (
     "runtimeClassName",
     "imagePullSecrets",
 )
-CONTAINER_FIELDS: Final = ("resources", "env")
 RESOURCE_FIELDS: Final = ("requests", "limits")
 
 
@@ -58,8 +57,8 @@ def _container(value: Mapping[str, Any]) -> dict[str, Any]:
             k: v for k, v in _mapping(resources.get(field)).items() if k != constants.RESOURCE_GPU
         }
         for field in RESOURCE_FIELDS
-        if field in resources
     }
+    kept = {field: values for field, values in kept.items() if values}
     if kept:
         out["resources"] = kept
     env = [

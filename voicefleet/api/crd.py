@@ -109,8 +109,6 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 out["properties"] = {k: convert(v) for k, v in value.items()}
             elif key == "items":
                 out["items"] = convert(value)
-            elif key == "const":
-                out["enum"] = [value]
             elif key == "additionalProperties":
                 if value is True:
                     out["x-kubernetes-preserve-unknown-fields"] = True
