@@ -39,6 +39,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from voicefleet import catalog, constants
+from voicefleet.api import names
 from voicefleet.api.manifest import describe
 from voicefleet.api.pool import GPU_AUTO, PlanStatus, VoiceAgentPoolSpec
 from voicefleet.api.runtime import RuntimeStatus
@@ -401,12 +402,16 @@ class Fleet:
         trigger: str,
         fresh_reports: bool,
     ) -> Outcome:
-        previous = dict(body.get("status") or {})
         state = self.state.setdefault(pool.key, PoolState())
         force_verify = trigger in (TRIGGER_SPEC, TRIGGER_CREATE)
         fresh = trigger == TRIGGER_CREATE
         planned: Planned | None = None
         plan_error: str | None = None
+        name_error = names.name_problem(pool.name)
+        if name_error is not None:
+            # Stored before the CRD refused such names: nothing named after it can be
+            # made, so nothing is tried (and nothing that runs is touched).
+            return await self._write_status(pool, body, state, plan_error=name_error)
         try:
             planned = await self._plan(pool, body)
         except SpecInvalid as exc:
@@ -471,6 +476,33 @@ class Fleet:
             pods = await self.pod_actions.act(pool, body, actions, templates, pods, state, avoid)
 
         self._note_conflicts(pool, body, state, conflicts)
+        return await self._write_status(
+            pool,
+            body,
+            state,
+            pods=pods,
+            planned=planned,
+            plan_error=plan_error,
+            actions=actions,
+            hashes=hashes,
+            conflicts=conflicts,
+        )
+
+    async def _write_status(
+        self,
+        pool: builders.PoolRef,
+        body: Mapping[str, Any],
+        state: PoolState,
+        *,
+        pods: Sequence[PodView] = (),
+        planned: Planned | None = None,
+        plan_error: str | None = None,
+        actions: Actions | None = None,
+        hashes: Mapping[str, str] | None = None,
+        conflicts: Sequence[str] = (),
+    ) -> Outcome:
+        """The status from what this pass observed, written only when it changed."""
+        previous = dict(body.get("status") or {})
         observed = status.Observation(
             generation=pool.generation,
             selector=builders.selector_string(pool),
@@ -478,7 +510,7 @@ class Fleet:
             plan=planned.plan if planned else None,
             plan_error=plan_error,
             prices_error=planned.prices_error if planned else None,
-            desired_hashes=hashes,
+            desired_hashes=hashes or {},
             spot_fallback=actions.spot_fallback if actions else 0,
             target_sessions=planned.spec.sessions.target if planned else 0,
             now=time.time(),

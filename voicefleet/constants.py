@@ -138,3 +138,10 @@ OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"
 MOSHI_SAMPLE_RATE: Final = 24_000
 MOSHI_FRAME_HZ: Final = 12.5
 MOSHI_FRAME_SAMPLES: Final = 1920  # 80 ms at 24 kHz
+
+# --- Names derived from a pool's name (the bound on pool names follows from them) -----------
+SUFFIX_HEADLESS_SERVICE: Final = "-pods"
+SUFFIX_TOKEN_SECRET: Final = "-token"
+RUNTIME_CONTAINER: Final = "runtime"
+# The runtime image's user (runtime/Dockerfile's USER); runtime pods run as it.
+RUNTIME_UID: Final = 10001

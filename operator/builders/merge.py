@@ -4,7 +4,10 @@ Kubernetes' strategic merge knows, per field, whether a list is keyed (container
 ``name``) or replaced. We need only the pod fields users override, so the keyed lists are
 named here; every other list in the override replaces the built one, and dicts merge
 recursively. Tolerations add to the built ones (a user adds a taint to tolerate, never
-means to drop the capacity-type ones).
+means to drop the capacity-type ones), and required node-selector terms are combined with
+the built ones (a user narrows where the pods go, never undoes the spot/on-demand split).
+
+Only what ``template.allowed_overrides`` kept ever reaches this merge.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ KEYED_LISTS: Final[dict[str, str]] = {
     "imagePullSecrets": "name",
 }
 APPENDED_LISTS: Final = frozenset({"tolerations", "topologySpreadConstraints"})
+NODE_SELECTOR_TERMS: Final = "nodeSelectorTerms"
+TERM_LISTS: Final = ("matchExpressions", "matchFields")
 
 
 def merge(base: Any, override: Any, field: str = "") -> Any:
@@ -35,6 +40,8 @@ def merge(base: Any, override: Any, field: str = "") -> Any:
     if isinstance(base, list) and isinstance(override, list):
         if field in APPENDED_LISTS:
             return copy.deepcopy(base) + [v for v in copy.deepcopy(override) if v not in base]
+        if field == NODE_SELECTOR_TERMS:
+            return _and_terms(base, override)
         key = KEYED_LISTS.get(field)
         if key is not None:
             return _merge_keyed(base, override, key, field)
@@ -51,3 +58,22 @@ def _merge_keyed(base: list[Any], override: list[Any], key: str, field: str) -> 
         else:
             out.append(copy.deepcopy(item))
     return out
+
+
+def _and_terms(base: list[Any], override: list[Any]) -> list[Any]:
+    """Terms that hold where a built term and an override term both hold.
+
+    Node-selector terms are ORed and the requirements of one term ANDed, so "both" is every
+    pair of terms, joined.
+    """
+    if not base or not override:
+        return copy.deepcopy(base or override)
+    return [
+        {
+            key: [*copy.deepcopy(b.get(key) or []), *copy.deepcopy(o.get(key) or [])]
+            for key in TERM_LISTS
+            if b.get(key) or o.get(key)
+        }
+        for b in base
+        for o in override
+    ]

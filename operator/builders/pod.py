@@ -1,11 +1,16 @@
 """The runtime pod of a pool: one GPU, one runtime process, its slots and its drain.
 
-Built in three layers, in this order (later wins):
+Built in four layers, in this order (later wins):
 
 1. the operator's defaults: container, probes, preStop, GPU request, grace period;
 2. capacity placement: node affinity and tolerations for spot or on-demand nodes;
-3. ``spec.template`` merged over both (``merge``), so a user can add tolerations, env,
-   resources or a node selector without losing the rest.
+3. what ``spec.template`` may change (``template.allowed_overrides``: labels, annotations,
+   scheduling, the runtime container's resources and env) merged over both (``merge``), so
+   a user can add tolerations, env, resources or a node selector without losing the rest;
+4. what is the operator's whatever the stored pool says: the namespace, owner and selector
+   labels, the ServiceAccount and its token, and a security context that passes Pod
+   Security "restricted" (the preStop hook and the probes need no privilege: the hook is a
+   Python client of the runtime's own port, above 1024, and the probes are the kubelet's).
 
 The pod's spec hash (annotation) covers everything but its name and the nodes it must
 avoid, so a changed image, model or slot count is seen as "needs new pods" (a rollout),
@@ -24,9 +29,10 @@ from voicefleet.operator import interruption
 from voicefleet.operator.builders.common import PoolRef, content_hash, metadata, selector_labels
 from voicefleet.operator.builders.merge import merge
 from voicefleet.operator.builders.secret import secret_name
+from voicefleet.operator.builders.template import allowed_overrides
 from voicefleet.operator.planner import resolve_model
 
-CONTAINER_NAME: Final = "runtime"
+CONTAINER_NAME: Final = constants.RUNTIME_CONTAINER
 RUNTIME_COMMAND: Final = ("voicefleet", "runtime", "serve")
 MODELS_MOUNT: Final = "/var/lib/voicefleet/models"
 MODELS_VOLUME: Final = "models"
@@ -48,6 +54,18 @@ PRESTOP_SCRIPT: Final = (
     "'Authorization':'Bearer '+os.environ.get('%s','')})\n"
     "u.urlopen(r,timeout=5)\n"
 )
+# Pod Security "restricted": non-root (the image's numeric user, so the kubelet can check
+# it), the runtime's default seccomp profile, no privilege escalation, no capabilities.
+POD_SECURITY_CONTEXT: Final[dict[str, Any]] = {
+    "runAsNonRoot": True,
+    "runAsUser": constants.RUNTIME_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: Final[dict[str, Any]] = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 @dataclass(frozen=True)
@@ -265,17 +283,33 @@ def build_pod_template(
     meta = metadata(pool, "", labels)
     del meta["name"]
     pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
-    override = spec.template
-    if override:
-        pod["metadata"] = merge(pod["metadata"], override.get("metadata") or {})
-        pod["spec"] = merge(pod["spec"], override.get("spec") or {})
-        # The selector labels and owner are the operator's; a template cannot take them.
-        pod["metadata"]["labels"].update(labels)
-        pod["metadata"]["ownerReferences"] = meta["ownerReferences"]
+    override = allowed_overrides(spec.template.wire())
+    pod["metadata"] = merge(pod["metadata"], override["metadata"])
+    pod["spec"] = merge(pod["spec"], override["spec"])
+    _claim_operator_fields(pod, meta, spec)
     annotations = dict(pod["metadata"].get("annotations") or {})
     annotations[constants.ANNOTATION_SPEC_HASH] = content_hash(pod)
     pod["metadata"]["annotations"] = annotations
     return pod
+
+
+def _claim_operator_fields(
+    pod: dict[str, Any], meta: dict[str, Any], spec: VoiceAgentPoolSpec
+) -> None:
+    """Set, last, what is the operator's whatever the template says (layer 4)."""
+    pod["metadata"]["namespace"] = meta["namespace"]
+    pod["metadata"]["ownerReferences"] = copy.deepcopy(meta["ownerReferences"])
+    pod["metadata"]["labels"].update(meta["labels"])
+    pod_spec = pod["spec"]
+    pod_spec["securityContext"] = copy.deepcopy(POD_SECURITY_CONTEXT)
+    for container in pod_spec["containers"]:
+        container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY_CONTEXT)
+    account = spec.runtime.service_account_name
+    if account:
+        pod_spec["serviceAccountName"] = account
+    # The runtime never calls the API server: a token is mounted only for an account the
+    # pool names (e.g. workload identity to reach weights in a bucket).
+    pod_spec["automountServiceAccountToken"] = bool(account)
 
 
 def build_pod(

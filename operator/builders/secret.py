@@ -23,7 +23,7 @@ def pool_token(key: bytes, pool: PoolRef) -> str:
 
 
 def secret_name(pool: PoolRef) -> str:
-    return f"{pool.name}-token"
+    return pool.name + constants.SUFFIX_TOKEN_SECRET
 
 
 def build_secret(pool: PoolRef, token: str) -> dict[str, Any]:

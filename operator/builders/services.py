@@ -19,7 +19,7 @@ def service_name(pool: PoolRef) -> str:
 
 
 def headless_service_name(pool: PoolRef) -> str:
-    return f"{pool.name}-pods"
+    return pool.name + constants.SUFFIX_HEADLESS_SERVICE
 
 
 def _port() -> dict[str, Any]:

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from kubernetes import client
 
-from tests.fixtures.sandbox import Apply, PodProcesses, wait_until
+from tests.fixtures.sandbox import (
+    APPLY,
+    CRD_DIR,
+    FIELD_MANAGER,
+    Apply,
+    PodProcesses,
+    wait_until,
+)
 from tests.operator.harness import draining, get_pool, is_ready, pool_pods
 from voicefleet import constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.cli.crd import crd_filename
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
 
@@ -157,3 +169,51 @@ def set_node_ready(core: client.CoreV1Api, node: str, ready: bool) -> None:
         core.patch_node(
             node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE}}}
         )
+
+
+@contextmanager
+def pre_upgrade_crd(kube_api: client.ApiClient) -> Iterator[None]:
+    """The pool CRD as before the template became an allowlist and pool names were checked
+    (``spec.template`` kept as written, no rule on ``metadata.name``), for the duration of
+    the block; then the real CRD again.
+
+    A pool written meanwhile is what an operator finds after an upgrade that left the CRD
+    behind (``helm upgrade`` never upgrades CRDs), or one stored before the upgrade.
+    """
+    extensions = client.ApiextensionsV1Api(kube_api)
+    (real,) = yaml.safe_load_all((CRD_DIR / crd_filename()).read_text())
+    loose = copy.deepcopy(real)
+    schema = loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["properties"]["spec"]["properties"]["template"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    del schema["x-kubernetes-validations"]
+    probe = pool_manifest(
+        "probe", template={"metadata": {"annotations": {constants.ANNOTATION_DRAINING: "x"}}}
+    )
+
+    def accepts_probe() -> bool:
+        try:
+            client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+                *GROUP_VERSION, "default", constants.PLURAL, probe, dry_run="All"
+            )
+        except client.ApiException as exc:
+            if exc.status != 422:
+                raise
+            return False
+        return True
+
+    def put(crd: dict[str, Any]) -> None:
+        extensions.patch_custom_resource_definition(
+            constants.CRD_NAME, crd, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY
+        )
+
+    put(loose)
+    try:
+        # A CRD's new schema reaches the API server's handlers a moment after the write.
+        wait_until(accepts_probe, what="the permissive CRD to be served")
+        yield
+    finally:
+        put(real)
+        wait_until(lambda: not accepts_probe(), what="the real CRD to be served again")

@@ -179,10 +179,11 @@ def test_spot_pods_tolerate_aks_and_gke_spot_taints() -> None:
     assert constants.NODE_LABEL_AKS_PRIORITY not in od_keys
 
 
-def test_template_merges_over_defaults_without_taking_the_selector() -> None:
+def test_template_merges_over_defaults() -> None:
+    # What it may not take is in test_builders_template.py.
     pod = template(
         template={
-            "metadata": {"labels": {"team": "voice", constants.LABEL_POOL: "other"}},
+            "metadata": {"labels": {"team": "voice"}},
             "spec": {
                 "tolerations": [{"key": "dedicated", "operator": "Exists"}],
                 "containers": [

@@ -19,18 +19,31 @@ def test_checked_in_crd_matches_the_api_types() -> None:
     )
 
 
+def _int_or_string(node: dict[str, Any]) -> bool:
+    """The one ``anyOf`` a structural schema allows: a Kubernetes quantity."""
+    return bool(node.get("x-kubernetes-int-or-string")) and node.get("anyOf") == [
+        {"type": "integer"},
+        {"type": "string"},
+    ]
+
+
 def _walk(node: dict[str, Any], path: str) -> list[str]:
     """Paths of schema nodes that break the structural-schema rules we rely on."""
     problems = []
-    for banned in ("$ref", "anyOf", "allOf", "oneOf", "title", "additionalProperties"):
-        if banned in node:
+    for banned in ("$ref", "anyOf", "allOf", "oneOf", "title", "propertyNames", "const"):
+        if banned in node and not (banned == "anyOf" and _int_or_string(node)):
             problems.append(f"{path}: {banned}")
-    if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if "additionalProperties" in node and not isinstance(node["additionalProperties"], dict):
+        problems.append(f"{path}: additionalProperties is not a schema")
+    typed = "type" in node or _int_or_string(node)
+    if not typed and not node.get("x-kubernetes-preserve-unknown-fields"):
         problems.append(f"{path}: no type")
     for name, child in node.get("properties", {}).items():
         problems += _walk(child, f"{path}.{name}")
     if "items" in node:
         problems += _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        problems += _walk(node["additionalProperties"], f"{path}{{}}")
     return problems
 
 
@@ -66,3 +79,9 @@ def test_crd_carries_the_contract_from_design() -> None:
     assert (spot["minimum"], spot["maximum"]) == (0, 100)
     assert capacity["properties"]["strategy"]["enum"] == ["on-demand", "spot-first", "spot-only"]
     assert any("onDemandBase == 0" in r["rule"] for r in capacity["x-kubernetes-validations"])
+
+
+def test_no_field_keeps_unknown_fields() -> None:
+    # Nothing free-form can carry privilege into a pod: fields declared only to be refused
+    # keep no contents either (pruned), so a pool stored before the upgrade still ratchets.
+    assert "x-kubernetes-preserve-unknown-fields" not in render()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicefleet import catalog
+from voicefleet import catalog, constants
 from voicefleet.api.manifest import Document, ManifestError, documents, parse_pool
 from voicefleet.api.pool import ModelSpec
 
@@ -79,3 +79,133 @@ def test_a_spec_validated_alone_is_described_from_spec() -> None:
     assert describe(error, prefix=("spec",)).startswith(
         "spec.capacity.spotPercentage: Invalid value: 150: spec.capacity.spotPercentage in body"
     )
+
+
+def runtime_container(**fields: object) -> dict[str, object]:
+    return {"spec": {"containers": [{"name": "runtime", **fields}]}}
+
+
+def named(name: str, spec: dict[str, object] | None = None) -> Document:
+    body = pool(spec or {}).body
+    return Document(index=0, body={**body, "metadata": {"name": name}})
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "words"),
+    [
+        ({"metadata": {"namespace": "kube-system"}}, "metadata.namespace", "own namespace"),
+        (
+            {"metadata": {"annotations": {constants.ANNOTATION_DRAINING: "true"}}},
+            "metadata.annotations",
+            "are the operator's",
+        ),
+        (
+            {"metadata": {"labels": {constants.LABEL_MANAGED_BY: "me"}}},
+            "metadata.labels",
+            "are the operator's",
+        ),
+        (
+            {"metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/x": ""}}},
+            "metadata.annotations",
+            "reserved for Kubernetes",
+        ),
+        ({"metadata": {"finalizers": ["a/b"]}}, "metadata.finalizers", "may not be set"),
+        ({"spec": {"serviceAccountName": "admin"}}, "spec.serviceAccountName", "spec.runtime"),
+        ({"spec": {"hostPID": True}}, "spec.hostPID", "node's namespaces"),
+        ({"spec": {"hostNetwork": True}}, "spec.hostNetwork", "node's namespaces"),
+        ({"spec": {"hostIPC": True}}, "spec.hostIPC", "node's namespaces"),
+        ({"spec": {"nodeName": "n"}}, "spec.nodeName", "bypasses the scheduler"),
+        ({"spec": {"securityContext": {"runAsUser": 0}}}, "spec.securityContext", "restricted"),
+        (
+            {"spec": {"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}},
+            "spec.volumes",
+            "pvc://",
+        ),
+        (
+            runtime_container(securityContext={"privileged": True}),
+            "spec.containers[0].securityContext",
+            "restricted",
+        ),
+        (
+            {"spec": {"containers": [{"name": "sidecar"}]}},
+            "spec.containers[0].name",
+            "name it runtime",
+        ),
+        (
+            runtime_container(env=[{"name": constants.ENV_POOL_TOKEN, "value": "x"}]),
+            "spec.containers[0].env[0].name",
+            "is the operator's",
+        ),
+        (
+            runtime_container(resources={"limits": {constants.RESOURCE_GPU: 2}}),
+            "spec.containers[0].resources.limits",
+            "exactly one GPU",
+        ),
+    ],
+)  # fmt: skip
+def test_a_template_field_outside_the_allowlist_is_refused_by_name(
+    template: dict[str, object], path: str, words: str
+) -> None:
+    (message,) = problems({"template": template})
+    assert message.startswith(f'spec.template.{path}: Invalid value: "object": ')
+    assert words in message
+
+
+def test_a_template_field_nobody_declared_is_an_unknown_field() -> None:
+    assert problems({"template": {"spec": {"schedulerName": "mine"}}}) == [
+        'spec.template.spec: unknown field "schedulerName"'
+    ]
+
+
+def test_what_a_template_may_set_is_accepted() -> None:
+    parse_pool(
+        pool(
+            {
+                "runtime": {"serviceAccountName": "weights-reader"},
+                "template": {
+                    "metadata": {
+                        "labels": {"team": "voice", "app.kubernetes.io/part-of": "support"},
+                        "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+                    },
+                    "spec": {
+                        "nodeSelector": {"topology.kubernetes.io/zone": "a"},
+                        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                        "priorityClassName": "voice-high",
+                        "containers": [
+                            {
+                                "name": "runtime",
+                                "resources": {"limits": {"memory": "64Gi", "cpu": 8}},
+                                "env": [
+                                    {
+                                        "name": "HF_TOKEN",
+                                        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}},
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                },
+            }
+        )
+    )
+
+
+def test_a_pool_name_that_breaks_a_derived_name_is_refused_with_the_limit() -> None:
+    parse_pool(named("p" * 58))
+    with pytest.raises(ManifestError) as err:
+        parse_pool(named("p" * 59))
+    assert err.value.problems == [
+        'metadata.name: Invalid value: "object": metadata.name must be at most 58 characters: '
+        "the pool's headless Service is named <name>-pods, which may be at most 63"
+    ]
+    with pytest.raises(ManifestError) as err:
+        parse_pool(named("support.en"))
+    (message,) = err.value.problems
+    assert message.startswith('metadata.name: Invalid value: "object": metadata.name must be a DNS')
+
+
+def test_a_second_container_is_too_many_like_the_api_server_says() -> None:
+    two = [{"name": "runtime"}, {"name": "sidecar"}]
+    assert problems({"template": {"spec": {"containers": two}}}) == [
+        "spec.template.spec.containers: Too many: 2: must have at most 1 item"
+    ]

@@ -11,28 +11,64 @@ conversion, and attaches each model's ``RULES`` as ``x-kubernetes-validations``.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
 from voicefleet import constants
-from voicefleet.api.pool import ApiModel, VoiceAgentPoolSpec, VoiceAgentPoolStatus
+from voicefleet.api.model import ApiModel
+from voicefleet.api.pool import (
+    VoiceAgentPool,
+    VoiceAgentPoolSpec,
+    VoiceAgentPoolStatus,
+)
 
-_DROPPED_KEYS = frozenset({"title", "$defs"})
+# JSON Schema keys a structural schema has no room for: titles, references' targets, and
+# map key constraints (CEL rules check a map's keys instead).
+_DROPPED_KEYS = frozenset({"title", "$defs", "propertyNames"})
+# Marks, while converting, a property that is optional in the model (``T | None``): it gets
+# no default, so an absent optional object stays absent (a default ``{}`` would trip the
+# rules that read it, e.g. "set value or valueFrom").
+_OPTIONAL = "x-voicefleet-optional"
+_INT_OR_STRING = frozenset({"integer", "string"})
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type names: ``T``, ``T | None``, ``list[T]``, ``dict[K, T]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def _rules_by_model() -> dict[str, list[dict[str, Any]]]:
     """``x-kubernetes-validations`` of each API model, keyed by its JSON Schema name."""
     out: dict[str, list[dict[str, Any]]] = {}
     pending: list[type[BaseModel]] = [VoiceAgentPoolSpec, VoiceAgentPoolStatus]
+    seen: set[type[BaseModel]] = set()
     while pending:
         model = pending.pop()
+        if model in seen:
+            continue
+        seen.add(model)
         if issubclass(model, ApiModel) and model.RULES:
             out[model.__name__] = [rule.to_crd() for rule in model.RULES]
         for field in model.model_fields.values():
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                pending.append(annotation)
+            pending.extend(_models_in(field.annotation))
+    return out
+
+
+def _int_or_string(branches: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``int | str`` (a Kubernetes quantity) in the one form a structural schema allows."""
+    if {b.get("type") for b in branches} != _INT_OR_STRING or len(branches) != 2:
+        return None
+    out: dict[str, Any] = {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "x-kubernetes-int-or-string": True,
+    }
+    for branch in branches:
+        if "pattern" in branch:
+            out["pattern"] = branch["pattern"]
     return out
 
 
@@ -52,14 +88,18 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
         if "anyOf" in node:
             # Optional[T]: the API server leaves the field out instead of storing null.
             branches = [b for b in node["anyOf"] if b.get("type") != "null"]
-            if len(branches) != 1:
+            merged = _int_or_string(branches)
+            if merged is None and len(branches) != 1:
                 raise ValueError(f"cannot express a union in a structural schema: {node}")
-            merged = convert(branches[0])
+            if merged is None:
+                merged = convert(branches[0])
             for key in ("description",):
                 if key in node:
                     merged[key] = node[key]
             if node.get("default") is not None:
                 merged["default"] = node["default"]
+            if len(branches) < len(node["anyOf"]):
+                merged[_OPTIONAL] = True
             return merged
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -72,6 +112,8 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             elif key == "additionalProperties":
                 if value is True:
                     out["x-kubernetes-preserve-unknown-fields"] = True
+                elif isinstance(value, dict):
+                    out["additionalProperties"] = convert(value)
                 # `false` is what a structural schema means anyway: unknown fields are pruned
                 # or, with kubectl's default strict field validation, refused.
             else:
@@ -81,15 +123,21 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             # sub-object so a minimal manifest gets every default filled in. The default is
             # written out in full, not as {}: the API server checks a default against the
             # CEL rules as written, and `{}` fails every rule that reads a field. Objects with
-            # required fields (status.plan) get no default.
+            # required fields (status.plan) and optional ones get no default.
             for prop in out["properties"].values():
                 if (
                     prop.get("type") == "object"
                     and "properties" in prop
                     and "default" not in prop
                     and not prop.get("required")
+                    and not prop.get(_OPTIONAL)
                 ):
                     prop["default"] = expanded_default(prop)
+            for prop in out["properties"].values():
+                prop.pop(_OPTIONAL, None)
+        for child in (out.get("items"), out.get("additionalProperties")):
+            if isinstance(child, dict):
+                child.pop(_OPTIONAL, None)
         if model_name in rules:
             out["x-kubernetes-validations"] = rules[model_name]
         return out
@@ -102,7 +150,8 @@ def expanded_default(schema: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, prop in schema.get("properties", {}).items():
         if "default" in prop:
-            out[name] = prop["default"]
+            # A copy: a shared object would be written as a YAML anchor and alias.
+            out[name] = copy.deepcopy(prop["default"])
     return out
 
 
@@ -171,6 +220,10 @@ def build_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
+                            # The pool's name bounds every name derived from it (names.py).
+                            "x-kubernetes-validations": [
+                                rule.to_crd() for rule in VoiceAgentPool.RULES
+                            ],
                             "description": (
                                 "A pool of GPU pods serving full-duplex speech-to-speech voice "
                                 "agents, sized from a session target."
@@ -178,7 +231,11 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # Declared so the name rules can blame metadata.name.
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {"name": {"type": "string"}},
+                                },
                                 "spec": {**spec_schema, "default": expanded_default(spec_schema)},
                                 "status": status_schema,
                             },

@@ -114,6 +114,10 @@ def describe(error: ErrorDetails, prefix: tuple[str, ...] = ()) -> str:
         )
     if kind == "string_pattern_mismatch":
         return f"{invalid} should match '{ctx['pattern']}'"
+    if kind == "too_long":
+        most = ctx.get("max_length")
+        items = "item" if most == 1 else "items"
+        return f"{path}: Too many: {ctx.get('actual_length')}: must have at most {most} {items}"
     if kind in ("string_too_short", "string_too_long"):
         bound = "at least" if kind == "string_too_short" else "at most"
         limit = ctx.get("min_length", ctx.get("max_length"))
@@ -121,15 +125,13 @@ def describe(error: ErrorDetails, prefix: tuple[str, ...] = ()) -> str:
             f"{path}: Invalid value: {given}: {path} in body should be {bound} {limit} chars long"
         )
     if kind == "value_error" and isinstance(ctx.get("error"), RuleViolation):
-        # The message is the CRD rule's message, word for word, blamed on the rule's field.
+        # The message is the CRD rule's message, word for word, blamed on the rule's field;
+        # the API server names the type of the object the rule sits on: always an object.
         violation: RuleViolation = ctx["error"]
-        value = error.get("input")
         for part in (violation.field_path or "").strip(".").split("."):
-            if part and isinstance(value, dict):
-                value = value.get(part)
+            if part:
                 path = f"{path}.{part}" if path else part
-        kind_name = {str: "string", int: "integer", dict: "object"}.get(type(value), "object")
-        return f'{path}: Invalid value: "{kind_name}": {violation.message}'
+        return f'{path}: Invalid value: "object": {violation.message}'
     if kind.endswith("_type") or kind.endswith("_parsing"):
         wanted = kind.removesuffix("_parsing").removesuffix("_type")
         wanted = {"int": "integer", "float": "number", "str": "string", "dict": "object"}.get(

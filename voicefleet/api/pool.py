@@ -14,40 +14,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from voicefleet import catalog, constants
-from voicefleet.api.rules import Rule, RuleViolation
-from voicefleet.naming import camel
+from voicefleet.api.formats import ObjectName
+from voicefleet.api.model import ApiModel, RuledModel
+from voicefleet.api.names import NAME_RULES
+from voicefleet.api.rules import Rule
+from voicefleet.api.template import PodTemplate
 
 Strategy = Literal["on-demand", "spot-first", "spot-only"]
 ModelName = Literal["moshi", "hertz-dev"]
 GPU_AUTO = "auto"
 DEFAULT_GPU = "NVIDIA-H100-80GB-HBM3"
 DEFAULT_IMAGE = "ghcr.io/voicefleet/runtime:0.1.0"
-
-
-class ApiModel(BaseModel):
-    """Base of every API object: camelCase on the wire, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_default=True,
-    )
-    RULES: ClassVar[tuple[Rule[Any], ...]] = ()
-
-    @model_validator(mode="after")
-    def _check_rules(self) -> ApiModel:
-        for rule in self.RULES:
-            if rule.violated(self):
-                raise RuleViolation(rule.message, rule.field_path)
-        return self
-
-    def wire(self) -> dict[str, Any]:
-        """The object as the API server stores it (camelCase, unset optionals left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def _variant_rules() -> tuple[Rule[ModelSpec], ...]:
@@ -289,6 +269,14 @@ class RuntimeSpec(ApiModel):
         max_length=512,
         description="Container image of the voicefleet runtime.",
     )
+    service_account_name: ObjectName | None = Field(
+        default=None,
+        description=(
+            "A ServiceAccount of the pool's namespace to run the pods as (e.g. for workload "
+            "identity to reach weights in a bucket); its token is mounted only then. Without "
+            "it the pods mount no ServiceAccount token."
+        ),
+    )
 
 
 def _context_rules() -> tuple[Rule[VoiceAgentPoolSpec], ...]:
@@ -331,11 +319,14 @@ class VoiceAgentPoolSpec(ApiModel):
     runtime: RuntimeSpec = Field(
         default_factory=RuntimeSpec, description="The model server the pods run."
     )
-    template: dict[str, Any] = Field(
-        default_factory=dict,
+    template: PodTemplate = Field(
+        default_factory=PodTemplate,
         description=(
-            "Pod template overrides (metadata and spec: tolerations, resources, env, ...), "
-            "merged over what the operator builds."
+            "What the pool may change in its pods, merged over what the operator builds: "
+            "labels and annotations, scheduling (nodeSelector, affinity, tolerations, "
+            "topologySpreadConstraints, priorityClassName, runtimeClassName), "
+            "imagePullSecrets, and the runtime container's resources and env. Anything that "
+            "would grant more than creating those pods in this namespace is refused."
         ),
     )
 
@@ -438,10 +429,11 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
 
 
-class VoiceAgentPool(BaseModel):
+class VoiceAgentPool(RuledModel):
     """A whole VoiceAgentPool manifest."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    RULES: ClassVar[tuple[Rule[Any], ...]] = NAME_RULES
     api_version: Literal["voicefleet.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["VoiceAgentPool"]
     metadata: ObjectMeta
