@@ -7,9 +7,10 @@ the next pass sees the result, so every decision here is safe to make again.
 Order of the decisions (each sees the result of the ones before):
 
 1. Pods on an interrupted node start draining (they hold live sessions: never kill them).
-2. Draining pods are deleted once empty, past their deadline, never started, or on a node
-   that is gone; those whose runtime has not acknowledged the drain are told again (drains
-   are level-triggered: a call lost to a crash or a network error is repeated every poll).
+2. Draining pods are deleted once empty (and their runtime acknowledged the drain), past
+   their deadline, never started, or on a node that is gone; those whose runtime has not
+   acknowledged the drain are told again (drains are level-triggered: a call lost to a
+   crash or a network error is repeated every poll).
 3. Failed pods are deleted, and so are unscheduled pods kept off a node whose signal has
    cleared since (their node affinity is immutable: recreated, they may use it again); both
    are replaced in step 5.
@@ -203,7 +204,9 @@ def _finish_drains(pods: list[PodView], inputs: Inputs, actions: Actions) -> Non
             actions.delete.append(Delete(pod, REASON_NODE_GONE))
         elif not pod.running:
             actions.delete.append(Delete(pod, REASON_NOT_STARTED))
-        elif pod.sessions_active == 0:
+        elif pod.sessions_active == 0 and pod.runtime_draining:
+            # Empty, and its runtime refuses new sessions: nobody can be cut. (Empty but not
+            # draining yet, a caller could still arrive between the report and the delete.)
             actions.delete.append(Delete(pod, REASON_EMPTY))
         elif pod.drain_deadline is not None and inputs.now >= pod.drain_deadline:
             actions.delete.append(Delete(pod, REASON_DEADLINE))

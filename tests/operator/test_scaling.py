@@ -65,7 +65,9 @@ def test_unknown_session_counts_are_drained_last() -> None:
 
 
 def test_a_draining_pod_is_deleted_when_empty_or_past_its_deadline_only() -> None:
-    empty = pod("empty", draining=True, sessions_active=0, drain_deadline=NOW + 50)
+    empty = pod(
+        "empty", draining=True, sessions_active=0, drain_deadline=NOW + 50, runtime_draining=True
+    )
     busy = pod("busy", draining=True, sessions_active=3, drain_deadline=NOW + 50)
     late = pod("late", draining=True, sessions_active=3, drain_deadline=NOW - 1)
     silent = pod("silent", draining=True, sessions_active=None, drain_deadline=NOW + 50)
@@ -73,6 +75,11 @@ def test_a_draining_pod_is_deleted_when_empty_or_past_its_deadline_only() -> Non
     actions = decide(inputs([empty, busy, late, silent, *keep], od=4))
     assert sorted(d.pod.name for d in actions.delete) == ["empty", "late"]
     assert not actions.create
+    # Empty, but its runtime has not heard of the drain: told again, not deleted yet.
+    unheard = replace(empty, name="unheard", runtime_draining=False)
+    actions = decide(inputs([unheard, *keep], od=4, reports_fresh=True))
+    assert not actions.delete
+    assert [d.pod.name for d in actions.redrain] == ["unheard"]
 
 
 def test_pending_pods_beyond_the_target_are_deleted_not_drained() -> None:
