@@ -1,6 +1,6 @@
 """Work the operator starts without waiting for it: tasks it must stop at exit, and
-Events, which are best effort (a failed one is logged, never fails a reconcile) and must
-not delay drains and replacements."""
+Events, which are best effort (a failed one is logged, never fails a reconcile), must not
+delay drains and replacements, and are aggregated (``events.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from voicefleet.operator.events import EventRecorder
 from voicefleet.operator.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ class Background:
     """The operator's background tasks, and its Event recorder."""
 
     def __init__(self, kube: Kube) -> None:
-        self.kube = kube
+        self.recorder = EventRecorder(kube)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
@@ -37,7 +38,7 @@ class Background:
 
         async def post() -> None:
             try:
-                await self.kube.event(involved, reason, message, warning=warning)
+                await self.recorder.record(involved, reason, message, warning=warning)
             except KubeError as exc:
                 log.warning("event %s not recorded: %s", reason, exc)
 

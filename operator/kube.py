@@ -11,7 +11,9 @@ one field manager, ``constants.FIELD_MANAGER``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 import ssl
 import time
@@ -34,6 +36,13 @@ REQUEST_TIMEOUT_SECONDS: Final = 10.0
 NAMESPACE_IN_PATH: Final = re.compile(r"/namespaces/([^/]+)/")
 IN_CLUSTER_TOKEN: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 TOKEN_REREAD_SECONDS: Final = 60.0
+# Answers worth asking again at once (client-go retries these too). Time-outs are not retried
+# here: the API server is then not answering at all, and each try waits the full time-out.
+RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+RETRIES: Final = 3
+RETRY_FIRST_SECONDS: Final = 0.1
+# A node reaction must not wait long: a longer Retry-After is cut to this.
+RETRY_AFTER_CAP_SECONDS: Final = 2.0
 
 # kind -> (API path prefix, plural, namespaced)
 KINDS: Final[dict[str, tuple[str, str, bool]]] = {
@@ -88,6 +97,14 @@ def path(kind: str, namespace: str | None = None, name: str | None = None) -> st
     if name is not None:
         out += f"/{quote(name)}"
     return out
+
+
+def _retry_delay(attempt: int, retry_after: str | None) -> float:
+    """Seconds before retry number ``attempt + 1``: the server's Retry-After when it gave
+    one (capped), else a short exponential back-off with jitter."""
+    if retry_after is not None and retry_after.isdigit():
+        return min(float(retry_after), RETRY_AFTER_CAP_SECONDS)
+    return float(RETRY_FIRST_SECONDS * 2**attempt * random.uniform(1.0, 1.5))
 
 
 def now_rfc3339() -> str:
@@ -182,20 +199,16 @@ class Kube:
             url += "?" + urlencode(params)
         data = json.dumps(body) if body is not None else None
         write = method != "GET"
-        started = time.monotonic()
-        try:
-            async with self._client().request(
-                method,
-                url,
-                data=data,
-                headers={"Content-Type": content_type, **self._auth_headers()},
-            ) as response:
-                text = await response.text()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KubeError(0, type(exc).__name__, str(exc) or url_path) from exc
-        finally:
-            metrics.API_SECONDS.labels(method).observe(time.monotonic() - started)
+        headers = {"Content-Type": content_type}
+        for attempt in range(RETRIES + 1):
+            status, text, retry_after = await self._send(method, url, data, headers)
+            if status not in RETRY_STATUSES or attempt == RETRIES:
+                break
+            # Overloaded (429, with its Retry-After) or failing for a moment (5xx): wait a
+            # little and ask again, as client-go does; longer trouble is the caller's (the
+            # pool's ticker retries the whole pass).
+            metrics.API_RETRIES.labels(str(status)).inc()
+            await asyncio.sleep(_retry_delay(attempt, retry_after))
         if write:
             found = NAMESPACE_IN_PATH.search(url_path)
             namespace = found.group(1) if found else ""
@@ -209,6 +222,21 @@ class Kube:
                 pass
             raise KubeError(status, reason, message)
         return json.loads(text) if text else None
+
+    async def _send(
+        self, method: str, url: str, data: str | None, headers: Mapping[str, str]
+    ) -> tuple[int, str, str | None]:
+        """One HTTP exchange: (status, body, Retry-After header)."""
+        started = time.monotonic()
+        try:
+            async with self._client().request(
+                method, url, data=data, headers={**headers, **self._auth_headers()}
+            ) as response:
+                return response.status, await response.text(), response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(0, type(exc).__name__, str(exc) or url) from exc
+        finally:
+            metrics.API_SECONDS.labels(method).observe(time.monotonic() - started)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -342,37 +370,3 @@ class Kube:
                 return False
             raise
         return True
-
-    async def event(
-        self,
-        involved: Mapping[str, Any],
-        reason: str,
-        message: str,
-        *,
-        warning: bool = False,
-    ) -> None:
-        """A core/v1 Event about ``involved`` (a body with apiVersion, kind, metadata)."""
-        meta = involved["metadata"]
-        stamp = now_rfc3339()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion", "v1"),
-                "kind": involved.get("kind", ""),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid", ""),
-            },
-            "reason": reason,
-            "message": message[:1000],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": constants.OPERATOR_NAME},
-            "reportingComponent": constants.OPERATOR_NAME,
-            "reportingInstance": constants.OPERATOR_NAME,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        await self.request("POST", path("Event", meta["namespace"]), body=body, kind="Event")

@@ -62,6 +62,9 @@ API_WRITES = Counter(
     "Write calls to the Kubernetes API made by the reconcile (not kopf's own).",
     ["verb", "kind", "namespace"],
 )
+API_RETRIES = Counter(
+    f"{P}api_retries_total", "Kubernetes API calls asked again after a 429 or 5xx.", ["status"]
+)
 API_SECONDS = Histogram(
     f"{P}api_request_duration_seconds",
     "Kubernetes API calls.",
