@@ -161,7 +161,7 @@ def planned(target: int) -> PlanStatus:
     return plan(VoiceAgentPoolSpec.model_validate(pool_spec(target)))
 
 
-def pool_spec(target: int) -> dict[str, Any]:
+def pool_spec(target: int, drain_seconds: int = Settings.drain_seconds) -> dict[str, Any]:
     return {
         "sessions": {"target": target},
         "gpu": {"product": nodes.DEFAULT_GPU_PRODUCT},
@@ -169,7 +169,7 @@ def pool_spec(target: int) -> dict[str, Any]:
             "strategy": constants.STRATEGY_SPOT_FIRST,
             "onDemandBase": 1,
             "spotPercentage": 80,
-            "interruption": {"drainSeconds": Settings.drain_seconds},
+            "interruption": {"drainSeconds": drain_seconds},
         },
     }
 
@@ -216,7 +216,11 @@ class Chaos:
         self.kubelet = Kubelet(cluster.api, NAMESPACE)
         self.supervisor: Supervisor | None = None
         self.kills: list[Kill] = []
-        self.interrupted: list[str] = []  # spot nodes signalled, until they recover
+        # What the run changed in the cluster, until it puts it back.
+        self.interrupted: list[str] = []  # spot nodes signalled
+        self.not_ready: list[str] = []  # nodes made NotReady
+        self.added: list[str] = []  # nodes added
+        self.cleanup_problems: list[str] = []
 
     # --- the run -------------------------------------------------------------------------
 
@@ -236,7 +240,7 @@ class Chaos:
             self._namespace()
             self.monitor.listeners.append(self.kubelet.follow)
             self.monitor.start()
-            self._apply(POOL, pool_spec(self.target))
+            self._apply(POOL, pool_spec(self.target, self.settings.drain_seconds))
             self._must_settle(self.target, "the pool's first pods")
             for name in self.settings.scenarios:
                 self.log(f"chaos: {name}")
@@ -257,7 +261,11 @@ class Chaos:
             wall_seconds=time.monotonic() - started,
             load=(load, os.getloadavg()[0]),
             settings=self.settings,
-            problems=[*self.kubelet.problems, *(supervisor.problems if supervisor else [])],
+            problems=[
+                *self.kubelet.problems,
+                *(supervisor.problems if supervisor else []),
+                *self.cleanup_problems,
+            ],
             tracebacks=replicas.tracebacks() if replicas else [],
         )
 
@@ -268,9 +276,9 @@ class Chaos:
         node, count = Counter(p.node for p in pods).most_common(1)[0]
         assert node is not None
         window = self.monitor.open(POOL, self._per_pod(), self._steady(self.target))
-        harness.set_node_ready(self.core, node, False)
+        self._not_ready([node], ready=False)
         time.sleep(self.settings.blip_seconds)
-        harness.set_node_ready(self.core, node, True)
+        self._not_ready([node], ready=True)
         failures = self._nothing_happened(pods, [node])
         return self._row(
             "one node NotReady 5 s",
@@ -284,15 +292,13 @@ class Chaos:
         names = sorted(n.metadata.name for n in self.core.list_node().items)
         window = self.monitor.open(POOL, self._per_pod(), self._steady(self.target))
         started = time.monotonic()
-        for name in names:
-            harness.set_node_ready(self.core, name, False)
+        self._not_ready(names, ready=False)
         said = None
         while time.monotonic() - started < self.settings.all_not_ready_seconds:
             if said is None and self._degraded_for_nodes():
                 said = time.monotonic() - started
             time.sleep(0.5)
-        for name in names:
-            harness.set_node_ready(self.core, name, True)
+        self._not_ready(names, ready=True)
         failures = self._nothing_happened(pods, names)
         if said is None:
             failures.append("the pool never said Degraded/NodesNotReady")
@@ -366,6 +372,7 @@ class Chaos:
             if self._settle(new) is None:
                 failures.append(f"kill {i + 1}: not settled at {new} sessions")
             self.target = new
+        harness.wait_for(supervisor.all_running, 90, "every replica to run")
         slowest = max((k.leader_back_seconds or 0.0) for k in self.kills)
         codes = Counter(r.exit_code for r in supervisor.restarts[before:])
         if any(k.leader_back_seconds is None for k in self.kills):
@@ -407,8 +414,17 @@ class Chaos:
         with concurrent.futures.ThreadPoolExecutor(len(hit)) as pool:
             list(pool.map(self.core.patch_node, hit, signals))
         signalled = time.monotonic() - started
-        # Back at the target: replacements on the spared spot nodes, and on-demand stand-ins
-        # for the rest once the spot fallback has passed.
+        # First the reaction: every pod on those nodes marked draining (or deleted).
+        leaving = {p.uid for p in pods if p.node in hit}
+        reacted = poll(
+            lambda: all(
+                u in self.monitor.drain_marked or u in self.monitor.terminating for u in leaving
+            ),
+            30,
+            0.05,
+        )
+        # Then back at the target: replacements on the spared spot nodes, and on-demand
+        # stand-ins for the rest once the spot fallback has passed.
         restored = poll(
             lambda: self._capacity() >= self.target and not self._draining(),
             self.settings.spot_fallback_seconds + 60,
@@ -430,7 +446,7 @@ class Chaos:
             f"replacements ran; on-demand stand-ins after the {fallback} s spot fallback; "
             f"back at {self.target} after {_seconds(back)}"
         )
-        failures = []
+        failures = [] if reacted else [f"the pods on {len(hit)} signalled nodes were not drained"]
         fallback_bound = self.settings.spot_fallback_seconds + 15
         if window.below_target_seconds > fallback_bound:
             failures.append(
@@ -755,7 +771,20 @@ class Chaos:
         return self.supervisor
 
     def _namespace(self) -> None:
-        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        """The run's namespace, new (an earlier run's may still be terminating)."""
+
+        def created() -> bool:
+            try:
+                self.core.create_namespace(
+                    client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
+                )
+            except client.ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+            return True
+
+        harness.wait_for(created, 120, f"namespace {NAMESPACE} to be made afresh")
         harness.wait_for(
             lambda: (
                 self.core.list_namespaced_service_account(
@@ -779,6 +808,15 @@ class Chaos:
             {"spec": {"sessions": {"target": target}}},
         )
 
+    def _not_ready(self, names: Sequence[str], *, ready: bool) -> None:
+        """NotReady (or Ready again) as a kubelet reports it, node by node."""
+        for name in names:
+            if not ready:
+                self.not_ready.append(name)
+            harness.set_node_ready(self.core, name, ready)
+            if ready:
+                self.not_ready.remove(name)
+
     def _add_nodes(self, group: nodes.NodeGroup) -> list[str]:
         """``group``'s nodes, each with a /24 of the pod network no node uses; once Ready."""
         existing = self.core.list_node().items
@@ -790,31 +828,56 @@ class Chaos:
             fake = nodes.FakeNode(f"{group.prefix}-{i}", group, str(next(free)))
             self.core.create_node(nodes.node_manifest(fake))
             made.append(fake.name)
+            self.added.append(fake.name)
         harness.wait_for(lambda: self._nodes_clear(made), 60, "the added nodes to be Ready")
         return made
 
     def _remove_nodes(self, names: Sequence[str]) -> None:
-        for name in names:
+        for name in list(names):
             self.core.delete_node(name)
+            self.added.remove(name)
 
     def _teardown(self, replicas: harness.Replicas | None) -> None:
-        try:
-            self.objects.delete_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL, POOL
-            )
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-        if self.supervisor is not None:
-            self.supervisor.stop()
-        elif replicas is not None:
-            replicas.stop()
-        self.monitor.stop()
-        self.kubelet.stop()
-        for name in self.interrupted:
-            fleet.clear_node(self.cluster, name)
-        self.core.delete_namespace(NAMESPACE)
-        fleet.uninstall_chart(self.cluster)
+        """Leave the cluster as the run found it, every step tried whatever failed before
+        (a failure is one of the run's problems)."""
+
+        def delete_pool() -> None:
+            try:
+                self.objects.delete_namespaced_custom_object(
+                    constants.GROUP, constants.VERSION, NAMESPACE, constants.PLURAL, POOL
+                )
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        def stop_operators() -> None:
+            if self.supervisor is not None:
+                self.supervisor.stop()
+            elif replicas is not None:
+                replicas.stop()
+
+        def restore_nodes() -> None:
+            for name in self.not_ready:
+                harness.set_node_ready(self.core, name, True)
+            for name in self.interrupted:
+                fleet.clear_node(self.cluster, name)
+            self._remove_nodes(self.added)
+
+        steps: list[Callable[[], object]] = [
+            delete_pool,
+            stop_operators,
+            self.monitor.stop,
+            self.kubelet.stop,
+            restore_nodes,
+            lambda: self.core.delete_namespace(NAMESPACE),
+            lambda: fleet.uninstall_chart(self.cluster),
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # every step is tried; the first failure is reported
+                self.cleanup_problems.append(f"cleaning up: {exc!r}")
+                self.log(self.cleanup_problems[-1])
 
 
 @contextmanager

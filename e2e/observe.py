@@ -109,6 +109,7 @@ class Watch:
         self.synced = threading.Event()
         self.breaks = 0
         self._stop = threading.Event()
+        self._response: Any = None  # the watch being read, closed to stop at once
         self._thread = threading.Thread(target=self._run, name=f"watch {name}", daemon=True)
 
     def start(self) -> None:
@@ -116,7 +117,10 @@ class Watch:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=READ_TIMEOUT_SECONDS + 5)
+        response = self._response
+        if response is not None:
+            response.close()  # the read in progress ends now, not at the watch's timeout
+        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -160,6 +164,7 @@ class Watch:
                 _preload_content=False,
                 _request_timeout=(5, READ_TIMEOUT_SECONDS),
             )
+            self._response = response
             try:
                 for line in iter_resp_lines(response):
                     if not line.strip():
