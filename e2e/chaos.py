@@ -93,9 +93,9 @@ class Settings:
     # stand-ins of a mass interruption wait two minutes): the one value the run sets.
     spot_fallback_seconds: int = 10
     drain_seconds: int = 30
-    # Every third kill restarts the replica only after its lease ran out, so the standby
+    # Every fourth kill restarts the replica only after its lease ran out, so the standby
     # takes over; the others restart at once and take their own lease back.
-    late_restart_every: int = 3
+    late_restart_every: int = 4
     late_restart_seconds: float = 20.0
     settle_seconds: float = 90.0
     delete_limit_seconds: float = 10.0
