@@ -321,12 +321,14 @@ class Chaos:
         with _stopped(self.apiserver.pid):
             time.sleep(self.settings.outage_seconds)
         resumed = time.time()
+        # The first renewal after the outage (each stays the Lease's record for a retry
+        # period, 2 s, and this polls every 0.1 s from the moment the API answers).
+        back = supervisor.renewed_after(resumed, LEADER_BACK_SECONDS)
         harness.wait_for(self._api_answers, 60, "the API server to answer again")
         self.monitor.set_limits(window, self._changing(self.target, new))
         changed = time.monotonic()
         self._set_target(new)
         settled = self._settle(new)
-        back = supervisor.renewed_after(resumed, LEADER_BACK_SECONDS)
         failures = [] if settled is not None else [f"not settled at {new} sessions"]
         if back is None:
             failures.append("no replica renewed the lease after the outage")
