@@ -79,8 +79,9 @@ class Cluster:
         return run([self.helm, f"--kubeconfig={self.kubeconfig}", *args], timeout=300)
 
 
-def install_chart(cluster: Cluster) -> str:
-    """``helm install`` the chart (CRDs, RBAC, operator Deployment); returns NOTES.txt."""
+def install_chart(cluster: Cluster, values: Sequence[str] = ()) -> str:
+    """``helm install`` the chart (CRDs, RBAC, operator Deployment); returns NOTES.txt.
+    ``values``: ``--set`` settings (``key=value``)."""
     return cluster.helm_run(
         "upgrade",
         "--install",
@@ -89,6 +90,7 @@ def install_chart(cluster: Cluster) -> str:
         f"--namespace={OPERATOR_NAMESPACE}",
         "--create-namespace",
         "--wait=false",
+        *(f"--set={v}" for v in values),
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from voicefleet.operator.events import EventRecorder
@@ -22,11 +22,11 @@ class Background:
         self.recorder = EventRecorder(kube)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        async def wrapped() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(wrapped())
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # The coroutine is the task's own, not awaited inside a wrapper: a task cancelled
+        # before it ran then closes it, where a wrapper left it "never awaited" (a
+        # RuntimeWarning in the log each time a NotReady recheck was rescheduled).
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

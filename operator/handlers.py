@@ -7,7 +7,8 @@ ticker, which retries every interval; the fleet logs it once per change, not per
 - pool events: keep the latest body, and tick the pool (poll the runtimes and reconcile:
   drain progress, readiness, spot fallback) with a :class:`Ticker` of our own, not a
   ``kopf.timer``: no handler here needs kopf's finalizer, so pools carry none and delete at
-  once, with or without the operator;
+  once, with or without the operator; a deleted pool's pods are deleted at once too (the
+  garbage collector would, later);
 - owned pod events: reconcile that pool soon (coalesced);
 - node events: the interruption watcher.
 """
@@ -120,6 +121,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         if type == "DELETED":
             ticker.stop(key)
             fleet.forget(namespace or "", name)
+            fleet.background.spawn(fleet.remove_pods(body))
         elif body.get("metadata", {}).get("deletionTimestamp"):
             ticker.stop(key)  # another finalizer holds it; nothing left to keep up
         else:

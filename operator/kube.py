@@ -359,14 +359,24 @@ class Kube:
         return result
 
     async def delete(
-        self, kind: str, namespace: str | None, name: str, *, grace_seconds: int | None = None
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        grace_seconds: int | None = None,
+        uid: str | None = None,
     ) -> bool:
-        """Delete; False when it was already gone."""
+        """Delete; False when it was already gone. With ``uid``, only that very object: one
+        made since under the same name is left alone (also False)."""
         params = {} if grace_seconds is None else {"gracePeriodSeconds": str(grace_seconds)}
+        body = None if uid is None else {"preconditions": {"uid": uid}}
         try:
-            await self.request("DELETE", path(kind, namespace, name), params=params, kind=kind)
+            await self.request(
+                "DELETE", path(kind, namespace, name), params=params, body=body, kind=kind
+            )
         except KubeError as exc:
-            if exc.not_found:
+            if exc.not_found or (uid is not None and exc.conflict):
                 return False
             raise
         return True

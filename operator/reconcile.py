@@ -280,6 +280,36 @@ class Fleet:
             del self._pod_digests[pod_key]
         metrics.POOLS.set(len(self.pools))
 
+    async def remove_pods(self, body: Mapping[str, Any]) -> None:
+        """Delete the pods of a pool that was just deleted, at once. The garbage collector
+        would, but behind the controller manager's client rate limit (20 requests/s by
+        default, about three per pod): 50 pools deleted together kept their pods waiting
+        up to 12 s. Only pods owned by that pool's UID, each by its own UID: a pool made
+        again under the same name gets the same pod names."""
+        pool = builders.PoolRef.from_body(dict(body))
+        try:
+            listed = await self.kube.list(
+                "Pod", pool.namespace, labels=f"{constants.LABEL_POOL}={pool.name}"
+            )
+            owned = [
+                p
+                for p in listed
+                if builders.owned_by(p, pool) and not p["metadata"].get("deletionTimestamp")
+            ]
+            done = await asyncio.gather(
+                *(
+                    self.kube.delete(
+                        "Pod", pool.namespace, p["metadata"]["name"], uid=p["metadata"]["uid"]
+                    )
+                    for p in owned
+                )
+            )
+        except KubeError as exc:
+            # The garbage collector still deletes them; nothing waits on this.
+            log.warning("%s: deleting the pods of the deleted pool failed: %s", pool.key, exc)
+            return
+        metrics.POD_DELETES.labels(scaling.REASON_POOL_DELETED).inc(sum(done))
+
     async def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A Node changed: if it newly shows an interruption signal (or is gone), react in
         every pool with pods there, at once."""

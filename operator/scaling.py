@@ -43,6 +43,7 @@ REASON_NOT_STARTED: Final = "not started"
 REASON_NODE_GONE: Final = "node gone"
 REASON_FAILED: Final = "failed"
 REASON_PLACEMENT: Final = "kept off a node that recovered"
+REASON_POOL_DELETED: Final = "pool deleted"
 
 
 def parse_time(text: str | None) -> float | None:

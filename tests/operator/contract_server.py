@@ -6,6 +6,10 @@ session counts) without opening real conversations: ``GET /v1/status`` and
 models), plus ``POST /test/active?n=N`` to set the active count, and ``GET /test/drains``
 listing the drain calls received (with whether their token was right).
 
+In process, :func:`build_app` takes a :class:`Record` to keep what the runtime saw (the
+chaos run's stand-ins read it directly), and ``callers_leave_on_drain`` makes the live
+sessions hang up at an authorized drain, as callers told to reconnect elsewhere do.
+
 Run: ``python -m tests.operator.contract_server --host IP --port 8998 --token T --active N``
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -29,14 +34,39 @@ from voicefleet.api.runtime import (
 )
 
 
-def build_app(token: str, active: int, capacity: int) -> web.Application:
-    state: dict[str, Any] = {"active": active, "draining": False, "drains": []}
+@dataclass
+class Record:
+    """What one runtime holds and saw: live sessions, its drain state, each drain call (with
+    whether its token was right) and how many status polls it answered."""
+
+    active: int = 0
+    draining: bool = False
+    drains: list[dict[str, Any]] = field(default_factory=list)
+    status_calls: int = 0
+
+    @property
+    def acknowledged(self) -> bool:
+        """True once an authorized drain call was answered."""
+        return any(d["authorized"] for d in self.drains)
+
+
+def build_app(
+    token: str,
+    active: int,
+    capacity: int,
+    *,
+    record: Record | None = None,
+    callers_leave_on_drain: bool = False,
+) -> web.Application:
+    state = record if record is not None else Record()
+    state.active = active
 
     async def status(_request: web.Request) -> web.Response:
+        state.status_calls += 1
         body = RuntimeStatus(
-            sessions=SessionCounts(active=state["active"], capacity=capacity),
-            draining=state["draining"],
-            ready=not state["draining"],
+            sessions=SessionCounts(active=state.active, capacity=capacity),
+            draining=state.draining,
+            ready=not state.draining,
             frame_ms=FrameMs(p50=20.0, p95=25.0),
             late_frames=0,
             model=ModelInfo(
@@ -55,21 +85,23 @@ def build_app(token: str, active: int, capacity: int) -> web.Application:
     async def drain(request: web.Request) -> web.Response:
         authorized = request.headers.get("Authorization") == f"Bearer {token}"
         payload = DrainRequest.model_validate(await request.json())
-        state["drains"].append({"authorized": authorized, **payload.wire()})
+        state.drains.append({"authorized": authorized, **payload.wire()})
         if not authorized:
             return web.json_response({"error": "bad token"}, status=401)
-        state["draining"] = True
+        state.draining = True
         reply = DrainResponse(
-            draining=True, deadline_seconds=payload.deadline_seconds, active=state["active"]
+            draining=True, deadline_seconds=payload.deadline_seconds, active=state.active
         )
+        if callers_leave_on_drain:
+            state.active = 0
         return web.json_response(reply.wire())
 
     async def set_active(request: web.Request) -> web.Response:
-        state["active"] = int(request.query["n"])
-        return web.json_response({"active": state["active"]})
+        state.active = int(request.query["n"])
+        return web.json_response({"active": state.active})
 
     async def drains(_request: web.Request) -> web.Response:
-        return web.json_response(state["drains"])
+        return web.json_response(state.drains)
 
     async def ok(_request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.polling import poll
 from voicefleet import constants
 from voicefleet.operator import rbac
 from voicefleet.sandbox import binaries
+from voicefleet.sandbox.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "voicefleet"
 OPERATOR_NAMESPACE = "voicefleet-system"
@@ -75,6 +77,32 @@ def is_ready(pod: client.V1Pod) -> bool:
 
 def draining(pod: client.V1Pod) -> bool:
     return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_node_ready(core: client.CoreV1Api, node: str, ready: bool) -> None:
+    """The node's Ready condition, as a kubelet (or the node lifecycle controller) posts
+    it; the controller then adds or removes its not-ready taints by itself. A NotReady node
+    is taken out of kwok's hands first (kwok would post Ready again within a second, as a
+    live kubelet would), and handed back once Ready."""
+    if not ready:
+        core.patch_node(node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: None}}})
+    status = "True" if ready else "False"
+    condition = {
+        "type": "Ready",
+        "status": status,
+        "reason": "KubeletReady" if ready else "TestNotReady",
+        "lastTransitionTime": _now(),
+        "lastHeartbeatTime": _now(),
+    }
+    core.patch_node_status(node, {"status": {"conditions": [condition]}})
+    if ready:
+        core.patch_node(
+            node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE}}}
+        )
 
 
 def pool_token(kube_api: client.ApiClient, namespace: str, pool: str) -> str:

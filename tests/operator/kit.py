@@ -9,7 +9,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -23,16 +22,15 @@ from tests.fixtures.sandbox import (
     PodProcesses,
     wait_until,
 )
-from tests.operator.harness import draining, get_pool, is_ready, pool_pods
+from tests.operator.harness import draining, get_pool, is_ready, pool_pods, set_node_ready
 from voicefleet import constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.cli.crd import crd_filename
 from voicefleet.operator.planner import plan
-from voicefleet.sandbox.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
 
-# The pool and pod readers are shared with the e2e suite and the benchmark (harness.py);
-# re-exported so the tests say kit.pool_pods(...).
-__all__ = ["draining", "get_pool", "is_ready", "pool_pods"]
+# The pool, pod and node helpers are shared with the e2e suite and the benchmark
+# (harness.py); re-exported so the tests say kit.pool_pods(...).
+__all__ = ["draining", "get_pool", "is_ready", "pool_pods", "set_node_ready"]
 
 GROUP_VERSION = (constants.GROUP, constants.VERSION)
 
@@ -143,32 +141,6 @@ def elapsed_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> 
 def events(kube_api: client.ApiClient, namespace: str, reason: str) -> list[client.CoreV1Event]:
     core = client.CoreV1Api(kube_api)
     return [e for e in core.list_namespaced_event(namespace).items if e.reason == reason]
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_node_ready(core: client.CoreV1Api, node: str, ready: bool) -> None:
-    """The node's Ready condition, as a kubelet (or the node lifecycle controller) posts
-    it; the controller then adds or removes its not-ready taints by itself. A NotReady node
-    is taken out of kwok's hands first (kwok would post Ready again within a second, as a
-    live kubelet would), and handed back once Ready."""
-    if not ready:
-        core.patch_node(node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: None}}})
-    status = "True" if ready else "False"
-    condition = {
-        "type": "Ready",
-        "status": status,
-        "reason": "KubeletReady" if ready else "TestNotReady",
-        "lastTransitionTime": _now(),
-        "lastHeartbeatTime": _now(),
-    }
-    core.patch_node_status(node, {"status": {"conditions": [condition]}})
-    if ready:
-        core.patch_node(
-            node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE}}}
-        )
 
 
 @contextmanager

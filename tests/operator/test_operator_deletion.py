@@ -1,15 +1,18 @@
 """Pool deletion: no finalizer, so a pool is gone within seconds with or without the
-operator, and pools that an older operator left with its finalizer are released when this
-one starts (kopf removes a finalizer that no handler needs any more)."""
+operator; its pods go within seconds too, without waiting for the garbage collector; and
+pools that an older operator left with its finalizer are released when this one starts
+(kopf removes a finalizer that no handler needs any more)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
 from kubernetes import client
 
-from tests.fixtures.sandbox import Apply, wait_until
+from tests.fixtures.sandbox import Apply, Cluster, wait_until
 from tests.operator import kit
 from tests.operator.conftest import Operator
 from voicefleet import constants
@@ -60,6 +63,38 @@ def test_a_pool_carries_no_finalizer_and_is_gone_within_seconds(
         lambda: live_operator.metric(f"{constants.OPERATOR_METRIC_PREFIX}pools")[""] == pools - 1,
         what="the operator to forget the pool",
     )
+
+
+def test_a_deleted_pools_pods_are_deleted_at_once_without_the_garbage_collector(
+    live_operator: Operator,
+    sandbox: Cluster,
+    kube_api: client.ApiClient,
+    apply: Apply,
+    namespace: str,
+) -> None:
+    """The chaos run deleted 50 pools at once: the last pools' pods waited up to 12 s for
+    the garbage collector, which works behind the controller manager's client rate limit
+    (20 requests/s by default, three per pod). With the controller manager frozen, the
+    operator alone deletes them."""
+    if sandbox.sandbox is None:
+        pytest.skip("needs the sandbox's own controller manager")
+    (manager,) = [p for p in sandbox.sandbox.processes if p.name == "kube-controller-manager"]
+    spec = {"sessions": {"target": 80}}
+    kit.make_pool(apply, "swept", **spec)
+    pods = kit.wait_running(kube_api, namespace, "swept", kit.planned(**spec).replicas)
+    core = client.CoreV1Api(kube_api)
+
+    def terminating() -> bool:
+        left = core.list_namespaced_pod(namespace, label_selector=f"{constants.LABEL_POOL}=swept")
+        return all(p.metadata.deletion_timestamp is not None for p in left.items)
+
+    os.kill(manager.pid, signal.SIGSTOP)
+    try:
+        _delete(kube_api, namespace, "swept")
+        took = kit.elapsed_until(terminating, DELETE_SECONDS)
+    finally:
+        os.kill(manager.pid, signal.SIGCONT)
+    assert took < DELETE_SECONDS, f"{len(pods)} pods"
 
 
 def test_with_the_operator_stopped_a_pool_is_still_gone_within_seconds(
