@@ -159,6 +159,9 @@ class Session(ABC):
             return True
         self.drop_input(DROP_RATE)
         if self.budget.flooding:
+            # Reading on would cost the flood's CPU for as long as the close takes; paused,
+            # TCP pushes back on the caller instead.
+            self.transport.pause_reading()
             self.end(
                 CLOSE_POLICY,
                 "input faster than real time",
@@ -225,6 +228,7 @@ class Session(ABC):
             )
         elif self.lag.behind(now) > config.max_client_lag_seconds:
             log.info("session %s: reads more than %g s behind", self.id, self.lag.behind(now))
+            self.transport.pause_reading()  # its audio would go nowhere now
             self.end(CLOSE_POLICY, "too slow", END_TOO_SLOW)
         elif (payload := self.lag.due(now)) is not None:
             self._send_ping(payload)

@@ -4,8 +4,9 @@ errors as 0x05; the handshake goes first; unknown kinds are ignored.
 
 Incoming audio is handed to the codec workers without waiting: a session has at most
 ``MAX_DECODE_BACKLOG_MESSAGES`` (and ``_BYTES``) decodes in flight, each charged to the input
-budget before it is sent (by its size) and after (by the audio it held). Results of one
-session come back in order, so its audio stays in order."""
+budget before it is sent (by the audio its Ogg/Opus headers announce, ``oggopus.py``) and
+after (by any audio it held beyond that). Results of one session come back in order, so its
+audio stays in order."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from voicefleet.runtime.limits import (
     MESSAGE_COST_SECONDS,
     OPUS_MAX_BYTES_PER_SECOND,
 )
+from voicefleet.runtime.oggopus import ogg_opus_seconds
 from voicefleet.runtime.protocol import Control, Kind, Sampling
 from voicefleet.runtime.session import (
     CLOSE_UNSUPPORTED,
@@ -94,9 +96,12 @@ class MoshiSession(Session):
     def _decode(self, ogg: bytes) -> None:
         if not ogg:
             return
-        # Opus carries at most 510 kbit/s: n bytes are at least this much audio.
-        floor = len(ogg) / OPUS_MAX_BYTES_PER_SECOND
-        if not self.admit(floor):
+        # Charged before any decoding: the audio its headers announce, and at least what its
+        # size must hold (Opus carries at most 510 kbit/s), for a page split over messages.
+        announced = ogg_opus_seconds(ogg) or 0.0
+        seconds = max(announced, len(ogg) / OPUS_MAX_BYTES_PER_SECOND)
+        # The receive loop has charged the message's minimum cost already.
+        if not self.admit(max(0.0, seconds - MESSAGE_COST_SECONDS)):
             return
         if (
             self._decoding >= MAX_DECODE_BACKLOG_MESSAGES
@@ -107,8 +112,7 @@ class MoshiSession(Session):
         self._decoding += 1
         self._decoding_bytes += len(ogg)
         decoding = self.hub.codec.decode(self.id, ogg)
-        # Paid so far: the message's cost (charged by the receive loop) and the floor.
-        paid = MESSAGE_COST_SECONDS + floor
+        paid = max(MESSAGE_COST_SECONDS, seconds)
         decoding.add_done_callback(functools.partial(self._decoded, len(ogg), paid))
 
     def _decoded(self, size: int, paid: float, decoding: asyncio.Future[Pcm]) -> None:
