@@ -4,9 +4,12 @@ own so the attacker's work on this machine does not stall the observer's reading
 
 For each attack the table gives: the observer's longest gap between two audio frames and how
 many gaps exceeded 160 ms (two frames), the steps the server finished late meanwhile (every
-step carries the observer's frame), and whether the attack was contained: the offending
-connection closed or refused with the reason the server counted, its slot free, and how long
-that took. The attacks themselves are in tests/runtime/attacks.py (the fast tests run a subset).
+step carries the observer's frame), whether the attack was contained (the offending
+connection closed or refused with the reason the server counted, its slot free) and how long
+that took, and the CPU the runtime and its codec workers spent during the attack (the
+attack's own cost, whatever else runs on the machine). The load average is printed per row:
+gaps measured on a busy machine are the machine's as much as the attack's. The attacks
+themselves are in tests/runtime/attacks.py (the fast tests run a subset).
 
 Usage: ``python -m bench.hostile_clients [--out results.json] [--only NAME ...]``
 """
@@ -115,7 +118,21 @@ class Row:
     how: str
     seconds: float | None
     load: float
+    server_cpu_ms: float
     observer_errors: list[str]
+
+
+def cpu_seconds(server: RuntimeServer) -> float:
+    """CPU time the runtime and its codec workers have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in (server.process.pid, *server.codec_worker_pids()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone (a killed worker, the server after SIGTERM)
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
 
 
 def late_steps(server: RuntimeServer) -> int | None:
@@ -130,12 +147,14 @@ def late_steps(server: RuntimeServer) -> int | None:
 async def run_one(server: RuntimeServer, name: str, attack: Attack) -> Row:
     observer = await asyncio.to_thread(Observer, chat(server))
     late_before = late_steps(server)
+    cpu_before = cpu_seconds(server)
     started = time.monotonic()
     try:
         outcome = await attack(server, observer.session_id)
     except Exception as exc:  # a broken attack is a row that says so, not a lost table
         outcome = Outcome(False, f"attack failed: {exc!r}")
     ended = time.monotonic()
+    cpu = cpu_seconds(server) - cpu_before
     await asyncio.sleep(AFTER_SECONDS)
     late_after = late_steps(server)
     arrivals, errors = await asyncio.to_thread(observer.stop)
@@ -150,6 +169,7 @@ async def run_one(server: RuntimeServer, name: str, attack: Attack) -> Row:
         how=outcome.how,
         seconds=None if outcome.seconds is None else round(outcome.seconds, 2),
         load=round(os.getloadavg()[0], 2),
+        server_cpu_ms=round(cpu * 1000),
         observer_errors=errors,
     )
 
@@ -192,7 +212,7 @@ async def run(server: RuntimeServer, only: list[str]) -> list[Row]:
 
 HEADER = (
     f"{'attack':<28} {'max gap ms':>10} {'>' + str(int(GAP_MS)) + ' ms':>7} "
-    f"{'late':>5}  {'contained':<9} {'s':>6}  {'load':>5}  how"
+    f"{'late':>5}  {'contained':<9} {'s':>6}  {'cpu ms':>6}  {'load':>5}  how"
 )
 
 
@@ -202,7 +222,7 @@ def format_row(row: Row) -> str:
     contained = "yes" if row.contained else "NO"
     return (
         f"{row.attack:<28} {row.max_gap_ms:>10.0f} {row.gaps_over:>7} {late:>5}  "
-        f"{contained:<9} {seconds:>6}  {row.load:>5.2f}  {row.how}"
+        f"{contained:<9} {seconds:>6}  {row.server_cpu_ms:>6.0f}  {row.load:>5.2f}  {row.how}"
     )
 
 

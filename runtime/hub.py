@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 REFUSED_FULL = "full"
 REFUSED_DRAINING = "draining"
 REFUSED_LOADING = "loading"
+REFUSED_FAILED = "failed"
 # Seconds a refused caller is asked to wait: a slot frees up as soon as any call ends, and a
 # load balancer should try another pod right away anyway.
 RETRY_AFTER_SECONDS = 1
@@ -139,7 +140,8 @@ class Hub:
 
     def ready(self) -> bool:
         return (
-            self.loaded
+            self.failure is None
+            and self.loaded
             and not self.drain.draining
             and self.engine is not None
             and self.engine.free_slots > 0
@@ -147,7 +149,9 @@ class Hub:
 
     def claim(self, text_temperature: float | None) -> SlotHandle | Refusal:
         """A slot for a new caller, or why not (answered before the WebSocket upgrade)."""
-        if self.drain.draining:
+        if self.failure is not None:
+            refusal = Refusal(REFUSED_FAILED, "this server has failed; connect to another")
+        elif self.drain.draining:
             refusal = Refusal(REFUSED_DRAINING, "this server is draining; connect to another")
         elif self.engine is None or not self.loaded:
             refusal = Refusal(REFUSED_LOADING, "the model is still loading")

@@ -77,6 +77,10 @@ INPUT_FLOOD_SECONDS = 10.0
 # so a real caller has one or two in flight; more means a burst the budget let through.
 MAX_DECODE_BACKLOG_MESSAGES = 32
 MAX_DECODE_BACKLOG_BYTES = 64 * 1024
+# Client messages one session handles before other tasks get a turn (about 1 ms of work):
+# a burst of thousands queued in aiohttp would otherwise hold the event loop, and with it
+# every other caller's audio, until it was all read.
+MESSAGES_PER_TURN = 32
 
 # --- stopping ----------------------------------------------------------------------------
 # After the sessions are gone, how long aiohttp may take to close what is left (its own

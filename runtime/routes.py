@@ -27,7 +27,15 @@ from pydantic import ValidationError
 from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse
 from voicefleet.runtime.drain import API
-from voicefleet.runtime.hub import RETRY_AFTER_SECONDS, Hub, Refusal
+from voicefleet.runtime.hub import (
+    REFUSED_DRAINING,
+    REFUSED_FAILED,
+    REFUSED_FULL,
+    REFUSED_LOADING,
+    RETRY_AFTER_SECONDS,
+    Hub,
+    Refusal,
+)
 from voicefleet.runtime.limits import (
     BODY_TIMEOUT_SECONDS,
     CLOSE_TIMEOUT_SECONDS,
@@ -149,12 +157,14 @@ async def readyz(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     if hub.ready():
         return _json({"ready": True})
-    if not hub.loaded:
-        why = "loading"
+    if hub.failure is not None:
+        why = REFUSED_FAILED
+    elif not hub.loaded:
+        why = REFUSED_LOADING
     elif hub.drain.draining:
-        why = "draining"
+        why = REFUSED_DRAINING
     else:
-        why = "full"
+        why = REFUSED_FULL
     return _json({"ready": False, "reason": why}, status=503)
 
 

@@ -146,21 +146,15 @@ def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
+    def settle(setter: Callable[[Any], None], value: object) -> None:
+        if not future.done():
+            setter(value)
 
     def run() -> None:
         try:
-            result = work()
+            outcome: tuple[Callable[[Any], None], object] = (future.set_result, work())
         except BaseException as exc:  # handed to the awaiting coroutine
-            outcome: tuple[T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
+            outcome = (future.set_exception, exc)
         # The loop is closed if the process stopped before the work ended.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, *outcome)

@@ -33,7 +33,11 @@ from voicefleet.api.runtime import SessionLimitNotice
 from voicefleet.runtime.budget import InputBudget
 from voicefleet.runtime.engine import FrameOutput, SlotHandle
 from voicefleet.runtime.lag import LagProbe
-from voicefleet.runtime.limits import CLOSE_TIMEOUT_SECONDS, MESSAGE_COST_SECONDS
+from voicefleet.runtime.limits import (
+    CLOSE_TIMEOUT_SECONDS,
+    MESSAGE_COST_SECONDS,
+    MESSAGES_PER_TURN,
+)
 
 if TYPE_CHECKING:
     from voicefleet.runtime.hub import Hub
@@ -285,7 +289,13 @@ class Session(ABC):
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, self.transport.abort)
 
     async def _receive_loop(self) -> None:
+        count = 0
         async for message in self.ws:
+            count += 1
+            if count % MESSAGES_PER_TURN == 0:
+                # aiohttp hands over queued messages without suspending: without this, one
+                # caller's burst would hold the event loop (and everyone's audio) until done.
+                await asyncio.sleep(0)
             if message.type == WSMsgType.ERROR:
                 log.info("session %s: socket error %s", self.id, self.ws.exception())
                 return
