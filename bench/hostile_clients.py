@@ -88,7 +88,8 @@ class Observer:
         self.process = context.Process(target=observe, args=(url, child), daemon=True)
         self.process.start()
         if not self._conn.poll(60):
-            raise RuntimeError("the observer heard no audio within 60 s")
+            self.process.kill()
+            raise RuntimeError("no audio within 60 s")
         self.session_id: int = self._conn.recv()
 
     def stop(self) -> tuple[list[float], list[str]]:
@@ -118,12 +119,14 @@ class Row:
     how: str
     seconds: float | None
     load: float
-    server_cpu_ms: float
+    server_cpu_ms: float | None
     observer_errors: list[str]
 
 
-def cpu_seconds(server: RuntimeServer) -> float:
-    """CPU time the runtime and its codec workers have used so far."""
+def cpu_seconds(server: RuntimeServer) -> float | None:
+    """CPU time the runtime and its codec workers have used so far (None once it exited)."""
+    if server.process.poll() is not None:
+        return None
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in (server.process.pid, *server.codec_worker_pids()):
@@ -145,7 +148,10 @@ def late_steps(server: RuntimeServer) -> int | None:
 
 
 async def run_one(server: RuntimeServer, name: str, attack: Attack) -> Row:
-    observer = await asyncio.to_thread(Observer, chat(server))
+    try:
+        observer = await asyncio.to_thread(Observer, chat(server))
+    except RuntimeError as exc:  # the server may be full or gone: a row that says so
+        return Row(name, 0.0, 0, None, False, f"observer: {exc}", None, 0.0, 0.0, [])
     late_before = late_steps(server)
     cpu_before = cpu_seconds(server)
     started = time.monotonic()
@@ -154,7 +160,8 @@ async def run_one(server: RuntimeServer, name: str, attack: Attack) -> Row:
     except Exception as exc:  # a broken attack is a row that says so, not a lost table
         outcome = Outcome(False, f"attack failed: {exc!r}")
     ended = time.monotonic()
-    cpu = cpu_seconds(server) - cpu_before
+    cpu_after = cpu_seconds(server)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     await asyncio.sleep(AFTER_SECONDS)
     late_after = late_steps(server)
     arrivals, errors = await asyncio.to_thread(observer.stop)
@@ -169,7 +176,7 @@ async def run_one(server: RuntimeServer, name: str, attack: Attack) -> Row:
         how=outcome.how,
         seconds=None if outcome.seconds is None else round(outcome.seconds, 2),
         load=round(os.getloadavg()[0], 2),
-        server_cpu_ms=round(cpu * 1000),
+        server_cpu_ms=None if cpu is None else round(cpu * 1000),
         observer_errors=errors,
     )
 
@@ -219,10 +226,11 @@ HEADER = (
 def format_row(row: Row) -> str:
     seconds = "" if row.seconds is None else f"{row.seconds:.2f}"
     late = "n/a" if row.late_steps is None else str(row.late_steps)
+    cpu = "n/a" if row.server_cpu_ms is None else f"{row.server_cpu_ms:.0f}"
     contained = "yes" if row.contained else "NO"
     return (
         f"{row.attack:<28} {row.max_gap_ms:>10.0f} {row.gaps_over:>7} {late:>5}  "
-        f"{contained:<9} {seconds:>6}  {row.server_cpu_ms:>6.0f}  {row.load:>5.2f}  {row.how}"
+        f"{contained:<9} {seconds:>6}  {cpu:>6}  {row.load:>5.2f}  {row.how}"
     )
 
 

@@ -1,10 +1,15 @@
-"""The listening socket, with a deadline on each connection's first request (slowloris).
+"""The listening socket, with a deadline on each connection's first request (slowloris), and
+quiet, counted refusals of requests that cannot be parsed.
 
 aiohttp waits for a request line for as long as a connection stays open; its keep-alive timeout
 covers only the time between requests. So every accepted connection gets a timer here, and a
 middleware cancels it once a whole request line and headers have arrived (aiohttp calls the
 middleware exactly then). A connection whose timer fires is closed and counted. Later requests
 on a kept-alive connection are bounded by aiohttp's keep-alive timeout, set to the same value.
+
+aiohttp answers a request it cannot parse (smuggling attempts, bad headers, lines too long)
+with a 400 and logs a traceback at ERROR for each: a log flood anyone can cause. Those are
+counted instead (``voicefleet_runtime_bad_requests_total``); other errors still log.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from voicefleet.runtime.metrics import RuntimeMetrics
@@ -65,3 +71,25 @@ class Listener:
         self._waiting.clear()
         if self._server is not None:
             self._server.close()
+
+
+class QuietBadRequests(logging.Filter):
+    """Counts and drops aiohttp's records of requests it could not parse."""
+
+    def __init__(self, metrics: RuntimeMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            self._metrics.bad_requests.inc()
+            return False
+        return True
+
+
+def server_logger(metrics: RuntimeMetrics) -> logging.Logger:
+    """The logger aiohttp's connection handlers report to."""
+    logger = logging.getLogger("voicefleet.runtime.http")
+    logger.addFilter(QuietBadRequests(metrics))
+    return logger

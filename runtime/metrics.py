@@ -101,6 +101,11 @@ class RuntimeMetrics:
             "Connections closed for not sending a whole request line and headers in time.",
             registry=r,
         )
+        self.bad_requests = Counter(
+            f"{P}bad_requests",
+            "HTTP requests that could not be parsed (answered 400, not logged).",
+            registry=r,
+        )
         self.codec_worker_restarts = Counter(
             f"{P}codec_worker_restarts",
             "Codec worker processes replaced after exiting or not answering.",

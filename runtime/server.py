@@ -41,7 +41,7 @@ from voicefleet.runtime.limits import (
     EXIT_BACKSTOP_SECONDS,
     SHUTDOWN_TIMEOUT_SECONDS,
 )
-from voicefleet.runtime.listener import Listener
+from voicefleet.runtime.listener import Listener, server_logger
 from voicefleet.runtime.routes import HUB_KEY, add_routes
 from voicefleet.runtime.supervisor import Supervisor
 
@@ -132,6 +132,7 @@ async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         # Between requests on a kept-alive connection, the same bound as for the first.
         keepalive_timeout=config.header_timeout_seconds,
+        logger=server_logger(hub.metrics),
     )
     await runner.setup()
     assert runner.server is not None

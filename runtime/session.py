@@ -231,7 +231,12 @@ class Session(ABC):
                 error=f"no audio received for {config.idle_seconds:g} s; closing",
             )
         elif self.lag.behind(now) > config.max_client_lag_seconds:
-            log.info("session %s: reads more than %g s behind", self.id, self.lag.behind(now))
+            log.info(
+                "session %s: no pong for %.1f s (lag before: %s s): dropping it",
+                self.id,
+                self.lag.behind(now),
+                "none" if self.lag.last_lag is None else f"{self.lag.last_lag:.2f}",
+            )
             self.transport.pause_reading()  # its audio would go nowhere now
             self.end(CLOSE_POLICY, "too slow", END_TOO_SLOW)
         elif (payload := self.lag.due(now)) is not None:

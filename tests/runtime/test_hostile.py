@@ -18,6 +18,7 @@ from tests.runtime import attacks
 from tests.runtime.attacks import active, eventually
 from tests.runtime.clients import moshi_session
 from tests.runtime.server_process import RuntimeServer, start_server
+from voicefleet.runtime.limits import CLOSE_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.runtime
 
@@ -75,17 +76,21 @@ async def test_pcm_flood_is_closed_and_others_keep_their_audio(
 ) -> None:
     """Failure 4: a PCM caller sending as fast as it can is cut off for exceeding real time;
     a conversation beside it keeps its audio."""
+    started = time.monotonic()
     observer = asyncio.create_task(moshi_session(attacks.chat(hostile_server), 6.0))
     assert await eventually(lambda: active(hostile_server) == 1, 20)
     outcome = await attacks.pcm_flood(hostile_server)
+    cut_off = time.monotonic() - started
     transcript = await observer
     assert outcome.contained, outcome
     assert "input_rate" in outcome.ended
     assert outcome.seconds is not None
     assert outcome.seconds < 5.0
+    # The conversation went on, unharmed, after the flood. (Its gaps are measured by
+    # bench/hostile_clients.py on a quiet machine; this one may be busy.)
     assert not transcript.errors
-    # 6 s sent; at least 4 s came back (the model's delay and the machine's load take some).
-    assert transcript.audio_samples >= 4 * 24_000, transcript.audio_samples
+    assert transcript.audio_messages_after[-1] > cut_off + 1.0
+    assert transcript.audio_samples >= 2 * 24_000, transcript.audio_samples
     await asyncio.to_thread(hostile_server.wait_idle)
 
 
@@ -120,6 +125,16 @@ async def test_session_that_sends_no_audio_is_closed_when_idle(
     assert outcome.seconds < IDLE_SECONDS + SLACK_SECONDS
 
 
+async def test_unparsable_requests_are_refused_quietly(hostile_server: RuntimeServer) -> None:
+    """Like failure 6, a log flood: requests aiohttp cannot parse (smuggling attempts, bad
+    headers, a line too long) are answered 400 and counted, with no traceback each."""
+    before = hostile_server.metric("bad_requests_total")
+    for attack in (attacks.http_smuggling, attacks.bad_query_strings):
+        outcome = await attack(hostile_server)
+        assert outcome.contained, outcome
+    assert hostile_server.metric("bad_requests_total") >= before + 5
+
+
 async def test_non_ascii_tokens_are_refused_not_crashed(hostile_server: RuntimeServer) -> None:
     """Failure 5: a non-ASCII bearer token is a 401, not a 500, even when the configured
     token is itself non-ASCII; nothing drains."""
@@ -141,11 +156,12 @@ async def test_deadlines_hold_against_a_client_that_never_reads(tmp_path: Path) 
         extra_args=("--max-client-lag-seconds=300",),
     )
     try:
-        started = time.monotonic()
         first, sending = await attacks.never_reader(server)
+        connected = time.monotonic()
         assert await eventually(lambda: ended(server, "session_limit") >= 1, cap + 20)
         await asyncio.to_thread(server.wait_idle, 5.0)
-        assert time.monotonic() - started < cap + SLACK_SECONDS
+        # Freed at the cap plus the close's own timeout (then aborted), not at the next one.
+        assert time.monotonic() - connected < cap + CLOSE_TIMEOUT_SECONDS + SLACK_SECONDS
         sending.cancel()
         first.reset()
 
