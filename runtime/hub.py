@@ -12,6 +12,7 @@ import functools
 import itertools
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 from voicefleet.api.runtime import (
@@ -23,13 +24,18 @@ from voicefleet.api.runtime import (
     SessionCounts,
 )
 from voicefleet.runtime.backends.base import LoadedModel
+from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.codec import CodecPool, CodecUnavailable
 from voicefleet.runtime.config import RuntimeConfig
 from voicefleet.runtime.drain import DrainState
 from voicefleet.runtime.engine import BatchedEngine, FrameOutput, SlotHandle
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.gpu import Gpu
-from voicefleet.runtime.limits import CLOSE_TIMEOUT_SECONDS
+from voicefleet.runtime.limits import (
+    CLOSE_TIMEOUT_SECONDS,
+    SESSION_START_BURST,
+    SESSION_STARTS_PER_SECOND,
+)
 from voicefleet.runtime.metrics import RuntimeMetrics
 from voicefleet.runtime.session import (
     CLOSE_GOING_AWAY,
@@ -46,6 +52,7 @@ REFUSED_FULL = "full"
 REFUSED_DRAINING = "draining"
 REFUSED_LOADING = "loading"
 REFUSED_FAILED = "failed"
+REFUSED_BUSY = "busy"
 # Seconds a refused caller is asked to wait: a slot frees up as soon as any call ends, and a
 # load balancer should try another pod right away anyway.
 RETRY_AFTER_SECONDS = 1
@@ -76,6 +83,9 @@ class Hub:
         # the kubelet replaces the pod, which serves on meanwhile.
         self.degraded: str | None = None
         self.sessions: dict[int, Session] = {}  # by slot
+        self._starts = TokenBucket(
+            max(SESSION_START_BURST, config.max_sessions), SESSION_STARTS_PER_SECOND, 0.0
+        )
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopped = asyncio.Event()
@@ -155,6 +165,8 @@ class Hub:
             refusal = Refusal(REFUSED_DRAINING, "this server is draining; connect to another")
         elif self.engine is None or not self.loaded:
             refusal = Refusal(REFUSED_LOADING, "the model is still loading")
+        elif not self._starts.take(1.0, time.monotonic()):
+            refusal = Refusal(REFUSED_BUSY, "too many new sessions at once; retry in a second")
         else:
             handle = self.engine.acquire(text_temperature)
             if handle is not None:

@@ -24,6 +24,14 @@ MAX_CLIENT_LAG_SECONDS = 3.0
 # as the engine's input queue: enough to catch up after a network stall, no more.
 INPUT_BURST_SECONDS = 2.0
 
+# --- admission -----------------------------------------------------------------------------
+# New sessions a second the pod admits after a burst of max(SESSION_START_BURST,
+# --max-sessions). A pod taking over a drained pod's callers gets them all at once; a storm
+# of connects (or of upgrades reset half-way) costs ~2 ms of server CPU each, and this keeps
+# it to a tenth of a core. The rest are refused before the upgrade (503, Retry-After).
+SESSION_STARTS_PER_SECOND = 50.0
+SESSION_START_BURST = 50
+
 # --- supervision ---------------------------------------------------------------------------
 # How often the supervisor looks at every part and every session: small next to each bound
 # it enforces (the tightest is the 2 s close), and 5 passes a second cost nothing.

@@ -8,7 +8,7 @@ and reasons are in ``limits.py``:
 - Output: frames from the engine land in a bounded deque; when a caller reads too slowly the
   oldest are dropped (counted), and one that falls more than ``--max-client-lag-seconds``
   behind (``lag.py``) is dropped. Neither the frame clock nor other sessions wait on it.
-- Input: every message is charged to the session's :class:`InputBudget` before any work is
+- Input: every message is charged to the session's input budget before any work is
   done on it; what does not fit is dropped (counted), and a flood ends the session.
 - Deadlines: :meth:`Session.end` queues an error and a close ahead of any audio; if the close
   has not gone out within ``CLOSE_TIMEOUT_SECONDS``, the supervisor aborts the connection.
@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from voicefleet.api.runtime import SessionLimitNotice
-from voicefleet.runtime.budget import InputBudget
+from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.engine import FrameOutput, SlotHandle
 from voicefleet.runtime.lag import LagProbe
 from voicefleet.runtime.limits import (
     CLOSE_TIMEOUT_SECONDS,
+    INPUT_FLOOD_SECONDS,
+    INPUT_RATE_SLACK,
     MESSAGE_COST_SECONDS,
     MESSAGES_PER_TURN,
 )
@@ -119,7 +121,8 @@ class Session(ABC):
         # Set by end(); the supervisor aborts the connection if it is still up a while later.
         self.closing_since: float | None = None
         self.finished = False
-        self.budget = InputBudget(hub.config.input_burst_seconds, now)
+        # Seconds of audio the caller may still send ahead of real time (limits.py).
+        self.budget = TokenBucket(hub.config.input_burst_seconds, INPUT_RATE_SLACK, now)
         self.lag = LagProbe()
         self._frames: deque[FrameOutput] = deque(maxlen=hub.config.output_queue_frames)
         self._controls: deque[Control] = deque()
@@ -159,10 +162,10 @@ class Session(ABC):
 
     def admit(self, seconds: float) -> bool:
         """Charge ``seconds`` of input to the budget; False (input dropped) when over it."""
-        if self.budget.admit(seconds, time.monotonic()):
+        if self.budget.take(seconds, time.monotonic()):
             return True
         self.drop_input(DROP_RATE)
-        if self.budget.flooding:
+        if self.budget.refused > INPUT_FLOOD_SECONDS:
             # Reading on would cost the flood's CPU for as long as the close takes; paused,
             # TCP pushes back on the caller instead.
             self.transport.pause_reading()
@@ -170,7 +173,7 @@ class Session(ABC):
                 CLOSE_POLICY,
                 "input faster than real time",
                 END_INPUT_RATE,
-                error=f"input faster than real time ({self.budget.dropped_seconds:.0f} s of "
+                error=f"input faster than real time ({self.budget.refused:.0f} s of "
                 "audio over budget dropped): send audio as it is spoken",
             )
         return False

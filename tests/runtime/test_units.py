@@ -1,5 +1,5 @@
 """The runtime's pure parts: query-string clamping, resampling lengths, drain deadlines, the
-contract models' wire form, the input budget, the lag probe and reading Opus durations."""
+contract models' wire form, the token bucket, the lag probe and reading Opus durations."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.runtime.oggpages import SilentStream, page, split_pages
 from voicefleet.api.runtime import DrainNotice, DrainRequest
-from voicefleet.runtime.budget import InputBudget
+from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.drain import API, SIGNAL, DrainState
 from voicefleet.runtime.lag import LagProbe
 from voicefleet.runtime.oggopus import ogg_opus_seconds, packet_seconds
@@ -84,28 +84,27 @@ def test_contract_wire_form() -> None:
         DrainRequest.model_validate({"deadlineSeconds": -1})
 
 
-def test_input_budget_refills_in_real_time_and_tallies_what_it_drops() -> None:
-    budget = InputBudget(2.0, now=0.0, rate=1.0, flood_seconds=3.0)
-    assert budget.admit(1.5, now=0.0)
-    assert not budget.admit(1.0, now=0.0), "0.5 s left"
-    assert budget.admit(1.0, now=0.5), "refilled by 0.5 s"
-    assert budget.admit(2.0, now=100.0), "refills no further than the burst"
-    assert not budget.admit(2.5, now=100.0)
-    assert budget.dropped_seconds == 3.5
-    assert budget.flooding
+def test_token_bucket_refills_at_its_rate_and_tallies_what_it_refuses() -> None:
+    bucket = TokenBucket(2.0, rate=1.0, now=0.0)
+    assert bucket.take(1.5, now=0.0)
+    assert not bucket.take(1.0, now=0.0), "0.5 left"
+    assert bucket.take(1.0, now=0.5), "refilled by 0.5"
+    assert bucket.take(2.0, now=100.0), "refills no further than its capacity"
+    assert not bucket.take(2.5, now=100.0)
+    assert bucket.refused == 3.5
 
 
 @given(st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 0.5)), max_size=200))
-def test_input_budget_never_admits_more_than_real_time_plus_burst(
+def test_token_bucket_never_gives_more_than_its_rate_plus_capacity(
     steps: list[tuple[float, float]],
 ) -> None:
-    budget = InputBudget(2.0, now=0.0, rate=1.0)
-    now = admitted = 0.0
-    for wait, seconds in steps:
+    bucket = TokenBucket(2.0, rate=1.0, now=0.0)
+    now = taken = 0.0
+    for wait, amount in steps:
         now += wait
-        if budget.admit(seconds, now):
-            admitted += seconds
-    assert admitted <= 2.0 + now + 1e-9
+        if bucket.take(amount, now):
+            taken += amount
+    assert taken <= 2.0 + now + 1e-9
 
 
 def test_lag_probe_measures_the_round_trip_of_its_own_pings() -> None:
