@@ -161,13 +161,13 @@ async def oversized_message(server: RuntimeServer) -> Outcome:
 
 
 async def deflate_bomb(server: RuntimeServer) -> Outcome:
-    """A frame marked per-message-deflate (RSV1) that would inflate to 100 MB; the runtime
-    never agrees to compression, so it is a protocol error."""
+    """A frame marked per-message-deflate (RSV1) that would inflate to 10 MB; the runtime
+    never agrees to compression, so it is a protocol error at the frame's header."""
     watch = Watch(server)
     client = await RawClient.connect("127.0.0.1", server.port)
     try:
         assert await client.upgrade("/api/chat") == 101
-        bomb = zlib.compressobj(9, zlib.DEFLATED, -15).compress(bytes(100_000_000))
+        bomb = zlib.compressobj(9, zlib.DEFLATED, -15).compress(bytes(10_000_000))
         raw = bytearray(frame(OP_BINARY, bomb))
         raw[0] |= 0x40  # RSV1: "compressed"
         client.writer.write(bytes(raw))
