@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -73,6 +74,9 @@ CLOSE_INTERNAL_ERROR = 1011
 class Close:
     code: int
     reason: str
+    # False: "fail the WebSocket connection" (RFC 6455, 7.1.7): send the close frame and
+    # hang up, without waiting for the caller's own close frame behind whatever it floods.
+    handshake: bool = True
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,8 @@ class Session(ABC):
             return True
         self.drop_input(DROP_RATE)
         if self.budget.refused > INPUT_FLOOD_SECONDS:
-            # Reading on would cost the flood's CPU for as long as the close takes; paused,
-            # TCP pushes back on the caller instead.
+            # Reading on would cost the flood's CPU for as long as the close takes: no close
+            # handshake with a flooder.
             self.transport.pause_reading()
             self.end(
                 CLOSE_POLICY,
@@ -175,6 +179,7 @@ class Session(ABC):
                 END_INPUT_RATE,
                 error=f"input faster than real time ({self.budget.refused:.0f} s of "
                 "audio over budget dropped): send audio as it is spoken",
+                handshake=False,
             )
         return False
 
@@ -203,9 +208,18 @@ class Session(ABC):
         self._controls.append(payload)
         self._wake.set()
 
-    def end(self, code: int, reason: str, end_reason: str, error: str | None = None) -> None:
+    def end(
+        self,
+        code: int,
+        reason: str,
+        end_reason: str,
+        error: str | None = None,
+        *,
+        handshake: bool = True,
+    ) -> None:
         """Close from the server side: queued notices go first, then ``error`` (if any), then
-        the close; queued audio is dropped. The first call's reason sticks."""
+        the close; queued audio is dropped. The first call's reason sticks. Without
+        ``handshake`` the connection is closed right after the close frame (a flood)."""
         if self.closing_since is not None:
             return
         self.closing_since = time.monotonic()
@@ -214,7 +228,7 @@ class Session(ABC):
         self._frames.clear()
         if error is not None:
             self._controls.append(ErrorMessage(error))
-        self._controls.append(Close(code, reason))
+        self._controls.append(Close(code, reason, handshake))
         self._wake.set()
 
     def supervise(self, now: float) -> None:
@@ -332,6 +346,17 @@ class Session(ABC):
         self._ping = asyncio.ensure_future(self.ws.ping(payload))
         self._ping.add_done_callback(_ignore_hang_up)
 
+    async def _close(self, close: Close) -> None:
+        if not close.handshake:
+            await self.ws.send_frame(_close_frame(close), WSMsgType.CLOSE)
+            self.transport.close()
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                self.ws.close(code=close.code, message=close.reason.encode()),
+                CLOSE_TIMEOUT_SECONDS,
+            )
+
     async def _send_loop(self) -> None:
         try:
             await self._send_all()
@@ -346,11 +371,7 @@ class Session(ABC):
             while self._controls:
                 control = self._controls.popleft()
                 if isinstance(control, Close):
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(
-                            self.ws.close(code=control.code, message=control.reason.encode()),
-                            CLOSE_TIMEOUT_SECONDS,
-                        )
+                    await self._close(control)
                     return
                 if isinstance(control, ErrorMessage):
                     await self.send_error(control.text)
@@ -360,6 +381,10 @@ class Session(ABC):
                     await self.send_notice(control)
             while self._frames and not self._controls:
                 await self.send_frame(self._frames.popleft())
+
+
+def _close_frame(close: Close) -> bytes:
+    return struct.pack("!H", close.code) + close.reason.encode()
 
 
 def _ignore_hang_up(ping: asyncio.Future[None]) -> None:
