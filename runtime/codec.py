@@ -45,6 +45,8 @@ DECODE_BATCH_SECONDS = 0.02
 READY_ID = -1
 # How long shutdown waits for every worker together before killing what is left.
 SHUTDOWN_JOIN_SECONDS = 2.0
+# How long after replacing a worker its exit code is looked up (it is reaped by then).
+REAP_DELAY_SECONDS = 1.0
 
 
 class CodecError(Exception):
@@ -200,10 +202,7 @@ class _Worker:
     def problem(self, now: float) -> str | None:
         """Why this worker must be replaced, or None while it is healthy."""
         if self.exited or not self.process.is_alive():
-            # Its pipe closes a moment before it can be reaped; the exit code (-9: killed,
-            # as by the OOM killer) is worth that moment.
-            self.process.join(0.1)
-            return f"exited (exit code {self.process.exitcode})"
+            return "exited"  # its exit code is logged once it can be reaped
         if self.ready_at is None:
             if now - self.started > CODEC_START_TIMEOUT_SECONDS:
                 return f"did not start within {CODEC_START_TIMEOUT_SECONDS:.0f} s"
@@ -227,6 +226,16 @@ class _Worker:
         self._outbox.put(None)
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(None)
+
+
+def _report_exit(worker: _Worker) -> None:
+    worker.process.join(0)  # reaps it if it has ended, never waits
+    log.info(
+        "codec worker %d (pid %s) ended with exit code %s",
+        worker.index,
+        worker.process.pid,
+        worker.process.exitcode,
+    )
 
 
 def _settle_decodes(
@@ -288,13 +297,17 @@ class CodecPool:
     def restart(self, index: int) -> None:
         """Replace a worker: its pending requests (and decodes not yet sent) fail with
         CodecUnavailable, and new sessions on it start on a fresh process."""
-        self._workers[index].kill()
+        old = self._workers[index]
+        old.kill()
         for _, _, future in self._to_decode.pop(index, []):
             if not future.done():
                 future.set_exception(CodecUnavailable(f"codec worker {index} was replaced"))
         self._workers[index] = self._spawn(index)
-        # Reap the killed process (and any other finished child) without blocking.
-        multiprocessing.active_children()
+        # Its pipe closes a moment before the process can be reaped; waiting here would stall
+        # every session's audio, so the exit code (-9: killed, as by the OOM killer) is
+        # looked up a little later.
+        assert self._loop is not None
+        self._loop.call_later(REAP_DELAY_SECONDS, _report_exit, old)
 
     def pids(self) -> list[int | None]:
         return [worker.process.pid for worker in self._workers]

@@ -165,6 +165,8 @@ class Hub:
             refusal = Refusal(REFUSED_DRAINING, "this server is draining; connect to another")
         elif self.engine is None or not self.loaded:
             refusal = Refusal(REFUSED_LOADING, "the model is still loading")
+        elif self.engine.free_slots == 0:
+            refusal = Refusal(REFUSED_FULL, "no free session slot on this server")
         elif not self._starts.take(1.0, time.monotonic()):
             refusal = Refusal(REFUSED_BUSY, "too many new sessions at once; retry in a second")
         else:

@@ -26,11 +26,13 @@ INPUT_BURST_SECONDS = 2.0
 
 # --- admission -----------------------------------------------------------------------------
 # New sessions a second the pod admits after a burst of max(SESSION_START_BURST,
-# --max-sessions). A pod taking over a drained pod's callers gets them all at once; a storm
-# of connects (or of upgrades reset half-way) costs ~2 ms of server CPU each, and this keeps
-# it to a tenth of a core. The rest are refused before the upgrade (503, Retry-After).
-SESSION_STARTS_PER_SECOND = 50.0
-SESSION_START_BURST = 50
+# --max-sessions). A pod taking over a drained pod's callers gets them all at once (the
+# burst); sessions last minutes, so a steady 20 a second is far above any real arrival rate,
+# while a storm of connects (or of upgrades reset half-way) costs ~2 ms of server CPU each
+# and is kept to a few percent of a core. The rest are refused before the upgrade (503,
+# Retry-After, reason busy).
+SESSION_STARTS_PER_SECOND = 20.0
+SESSION_START_BURST = 10
 
 # --- supervision ---------------------------------------------------------------------------
 # How often the supervisor looks at every part and every session: small next to each bound
