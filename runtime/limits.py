@@ -67,6 +67,12 @@ LAG_PROBE_INTERVAL_SECONDS = 1.0
 # 24 kHz PCM (48 KB/s) twice over; the lag probe bounds the time, these bound the memory.
 SEND_BUFFER_BYTES = 32 * 1024
 WRITE_BUFFER_BYTES = 16 * 1024
+# How long a kept-alive HTTP connection may sit between requests (or spend on the next
+# request's headers). Longer than aiohttp's client pool keeps one (15 s: the operator's
+# runtime client), so the client always closes an idle connection first and never sends a
+# drain into a socket the server just closed; short enough that trickling a second request
+# holds a connection no longer than this.
+KEEPALIVE_SECONDS = 20.0
 # Reading the body of POST /v1/drain (a few dozen bytes) may take this long.
 BODY_TIMEOUT_SECONDS = 5.0
 

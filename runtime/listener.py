@@ -5,7 +5,7 @@ aiohttp waits for a request line for as long as a connection stays open; its kee
 covers only the time between requests. So every accepted connection gets a timer here, and a
 middleware cancels it once a whole request line and headers have arrived (aiohttp calls the
 middleware exactly then). A connection whose timer fires is closed and counted. Later requests
-on a kept-alive connection are bounded by aiohttp's keep-alive timeout, set to the same value.
+on a kept-alive connection are bounded by aiohttp's keep-alive timeout (``KEEPALIVE_SECONDS``).
 
 aiohttp answers a request it cannot parse (smuggling attempts, bad headers, lines too long)
 with a 400 and logs a traceback at ERROR for each: a log flood anyone can cause. Those are

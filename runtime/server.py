@@ -39,6 +39,7 @@ from voicefleet.runtime.hub import Hub
 from voicefleet.runtime.limits import (
     CLOSE_TIMEOUT_SECONDS,
     EXIT_BACKSTOP_SECONDS,
+    KEEPALIVE_SECONDS,
     SHUTDOWN_TIMEOUT_SECONDS,
 )
 from voicefleet.runtime.listener import Listener, server_logger
@@ -130,8 +131,7 @@ async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
         handle_signals=False,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        # Between requests on a kept-alive connection, the same bound as for the first.
-        keepalive_timeout=config.header_timeout_seconds,
+        keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
         logger=server_logger(hub.metrics),
     )
     await runner.setup()
