@@ -513,13 +513,15 @@ async def codec_worker_killed(server: RuntimeServer, spare: int | None = None) -
         errors, code = await read_until_closed(ws)
         streaming.cancel()
         # New callers, served (audio back) by the fresh process: one per worker, so one
-        # lands on the victim's.
+        # lands on the victim's; the time is from the kill to the last one's first audio.
         served = None
         for _ in range(workers):
+            opened = time.monotonic()
             fresh = await moshi_session(chat(server), 2.0)
             if fresh.first_audio_seconds is None or fresh.errors:
+                served = None
                 break
-            served = time.monotonic() - killed
+            served = opened + fresh.first_audio_seconds - killed
     freed = await watch.slot_freed()
     told = any("codec" in error for error in errors)
     ok = told and code == 1011 and served is not None and served < 10 and freed
