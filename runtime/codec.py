@@ -6,6 +6,11 @@ state (an Ogg stream reader and writer) therefore lives in one worker process, p
 session number; requests and replies cross a pipe, and each session awaits its requests in
 order, so its audio stays in order. With ``workers=0`` the codec runs in the calling thread
 (for tools and tiny setups).
+
+A worker can die (an OOM kill) or wedge. Every request is therefore a future that fails with
+:class:`CodecUnavailable` when its worker exits, and the supervisor replaces a worker that
+has exited or left a request unanswered too long (:meth:`CodecPool.problems`,
+:meth:`CodecPool.restart`). The sessions whose Ogg streams lived there cannot go on.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import logging
 import multiprocessing
+import os
 import queue
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -24,15 +33,28 @@ import numpy as np
 import sphn
 
 from voicefleet import constants
+from voicefleet.runtime.limits import CODEC_REPLY_TIMEOUT_SECONDS, CODEC_START_TIMEOUT_SECONDS
+
+log = logging.getLogger(__name__)
 
 Pcm = np.ndarray[Any, np.dtype[np.float32]]
 # How long an incoming audio message may wait to be decoded with others: a quarter of a
 # frame, small next to the 80 ms the engine waits between steps anyway.
 DECODE_BATCH_SECONDS = 0.02
+# The request id of the message a worker sends once it is up (its pid).
+READY_ID = -1
+# How long shutdown waits for every worker together before killing what is left.
+SHUTDOWN_JOIN_SECONDS = 2.0
+# How long after replacing a worker its exit code is looked up (it is reaped by then).
+REAP_DELAY_SECONDS = 1.0
 
 
 class CodecError(Exception):
     """The bytes a client sent are not Ogg/Opus (or the codec failed on them)."""
+
+
+class CodecUnavailable(Exception):
+    """The worker holding a session's codec state exited or stopped answering."""
 
 
 class _Codecs:
@@ -78,6 +100,7 @@ class _Codecs:
 
 def _worker_main(conn: Connection) -> None:
     codecs = _Codecs()
+    conn.send((READY_ID, True, os.getpid()))
     while True:
         try:
             message = conn.recv()
@@ -95,15 +118,24 @@ def _worker_main(conn: Connection) -> None:
 class _Worker:
     """One codec process, a writer thread feeding its pipe and a reader thread for replies.
 
-    The threads keep the event loop from ever blocking on a full pipe."""
+    The threads keep the event loop from ever blocking on a full pipe. Every other method
+    runs on the event loop."""
 
-    def __init__(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, index: int, loop: asyncio.AbstractEventLoop, on_exit: Callable[[], None]
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
+        self.index = index
+        self._on_exit_callback = on_exit
         self._conn = parent
         self._loop = loop
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        # request id -> (its future, when it was sent); oldest first.
+        self._pending: dict[int, tuple[asyncio.Future[Any], float]] = {}
         self._outbox: queue.SimpleQueue[tuple[int, str, int, Any] | None] = queue.SimpleQueue()
+        self.started = time.monotonic()
+        self.ready_at: float | None = None
+        self.exited = False
         self.process = context.Process(
             target=_worker_main, args=(child,), name=f"voicefleet-codec-{index}", daemon=True
         )
@@ -114,7 +146,10 @@ class _Worker:
 
     def submit(self, request_id: int, op: str, sid: int, payload: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[request_id] = future
+        if self.exited:
+            future.set_exception(CodecUnavailable(f"codec worker {self.index} exited"))
+            return future
+        self._pending[request_id] = (future, time.monotonic())
         self._outbox.put((request_id, op, sid, payload))
         return future
 
@@ -130,12 +165,20 @@ class _Worker:
             try:
                 request_id, ok, result = self._conn.recv()
             except (EOFError, OSError):
-                self._loop.call_soon_threadsafe(self._fail_all)
+                self._to_loop(self._on_exit)
                 return
-            self._loop.call_soon_threadsafe(self._resolve, request_id, ok, result)
+            self._to_loop(self._resolve, request_id, ok, result)
+
+    def _to_loop(self, callback: Any, *args: Any) -> None:
+        # At shutdown the loop may be closed before a worker's pipe reports its end.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
 
     def _resolve(self, request_id: int, ok: bool, result: Any) -> None:
-        future = self._pending.pop(request_id, None)
+        if request_id == READY_ID:
+            self.ready_at = time.monotonic()
+            return
+        future = self._pending.pop(request_id, (None, 0.0))[0]
         if future is None or future.done():
             return
         if ok:
@@ -143,30 +186,67 @@ class _Worker:
         else:
             future.set_exception(CodecError(result))
 
-    def _fail_all(self) -> None:
-        for future in self._pending.values():
+    def _on_exit(self) -> None:
+        if self.exited:
+            return  # killed on purpose: already replaced
+        self.exited = True
+        self.fail_pending("exited")
+        self._on_exit_callback()
+
+    def fail_pending(self, why: str) -> None:
+        for future, _ in self._pending.values():
             if not future.done():
-                future.set_exception(CodecError("codec worker exited"))
+                future.set_exception(CodecUnavailable(f"codec worker {self.index} {why}"))
         self._pending.clear()
 
-    def close(self) -> None:
+    def problem(self, now: float) -> str | None:
+        """Why this worker must be replaced, or None while it is healthy."""
+        if self.exited or not self.process.is_alive():
+            return "exited"  # its exit code is logged once it can be reaped
+        if self.ready_at is None:
+            if now - self.started > CODEC_START_TIMEOUT_SECONDS:
+                return f"did not start within {CODEC_START_TIMEOUT_SECONDS:.0f} s"
+            return None
+        if self._pending:
+            _, oldest = next(iter(self._pending.values()))
+            # Requests sent before the worker was up wait from the moment it was.
+            if now - max(oldest, self.ready_at) > CODEC_REPLY_TIMEOUT_SECONDS:
+                return f"left a request unanswered for {CODEC_REPLY_TIMEOUT_SECONDS:.0f} s"
+        return None
+
+    def kill(self) -> None:
+        """Stop at once; pending requests fail, the threads end on the closed pipe."""
+        self.exited = True
+        self.fail_pending("was replaced")
+        self._outbox.put(None)
+        if self.process.is_alive():
+            self.process.kill()
+
+    def ask_to_stop(self) -> None:
         self._outbox.put(None)
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(None)
-        self.process.join(2)
-        if self.process.is_alive():
-            self.process.kill()
+
+
+def _report_exit(worker: _Worker) -> None:
+    worker.process.join(0)  # reaps it if it has ended, never waits
+    log.info(
+        "codec worker %d (pid %s) ended with exit code %s",
+        worker.index,
+        worker.process.pid,
+        worker.process.exitcode,
+    )
 
 
 def _settle_decodes(
     items: list[tuple[int, bytes, asyncio.Future[Pcm]]], reply: asyncio.Future[Any]
 ) -> None:
-    failure = None if reply.cancelled() else reply.exception()
+    failure = CodecUnavailable("cancelled") if reply.cancelled() else reply.exception()
     for index, (_, _, future) in enumerate(items):
         if future.done():
             continue
-        if reply.cancelled() or failure is not None:
-            future.set_exception(CodecError(f"codec worker failed: {failure}"))
+        if failure is not None:
+            future.set_exception(failure)
             continue
         ok, result = reply.result()[index]
         if ok:
@@ -186,41 +266,90 @@ class CodecPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._to_decode: dict[int, list[tuple[int, bytes, asyncio.Future[Pcm]]]] = {}
         self._flush_scheduled = False
+        # Called on the event loop when a worker's process ends unasked: the supervisor looks
+        # at once instead of at its next pass, so a new caller meets a fresh worker.
+        self.on_worker_exit: Callable[[], None] = lambda: None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._workers = [_Worker(i, loop) for i in range(self._workers_wanted)]
+        self._workers = [self._spawn(i) for i in range(self._workers_wanted)]
 
-    async def _call(self, op: str, sid: int, payload: Any) -> Any:
+    def _spawn(self, index: int) -> _Worker:
+        assert self._loop is not None
+        worker = _Worker(index, self._loop, self._worker_exited)
+        log.info("codec worker %d: pid %s", index, worker.process.pid)
+        return worker
+
+    def _worker_exited(self) -> None:
+        # Looked up when called: the supervisor sets the hook after the workers start.
+        self.on_worker_exit()
+
+    # --- supervision (called by the supervisor) ----------------------------------------------
+    def problems(self, now: float) -> list[tuple[int, str]]:
+        """(worker, why) for every worker that must be replaced."""
+        found = []
+        for worker in self._workers:
+            problem = worker.problem(now)
+            if problem is not None:
+                found.append((worker.index, problem))
+        return found
+
+    def restart(self, index: int) -> None:
+        """Replace a worker: its pending requests (and decodes not yet sent) fail with
+        CodecUnavailable, and new sessions on it start on a fresh process."""
+        old = self._workers[index]
+        old.kill()
+        for _, _, future in self._to_decode.pop(index, []):
+            if not future.done():
+                future.set_exception(CodecUnavailable(f"codec worker {index} was replaced"))
+        self._workers[index] = self._spawn(index)
+        # Its pipe closes a moment before the process can be reaped; waiting here would stall
+        # every session's audio, so the exit code (-9: killed, as by the OOM killer) is
+        # looked up a little later.
+        assert self._loop is not None
+        self._loop.call_later(REAP_DELAY_SECONDS, _report_exit, old)
+
+    def pids(self) -> list[int | None]:
+        return [worker.process.pid for worker in self._workers]
+
+    # --- requests --------------------------------------------------------------------------
+    def _call(self, op: str, sid: int, payload: Any) -> asyncio.Future[Any]:
         if not self._workers:
-            try:
-                return self._local.handle(op, sid, payload)
-            except Exception as exc:
-                raise CodecError(f"{type(exc).__name__}: {exc}") from exc
+            return self._local_call(op, sid, payload)
         worker = self._workers[sid % len(self._workers)]
-        return await worker.submit(next(self._ids), op, sid, payload)
+        return worker.submit(next(self._ids), op, sid, payload)
+
+    def _local_call(self, op: str, sid: int, payload: Any) -> asyncio.Future[Any]:
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        try:
+            future.set_result(self._local.handle(op, sid, payload))
+        except Exception as exc:
+            future.set_exception(CodecError(f"{type(exc).__name__}: {exc}"))
+        return future
 
     async def open(self, sid: int) -> None:
         await self._call("open", sid, None)
 
-    async def close(self, sid: int) -> None:
-        await self._call("close", sid, None)
+    def close(self, sid: int) -> asyncio.Future[None]:
+        """Drop a session's codec state; nothing needs to wait for it."""
+        return self._call("close", sid, None)
 
-    async def decode(self, sid: int, ogg: bytes) -> Pcm:
+    def decode(self, sid: int, ogg: bytes) -> asyncio.Future[Pcm]:
         """Ogg pages in, 24 kHz float PCM out (possibly empty: Opus needs whole packets).
 
         Requests wait up to DECODE_BATCH_SECONDS and go to each worker together: with 80
         callers sending 20 ms pages that is 400 pipe round trips a second instead of 4000,
-        and the engine thread competes with far less socket-side Python for the GIL."""
+        and the engine thread competes with far less socket-side Python for the GIL. One
+        session's results come back in the order asked."""
         if not self._workers or self._loop is None:
-            pcm: Pcm = await self._call("decode", sid, ogg)
-            return pcm
+            return self._call("decode", sid, ogg)
         future: asyncio.Future[Pcm] = self._loop.create_future()
         self._to_decode.setdefault(self.worker_of(sid), []).append((sid, ogg, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_later(DECODE_BATCH_SECONDS, self._flush_decodes)
-        return await future
+        return future
 
     def _flush_decodes(self) -> None:
         self._flush_scheduled = False
@@ -234,20 +363,24 @@ class CodecPool:
         """Which worker holds a session's codec state (0 when in-process)."""
         return sid % len(self._workers) if self._workers else 0
 
-    async def encode_batch(self, worker: int, items: list[tuple[int, Pcm | None]]) -> list[bytes]:
+    def encode_batch(
+        self, worker: int, items: list[tuple[int, Pcm | None]]
+    ) -> asyncio.Future[list[bytes]]:
         """Encode one frame for each of several sessions of one worker, in order.
 
         One request per worker per tick instead of one per session: at 80 sessions that is
         100 pipe round trips a second instead of 1000, and far less GIL time in the server."""
         if not self._workers:
-            return list(self._local.handle("encode_batch", -1, items))
-        request_id = next(self._ids)
-        result: list[bytes] = await self._workers[worker].submit(
-            request_id, "encode_batch", -1, items
-        )
-        return result
+            return self._local_call("encode_batch", -1, items)
+        return self._workers[worker].submit(next(self._ids), "encode_batch", -1, items)
 
     def shutdown(self) -> None:
+        """Ask every worker to stop, wait for them together, kill what is left."""
         for worker in self._workers:
-            worker.close()
+            worker.ask_to_stop()
+        deadline = time.monotonic() + SHUTDOWN_JOIN_SECONDS
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
         self._workers = []

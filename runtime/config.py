@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voicefleet import constants
+from voicefleet.runtime import limits
 
 FRAME_SECONDS = constants.MOSHI_FRAME_SAMPLES / constants.MOSHI_SAMPLE_RATE  # 0.08 s
 
@@ -30,6 +31,11 @@ class RuntimeConfig:
     input_queue_frames: int = 25
     output_queue_frames: int = 25
     seed: int = 42_424_242
+    # Bounds on what callers may do; limits.py says why each default is what it is.
+    idle_seconds: float = limits.IDLE_SECONDS
+    header_timeout_seconds: float = limits.HEADER_TIMEOUT_SECONDS
+    max_client_lag_seconds: float = limits.MAX_CLIENT_LAG_SECONDS
+    input_burst_seconds: float = limits.INPUT_BURST_SECONDS
 
     @property
     def context_steps(self) -> int:

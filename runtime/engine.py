@@ -99,6 +99,8 @@ class BatchedEngine:
         self._text_scale: Any = None
         self.silent_frames = 0
         self._last_late_log = 0.0
+        # time.monotonic() of the clock loop's last pass: the supervisor's heartbeat.
+        self.beat = time.monotonic()
 
     # --- called from the event loop ------------------------------------------------------
     def acquire(self, text_temperature: float | None = None) -> SlotHandle | None:
@@ -166,7 +168,17 @@ class BatchedEngine:
         self._thread = threading.Thread(target=self._run, name="voicefleet-engine", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def problem(self, now: float, stall_seconds: float) -> str | None:
+        """Why the engine can no longer serve (failed, thread gone, wedged), or None."""
+        if self.failure is not None:
+            return f"failed: {self.failure!r}"
+        if self._thread is not None and not self._thread.is_alive():
+            return "its thread ended"
+        if self.ready.is_set() and now - self.beat > stall_seconds:
+            return f"no step for {now - self.beat:.0f} s"
+        return None
+
+    def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -175,6 +187,7 @@ class BatchedEngine:
     def _run(self) -> None:
         try:
             self._setup()
+            self.beat = time.monotonic()
             self.ready.set()
             self._clock()
         except BaseException as exc:  # the server reports it on /healthz and exits
@@ -228,6 +241,7 @@ class BatchedEngine:
     def _clock(self) -> None:
         next_tick: float | None = None
         while not self._stop.is_set():
+            self.beat = time.monotonic()
             with self._lock:
                 idle = not self._active.any() and not self._joining and not self._leaving
             if idle:

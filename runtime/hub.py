@@ -1,6 +1,7 @@
-"""The server's shared state: the engine, the codec pool, live sessions by slot, admission
-and drain. Everything here runs on the event loop, except :meth:`Hub.on_frame`, which the
-engine thread calls once per tick and which hops onto the loop at once.
+"""The server's shared state: the engine, the codec pool, live sessions by slot, admission,
+drain and health. Everything here runs on the event loop, except :meth:`Hub.on_frame`, which
+the engine thread calls once per tick and which hops onto the loop at once. What watches it
+all is ``supervisor.py``.
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ from voicefleet.api.runtime import (
     ModelInfo,
     RuntimeStatus,
     SessionCounts,
-    SessionLimitNotice,
 )
 from voicefleet.runtime.backends.base import LoadedModel
-from voicefleet.runtime.codec import CodecPool
+from voicefleet.runtime.budget import TokenBucket
+from voicefleet.runtime.codec import CodecPool, CodecUnavailable
 from voicefleet.runtime.config import RuntimeConfig
 from voicefleet.runtime.drain import DrainState
 from voicefleet.runtime.engine import BatchedEngine, FrameOutput, SlotHandle
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.gpu import Gpu
+from voicefleet.runtime.limits import (
+    CLOSE_TIMEOUT_SECONDS,
+    SESSION_START_BURST,
+    SESSION_STARTS_PER_SECOND,
+)
 from voicefleet.runtime.metrics import RuntimeMetrics
 from voicefleet.runtime.session import (
     CLOSE_GOING_AWAY,
-    CLOSE_NORMAL,
+    CLOSE_INTERNAL_ERROR,
     END_DRAIN,
-    END_LIMIT,
+    END_ENGINE,
     END_SHUTDOWN,
     Session,
 )
@@ -45,6 +51,8 @@ log = logging.getLogger(__name__)
 REFUSED_FULL = "full"
 REFUSED_DRAINING = "draining"
 REFUSED_LOADING = "loading"
+REFUSED_FAILED = "failed"
+REFUSED_BUSY = "busy"
 # Seconds a refused caller is asked to wait: a slot frees up as soon as any call ends, and a
 # load balancer should try another pod right away anyway.
 RETRY_AFTER_SECONDS = 1
@@ -69,11 +77,18 @@ class Hub:
         self.model: LoadedModel | None = None
         self.load_seconds: float | None = None
         self.load_error: str | None = None
+        # Set when a part that cannot be replaced failed: /healthz fails and the process exits.
+        self.failure: str | None = None
+        # Set while a replaceable part keeps failing (a codec crash loop): /healthz fails so
+        # the kubelet replaces the pod, which serves on meanwhile.
+        self.degraded: str | None = None
         self.sessions: dict[int, Session] = {}  # by slot
+        self._starts = TokenBucket(
+            max(SESSION_START_BURST, config.max_sessions), SESSION_STARTS_PER_SECOND, 0.0
+        )
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopped = asyncio.Event()
-        self._limit_timers: dict[int, asyncio.TimerHandle] = {}
 
     # --- start-up ---------------------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -109,7 +124,7 @@ class Hub:
                 session.push_frame(output)
         for worker, items in to_encode.items():
             batch = [(session.id, output.pcm) for session, output in items]
-            encoding = asyncio.ensure_future(self.codec.encode_batch(worker, batch))
+            encoding = self.codec.encode_batch(worker, batch)
             # Replies of one worker come back in the order asked, so each session's frames
             # stay in order.
             encoding.add_done_callback(functools.partial(self._encoded, items))
@@ -120,6 +135,8 @@ class Hub:
         if encoding.cancelled():
             return
         error = encoding.exception()
+        if isinstance(error, CodecUnavailable):
+            return  # the supervisor replaces the worker and ends its sessions
         if error is not None:
             log.error("Opus encoding failed for %d sessions: %s", len(items), error)
             return
@@ -133,7 +150,8 @@ class Hub:
 
     def ready(self) -> bool:
         return (
-            self.loaded
+            self.failure is None
+            and self.loaded
             and not self.drain.draining
             and self.engine is not None
             and self.engine.free_slots > 0
@@ -141,10 +159,16 @@ class Hub:
 
     def claim(self, text_temperature: float | None) -> SlotHandle | Refusal:
         """A slot for a new caller, or why not (answered before the WebSocket upgrade)."""
-        if self.drain.draining:
+        if self.failure is not None:
+            refusal = Refusal(REFUSED_FAILED, "this server has failed; connect to another")
+        elif self.drain.draining:
             refusal = Refusal(REFUSED_DRAINING, "this server is draining; connect to another")
         elif self.engine is None or not self.loaded:
             refusal = Refusal(REFUSED_LOADING, "the model is still loading")
+        elif self.engine.free_slots == 0:
+            refusal = Refusal(REFUSED_FULL, "no free session slot on this server")
+        elif not self._starts.take(1.0, time.monotonic()):
+            refusal = Refusal(REFUSED_BUSY, "too many new sessions at once; retry in a second")
         else:
             handle = self.engine.acquire(text_temperature)
             if handle is not None:
@@ -164,26 +188,38 @@ class Hub:
         self.sessions[session.handle.slot] = session
         self.metrics.sessions_started.labels(session.protocol).inc()
         self.metrics.sessions_active.set(len(self.sessions))
-        assert self._loop is not None
-        limit = self.config.max_session_seconds
-        self._limit_timers[session.id] = self._loop.call_later(limit, self._limit_reached, session)
         if self.drain.draining:
             session.notify(self._drain_notice())
 
     def leave(self, session: Session) -> None:
-        timer = self._limit_timers.pop(session.id, None)
-        if timer is not None:
-            timer.cancel()
         if self.sessions.get(session.handle.slot) is session:
             del self.sessions[session.handle.slot]
         self.unclaim(session.handle)
         self.metrics.sessions_ended.labels(session.end_reason or "unknown").inc()
         self.metrics.sessions_active.set(len(self.sessions))
 
-    def _limit_reached(self, session: Session) -> None:
-        limit = self.config.max_session_seconds
-        session.notify(SessionLimitNotice(max_session_seconds=limit).wire())
-        session.close(CLOSE_NORMAL, "session_limit", END_LIMIT)
+    def end_all(self, code: int, reason: str, end_reason: str, error: str | None = None) -> None:
+        for session in list(self.sessions.values()):
+            session.end(code, reason, end_reason, error)
+
+    # --- health -------------------------------------------------------------------------------
+    def health(self) -> str | None:
+        """Why /healthz fails, or None while the process can serve."""
+        return self.load_error or self.failure or self.degraded
+
+    def fail(self, why: str) -> None:
+        """A part that cannot be replaced failed: tell every caller, then stop (exit 1)."""
+        if self.failure is not None:
+            return
+        self.failure = why
+        log.error("%s; ending %d sessions and exiting", why, len(self.sessions))
+        self.end_all(
+            CLOSE_INTERNAL_ERROR,
+            "server failure",
+            END_ENGINE,
+            error=f"the model engine failed ({why}); please reconnect",
+        )
+        self.stopped.set()
 
     # --- drain --------------------------------------------------------------------------------
     def _drain_notice(self) -> dict[str, object]:
@@ -207,27 +243,29 @@ class Hub:
             for session in list(self.sessions.values()):
                 session.notify(notice)
 
-    async def watch_drain(self) -> None:
-        """Close what is left at the deadline; after SIGTERM, stop once nobody is left (or a
-        few seconds past the deadline, if a client never acknowledges its close)."""
-        while True:
-            await asyncio.sleep(0.1)
-            if not self.drain.draining:
-                continue
-            if self.drain.exit_when_empty and not self.sessions:
-                self.stopped.set()
-                return
-            if self.drain.remaining() > 0:
-                continue
-            for session in list(self.sessions.values()):
-                session.close(CLOSE_GOING_AWAY, "drain", END_DRAIN)
-            if self.drain.exit_when_empty and time.monotonic() > self.drain.deadline + 3.0:
-                self.stopped.set()
-                return
+    def check_drain(self, now: float) -> None:
+        """Close what is left at the deadline; after SIGTERM, stop once nobody is left, or
+        once every close had its time to go out (the supervisor aborts those that could not)."""
+        if not self.drain.draining:
+            return
+        if self.drain.exit_when_empty and not self.sessions:
+            self.stopped.set()
+            return
+        if self.drain.remaining() > 0:
+            return
+        self.end_all(CLOSE_GOING_AWAY, "drain", END_DRAIN)
+        if self.drain.exit_when_empty and now > self.drain.deadline + 2 * CLOSE_TIMEOUT_SECONDS:
+            self.stopped.set()
 
     def shutdown_sessions(self) -> None:
-        for session in list(self.sessions.values()):
-            session.close(CLOSE_GOING_AWAY, "shutdown", END_SHUTDOWN)
+        self.end_all(CLOSE_GOING_AWAY, "shutdown", END_SHUTDOWN)
+
+    async def sessions_gone(self, timeout: float) -> bool:
+        """Wait until every session has left, at most ``timeout``; whether they all did."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.sessions
 
     # --- status ---------------------------------------------------------------------------------
     def status(self) -> RuntimeStatus:

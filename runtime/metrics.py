@@ -15,6 +15,8 @@ P = constants.RUNTIME_METRIC_PREFIX
 # 5 ms to 160 ms: from a lightly loaded H100 step to twice the real-time budget.
 STEP_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12, 0.16)
 TTFA_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+# From a caller on the same network (a few ms) to the default lag bound (3 s) and past it.
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 
 
 class _GpuCollector(Collector):
@@ -69,6 +71,44 @@ class RuntimeMetrics:
             f"{P}queue_drops",
             "Frames dropped from a session's full queue (a slow or bursty client).",
             ["direction"],
+            registry=r,
+        )
+        self.input_dropped = Counter(
+            f"{P}input_dropped",
+            "Client messages dropped unprocessed: over the session's input budget (rate) or "
+            "with too many waiting for the codec (backlog).",
+            ["reason"],
+            registry=r,
+        )
+        self.client_lag = Histogram(
+            f"{P}client_lag_seconds",
+            "How far behind callers read: the round trip of a ping queued behind their audio.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.transport_aborts = Counter(
+            f"{P}transport_aborts",
+            "Connections aborted because a server-side close could not be sent in time.",
+            registry=r,
+        )
+        self.upgrades_aborted = Counter(
+            f"{P}upgrades_aborted",
+            "WebSocket upgrades the caller abandoned (hung up or reset) before its session began.",
+            registry=r,
+        )
+        self.connections_timed_out = Counter(
+            f"{P}connections_timed_out",
+            "Connections closed for not sending a whole request line and headers in time.",
+            registry=r,
+        )
+        self.bad_requests = Counter(
+            f"{P}bad_requests",
+            "HTTP requests that could not be parsed (answered 400, not logged).",
+            registry=r,
+        )
+        self.codec_worker_restarts = Counter(
+            f"{P}codec_worker_restarts",
+            "Codec worker processes replaced after exiting or not answering.",
             registry=r,
         )
         self.model_load_seconds = Gauge(

@@ -2,13 +2,21 @@
 
 Refusals happen before the upgrade, as plain HTTP 503 with Retry-After, so a load balancer or
 client can try another pod without speaking WebSocket first.
+
+WebSockets are set up for the session's own supervision: no aiohttp heartbeat (it pings only a
+caller that sends nothing, and callers stream; the session's lag probe pings all of them),
+pings and pongs handed to the session, no per-message compression (audio does not compress,
+and inflating a caller's frames is CPU the caller controls), and small socket buffers
+(``limits.SEND_BUFFER_BYTES``) so stale audio cannot pile up for a caller that stopped reading.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +27,24 @@ from pydantic import ValidationError
 from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse
 from voicefleet.runtime.drain import API
-from voicefleet.runtime.engine import SlotHandle
-from voicefleet.runtime.hub import RETRY_AFTER_SECONDS, Hub, Refusal
+from voicefleet.runtime.hub import (
+    REFUSED_DRAINING,
+    REFUSED_FAILED,
+    REFUSED_FULL,
+    REFUSED_LOADING,
+    RETRY_AFTER_SECONDS,
+    Hub,
+    Refusal,
+)
+from voicefleet.runtime.limits import (
+    BODY_TIMEOUT_SECONDS,
+    CLOSE_TIMEOUT_SECONDS,
+    SEND_BUFFER_BYTES,
+    WRITE_BUFFER_BYTES,
+)
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES, parse_sampling
 from voicefleet.runtime.resample import SUPPORTED_RATES
-from voicefleet.runtime.session import Session
+from voicefleet.runtime.session import Connection, Session
 from voicefleet.runtime.ws_moshi import MoshiSession
 from voicefleet.runtime.ws_pcm import PcmSession
 
@@ -32,8 +53,6 @@ HUB_KEY = web.AppKey("hub", Hub)
 # aiohttp's own cap on one message; ours (MAX_MESSAGE_BYTES) is checked per protocol so the
 # client gets a protocol error rather than a bare close.
 WS_MAX_MSG_SIZE = 4 * MAX_MESSAGE_BYTES
-# Moshi's Rust server pings every 10 s; the same keeps idle proxies from cutting a call.
-WS_HEARTBEAT_SECONDS = 10.0
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -48,7 +67,26 @@ def _refuse(refusal: Refusal) -> web.Response:
     )
 
 
-SessionFactory = Callable[[Hub, web.WebSocketResponse, SlotHandle, int], Session]
+SessionFactory = Callable[[Hub, Connection], Session]
+
+
+def _websocket() -> web.WebSocketResponse:
+    return web.WebSocketResponse(
+        max_msg_size=WS_MAX_MSG_SIZE,
+        autoping=False,
+        heartbeat=None,
+        compress=False,
+        # How long a close handshake waits for the caller's answer.
+        timeout=CLOSE_TIMEOUT_SECONDS,
+        writer_limit=WRITE_BUFFER_BYTES,
+    )
+
+
+def _bound_buffers(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
 
 
 async def _serve(
@@ -58,13 +96,25 @@ async def _serve(
     claim = hub.claim(text_temperature)
     if isinstance(claim, Refusal):
         return _refuse(claim)
-    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MSG_SIZE, heartbeat=WS_HEARTBEAT_SECONDS)
+    ws = _websocket()
     try:
         await ws.prepare(request)
+    except ConnectionError:
+        hub.unclaim(claim)
+        hub.metrics.upgrades_aborted.inc()
+        # Nobody will read this; a half-prepared WebSocket cannot be returned, and aiohttp
+        # drops the answer to a closed connection without a word.
+        return web.Response(status=400, text="the connection closed during the upgrade")
     except BaseException:
         hub.unclaim(claim)
         raise
-    session = factory(hub, ws, claim, hub.next_session_id())
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        hub.unclaim(claim)
+        hub.metrics.upgrades_aborted.inc()
+        return ws
+    _bound_buffers(transport)
+    session = factory(hub, Connection(ws, transport, claim, hub.next_session_id()))
     hub.join(session)
     try:
         await session.run()
@@ -76,8 +126,8 @@ async def _serve(
 async def moshi_chat(request: web.Request) -> Any:
     sampling = parse_sampling(request.query)
 
-    def factory(hub: Hub, ws: web.WebSocketResponse, handle: SlotHandle, sid: int) -> Session:
-        return MoshiSession(hub, ws, handle, sid, sampling=sampling)
+    def factory(hub: Hub, connection: Connection) -> Session:
+        return MoshiSession(hub, connection, sampling)
 
     return await _serve(request, factory, sampling.text_temperature)
 
@@ -90,17 +140,15 @@ async def pcm_chat(request: web.Request) -> Any:
     if rate not in SUPPORTED_RATES:
         return _json({"error": f"rate must be one of {list(SUPPORTED_RATES)}"}, status=400)
 
-    def factory(hub: Hub, ws: web.WebSocketResponse, handle: SlotHandle, sid: int) -> Session:
-        return PcmSession(hub, ws, handle, sid, rate=rate)
+    def factory(hub: Hub, connection: Connection) -> Session:
+        return PcmSession(hub, connection, rate)
 
     return await _serve(request, factory)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB_KEY]
-    engine = hub.engine
-    if hub.load_error is not None or (engine is not None and engine.failure is not None):
-        failure = hub.load_error or repr(engine.failure if engine else None)
+    failure = request.app[HUB_KEY].health()
+    if failure is not None:
         return _json({"ok": False, "error": failure}, status=500)
     return _json({"ok": True})
 
@@ -109,12 +157,14 @@ async def readyz(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     if hub.ready():
         return _json({"ready": True})
-    if not hub.loaded:
-        why = "loading"
+    if hub.failure is not None:
+        why = REFUSED_FAILED
+    elif not hub.loaded:
+        why = REFUSED_LOADING
     elif hub.drain.draining:
-        why = "draining"
+        why = REFUSED_DRAINING
     else:
-        why = "full"
+        why = REFUSED_FULL
     return _json({"ready": False, "reason": why}, status=503)
 
 
@@ -134,8 +184,11 @@ async def status(request: web.Request) -> web.Response:
 def _authorized(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    # Constant-time comparison: the token guards the power to empty a pod.
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    # Constant-time comparison: the token guards the power to empty a pod. On bytes, because
+    # compare_digest refuses str with non-ASCII characters; aiohttp decodes header bytes as
+    # UTF-8 with surrogateescape, so this gets back exactly the bytes that were sent.
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode("utf-8"))
 
 
 async def drain(request: web.Request) -> web.Response:
@@ -152,7 +205,11 @@ async def drain(request: web.Request) -> web.Response:
     if not _authorized(request, token):
         return _json({"error": "missing or wrong bearer token"}, status=401)
     try:
-        body = DrainRequest.model_validate(json.loads(await request.text() or "{}"))
+        text = await asyncio.wait_for(request.text(), BODY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return _json({"error": f"request body not sent within {BODY_TIMEOUT_SECONDS:g} s"}, 408)
+    try:
+        body = DrainRequest.model_validate(json.loads(text or "{}"))
     except (ValueError, ValidationError) as exc:
         return _json({"error": f"bad drain request: {exc}"}, status=400)
     hub.start_drain(body.deadline_seconds, body.reason, API)

@@ -1,6 +1,11 @@
 """Process lifecycle: open the port first (so ``/healthz`` answers while the model loads),
-load the model off the event loop, start the engine, then serve until SIGTERM's drain ends
-or a second signal cuts it short.
+load the model off the event loop, start the engine and the supervisor, then serve until
+SIGTERM's drain ends, a second signal cuts it short, or the engine fails.
+
+Stopping is bounded at every step, so the process always exits inside the pod's
+``terminationGracePeriodSeconds`` (the drain plus 30 s): sessions are closed (and aborted if
+their close cannot be sent), aiohttp gets ``SHUTDOWN_TIMEOUT_SECONDS`` for what is left, and a
+backstop exits ``EXIT_BACKSTOP_SECONDS`` after stopping began, whatever still hangs.
 
 Exit codes: 0 after a drain, 2 when the model cannot load (the message says what to change),
 1 when the engine fails while serving.
@@ -11,13 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import functools
 import gc
 import importlib
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from aiohttp import web
@@ -27,13 +36,23 @@ from voicefleet.runtime.config import RuntimeConfig
 from voicefleet.runtime.drain import SIGNAL
 from voicefleet.runtime.engine import BatchedEngine
 from voicefleet.runtime.hub import Hub
+from voicefleet.runtime.limits import (
+    CLOSE_TIMEOUT_SECONDS,
+    EXIT_BACKSTOP_SECONDS,
+    KEEPALIVE_SECONDS,
+    SHUTDOWN_TIMEOUT_SECONDS,
+)
+from voicefleet.runtime.listener import Listener, server_logger
 from voicefleet.runtime.routes import HUB_KEY, add_routes
+from voicefleet.runtime.supervisor import Supervisor
 
 log = logging.getLogger("voicefleet.runtime")
 
 EXIT_OK = 0
 EXIT_ENGINE_FAILED = 1
 EXIT_LOAD_FAILED = 2
+
+T = TypeVar("T")
 
 
 def serve(config: RuntimeConfig) -> int:
@@ -101,17 +120,62 @@ def _load(hub: Hub) -> BatchedEngine:
     return engine
 
 
-async def _start_http(hub: Hub) -> web.AppRunner:
+async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
     config = hub.config
-    app = web.Application()
+    listener = Listener(config.header_timeout_seconds, hub.metrics)
+    app = web.Application(middlewares=[listener.middleware])
     app[HUB_KEY] = hub
     add_routes(app)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
+        logger=server_logger(hub.metrics),
+    )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
+    assert runner.server is not None
+    await listener.start(runner.server, config.host, config.port)
     log.info("listening on http://%s:%d (backend %s)", config.host, config.port, config.backend)
-    return runner
+    return runner, listener
+
+
+def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """``work()`` on a thread of its own that never holds up the exit (asyncio.to_thread's
+    executor would: a SIGTERM during a minutes-long model load would wait for the load)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: object) -> None:
+        if not future.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[Callable[[Any], None], object] = (future.set_result, work())
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome = (future.set_exception, exc)
+        # The loop is closed if the process stopped before the work ended.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="voicefleet-load", daemon=True).start()
+    return future
+
+
+def _arm_exit_backstop(exit_code: int) -> None:
+    """Exit no matter what still hangs, EXIT_BACKSTOP_SECONDS from now."""
+
+    def exit_now() -> None:
+        log.error("still stopping after %g s: exiting now", EXIT_BACKSTOP_SECONDS)
+        faulthandler.dump_traceback(all_threads=True)
+        logging.shutdown()
+        os._exit(exit_code)
+
+    timer = threading.Timer(EXIT_BACKSTOP_SECONDS, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
@@ -137,14 +201,15 @@ async def _main(config: RuntimeConfig) -> int:
     loop = asyncio.get_running_loop()
     hub = Hub(config)
     hub.attach(loop)
-    runner = await _start_http(hub)
+    runner, listener = await _start_http(hub)
     _install_signals(loop, hub)
 
     exit_code = EXIT_OK
     engine: BatchedEngine | None = None
-    watcher = asyncio.create_task(hub.watch_drain())
-    loading = asyncio.create_task(asyncio.to_thread(_load, hub))
-    stopped = asyncio.create_task(hub.stopped.wait())
+    supervisor = asyncio.create_task(Supervisor(hub).run(), name="supervisor")
+    supervisor.add_done_callback(functools.partial(_supervisor_ended, hub))
+    loading = _in_daemon_thread(functools.partial(_load, hub))
+    stopped: asyncio.Future[Any] = asyncio.create_task(hub.stopped.wait())
     try:
         await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
@@ -163,21 +228,29 @@ async def _main(config: RuntimeConfig) -> int:
                 config.context_steps,
                 hub.load_seconds or 0.0,
             )
-            while not hub.stopped.is_set():
-                if engine.failure is not None:
-                    log.error("engine failed: %r", engine.failure)
-                    exit_code = EXIT_ENGINE_FAILED
-                    break
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(stopped), 1.0)
+            await stopped
+        if hub.failure is not None:
+            exit_code = EXIT_ENGINE_FAILED
         return exit_code
     finally:
-        watcher.cancel()
+        _arm_exit_backstop(exit_code)
         stopped.cancel()
+        # Every session gets its close; the supervisor aborts those that cannot take it.
         hub.shutdown_sessions()
-        await asyncio.sleep(0.2)
+        await hub.sessions_gone(2 * CLOSE_TIMEOUT_SECONDS + 1.0)
+        supervisor.cancel()
+        await listener.stop()
         await runner.cleanup()
         if engine is not None:
-            engine.stop()
+            # A failed engine's thread may be wedged for good: waiting for it helps no one.
+            engine.stop(timeout=0.0 if hub.failure else 2.0)
         hub.codec.shutdown()
         log.info("stopped (exit %d)", exit_code)
+
+
+def _supervisor_ended(hub: Hub, task: asyncio.Task[None]) -> None:
+    """The supervisor only ends when cancelled at shutdown; anything else is a bug that
+    leaves the runtime unwatched, so the process fails and stops."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("supervisor failed", exc_info=task.exception())
+        hub.fail(f"the supervisor failed: {task.exception()!r}")

@@ -1,21 +1,43 @@
 """``/api/chat``: Moshi's WebSocket protocol, so Kyutai's web client and ``moshi.client``
 work unchanged. Ogg/Opus at 24 kHz both ways, model text as 0x02, notices as 0x04 JSON,
-errors as 0x05; the handshake goes first; unknown kinds are ignored."""
+errors as 0x05; the handshake goes first; unknown kinds are ignored.
+
+Incoming audio is handed to the codec workers without waiting: a session has at most
+``MAX_DECODE_BACKLOG_MESSAGES`` (and ``_BYTES``) decodes in flight, each charged to the input
+budget before it is sent (by the audio its Ogg/Opus headers announce, ``oggopus.py``) and
+after (by any audio it held beyond that). Results of one session come back in order, so its
+audio stays in order."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from voicefleet import constants
 from voicefleet.api.runtime import SessionInfo
 from voicefleet.runtime import protocol
-from voicefleet.runtime.codec import CodecError
-from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput, SlotHandle
+from voicefleet.runtime.codec import CodecUnavailable, Pcm
+from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput
+from voicefleet.runtime.limits import (
+    MAX_DECODE_BACKLOG_BYTES,
+    MAX_DECODE_BACKLOG_MESSAGES,
+    MESSAGE_COST_SECONDS,
+    OPUS_MAX_BYTES_PER_SECOND,
+)
+from voicefleet.runtime.oggopus import ogg_opus_seconds
 from voicefleet.runtime.protocol import Control, Kind, Sampling
-from voicefleet.runtime.session import BadInput, Session
+from voicefleet.runtime.session import (
+    CLOSE_UNSUPPORTED,
+    DROP_BACKLOG,
+    END_ERROR,
+    BadInput,
+    Connection,
+    Session,
+)
 
 if TYPE_CHECKING:
     from voicefleet.runtime.hub import Hub
@@ -27,20 +49,19 @@ class MoshiSession(Session):
     protocol = PROTOCOL_MOSHI
     wants_opus = True
 
-    def __init__(
-        self,
-        hub: Hub,
-        ws: web.WebSocketResponse,
-        handle: SlotHandle,
-        session_id: int,
-        sampling: Sampling,
-    ) -> None:
-        super().__init__(hub, ws, handle, session_id)
+    def __init__(self, hub: Hub, connection: Connection, sampling: Sampling) -> None:
+        super().__init__(hub, connection)
         self.sampling = sampling
         self._pcm: np.ndarray[Any, np.dtype[np.float32]] = np.zeros(0, dtype=np.float32)
+        self._decoding = 0  # messages sent to the codec, not yet back
+        self._decoding_bytes = 0
 
     async def on_open(self) -> None:
-        await self.hub.codec.open(self.id)
+        try:
+            await self.hub.codec.open(self.id)
+        except CodecUnavailable as exc:
+            self.codec_failed(exc)
+            return
         await self.ws.send_bytes(protocol.handshake())
         info = SessionInfo(
             session_id=str(self.id),
@@ -51,10 +72,12 @@ class MoshiSession(Session):
         )
         await self.send_notice(info.wire())
 
-    async def on_close(self) -> None:
-        await self.hub.codec.close(self.id)
+    def on_close(self) -> None:
+        release = self.hub.codec.close(self.id)
+        # Nobody waits for it: a worker that died took the state with it anyway.
+        release.add_done_callback(lambda done: done.cancelled() or done.exception())
 
-    async def on_message(self, kind: WSMsgType, data: Any) -> None:
+    def on_message(self, kind: WSMsgType, data: Any) -> None:
         if kind != WSMsgType.BINARY:
             raise BadInput("the Moshi protocol takes binary messages only")
         message: bytes = data
@@ -63,18 +86,54 @@ class MoshiSession(Session):
         if len(message) > protocol.MAX_MESSAGE_BYTES:
             raise BadInput(f"message of {len(message)} bytes; at most {protocol.MAX_MESSAGE_BYTES}")
         if message[0] == Kind.AUDIO:
-            await self._audio(message[1:])
+            self.heard()
+            self._decode(message[1:])
         elif message[0] == Kind.CONTROL and message[1:2] == bytes([Control.RESTART]):
             assert self.hub.engine is not None
             self.hub.engine.restart(self.handle)
         # Handshake, text, metadata, ping, other controls and unknown kinds: nothing to do.
 
-    async def _audio(self, ogg: bytes) -> None:
-        try:
-            pcm = await self.hub.codec.decode(self.id, ogg)
-        except CodecError as exc:
-            raise BadInput(f"audio is not Ogg/Opus: {exc}") from exc
+    def _decode(self, ogg: bytes) -> None:
+        if not ogg:
+            return
+        # Charged before any decoding: the audio its headers announce, and at least what its
+        # size must hold (Opus carries at most 510 kbit/s), for a page split over messages.
+        announced = ogg_opus_seconds(ogg) or 0.0
+        seconds = max(announced, len(ogg) / OPUS_MAX_BYTES_PER_SECOND)
+        # The receive loop has charged the message's minimum cost already.
+        if not self.admit(max(0.0, seconds - MESSAGE_COST_SECONDS)):
+            return
+        if (
+            self._decoding >= MAX_DECODE_BACKLOG_MESSAGES
+            or self._decoding_bytes + len(ogg) > MAX_DECODE_BACKLOG_BYTES
+        ):
+            self.drop_input(DROP_BACKLOG)
+            return
+        self._decoding += 1
+        self._decoding_bytes += len(ogg)
+        decoding = self.hub.codec.decode(self.id, ogg)
+        paid = max(MESSAGE_COST_SECONDS, seconds)
+        decoding.add_done_callback(functools.partial(self._decoded, len(ogg), paid))
+
+    def _decoded(self, size: int, paid: float, decoding: asyncio.Future[Pcm]) -> None:
+        self._decoding -= 1
+        self._decoding_bytes -= size
+        error = decoding.exception()
+        if self.closing_since is not None:
+            return
+        if isinstance(error, CodecUnavailable):
+            self.codec_failed(error)
+            return
+        if error is not None:
+            self.end(
+                CLOSE_UNSUPPORTED, "bad input", END_ERROR, error=f"audio is not Ogg/Opus: {error}"
+            )
+            return
+        pcm = decoding.result()
         if pcm.size == 0:
+            return
+        # The rest of what the message held, now that it is known.
+        if not self.admit(max(0.0, pcm.size / constants.MOSHI_SAMPLE_RATE - paid)):
             return
         self._pcm = np.concatenate((self._pcm, pcm.reshape(-1).astype(np.float32, copy=False)))
         engine = self.hub.engine

@@ -10,29 +10,29 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from voicefleet import constants
 from voicefleet.api.runtime import SessionInfo
-from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput, SlotHandle
+from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput
+from voicefleet.runtime.limits import MESSAGE_COST_SECONDS
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES
 from voicefleet.runtime.resample import StreamResampler
-from voicefleet.runtime.session import BadInput, Session
+from voicefleet.runtime.session import BadInput, Connection, Session
 
 if TYPE_CHECKING:
     from voicefleet.runtime.hub import Hub
 
 PROTOCOL_PCM = "pcm"
 INT16_SCALE = 32768.0
+BYTES_PER_SAMPLE = 2
 
 
 class PcmSession(Session):
     protocol = PROTOCOL_PCM
 
-    def __init__(
-        self, hub: Hub, ws: web.WebSocketResponse, handle: SlotHandle, session_id: int, rate: int
-    ) -> None:
-        super().__init__(hub, ws, handle, session_id)
+    def __init__(self, hub: Hub, connection: Connection, rate: int) -> None:
+        super().__init__(hub, connection)
         self.rate = rate
         self._upsample = StreamResampler(self.rate, constants.MOSHI_SAMPLE_RATE)
         self._downsample = StreamResampler(constants.MOSHI_SAMPLE_RATE, self.rate)
@@ -50,17 +50,22 @@ class PcmSession(Session):
         )
         await self.send_notice(info.wire())
 
-    async def on_close(self) -> None:
+    def on_close(self) -> None:
         """Nothing to release: the resamplers die with the session."""
 
-    async def on_message(self, kind: WSMsgType, data: Any) -> None:
+    def on_message(self, kind: WSMsgType, data: Any) -> None:
         if kind != WSMsgType.BINARY:
             raise BadInput("send audio as binary messages of 16-bit little-endian PCM")
         if len(data) > MAX_MESSAGE_BYTES:
             raise BadInput(f"message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
+        self.heard()
+        # The message's whole length of audio, less the per-message cost already charged.
+        seconds = len(data) / (BYTES_PER_SAMPLE * self.rate)
+        if not self.admit(max(0.0, seconds - MESSAGE_COST_SECONDS)):
+            return
         raw = self._pending + bytes(data)
         # An odd byte count splits a sample; keep the half for the next message.
-        usable = len(raw) - len(raw) % 2
+        usable = len(raw) - len(raw) % BYTES_PER_SAMPLE
         self._pending = raw[usable:]
         samples = np.frombuffer(raw[:usable], dtype="<i2").astype(np.float32) / INT16_SCALE
         self._pcm = np.concatenate((self._pcm, samples))

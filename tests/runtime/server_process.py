@@ -12,12 +12,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 # Model load and warm-up take seconds alone, far more when other work shares the two cores.
 READY_TIMEOUT_SECONDS = 180.0
+METRIC_PREFIX = "voicefleet_runtime_"
 
 
 def http(
@@ -75,6 +79,20 @@ class RuntimeServer:
             time.sleep(0.3)
         raise TimeoutError(f"server not ready in {READY_TIMEOUT_SECONDS} s:\n{self.log()}")
 
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of ``/metrics``, keyed by (name, sorted labels)."""
+        body = http("GET", f"{self.http}/metrics")[2].decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of ``/metrics`` (``voicefleet_runtime_`` is added); 0 when absent."""
+        key = (METRIC_PREFIX + name, tuple(sorted(labels.items())))
+        return self.metrics().get(key, 0.0)
+
     def status(self) -> dict[str, object]:
         answer: dict[str, object] = json.loads(http("GET", f"{self.http}/v1/status")[2])
         return answer
@@ -89,6 +107,20 @@ class RuntimeServer:
                 return
             time.sleep(0.1)
         raise TimeoutError(f"sessions still active: {self.status()}")
+
+    def codec_worker_pids(self) -> list[int]:
+        """The codec worker processes: children started by multiprocessing's spawn."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after it.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == self.process.pid and b"spawn_main" in cmdline:
+                pids.append(int(stat.parent.name))
+        return sorted(pids)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -109,7 +141,12 @@ def start_server(
     token: str | None = None,
     drain_seconds: int = 30,
     reconnect_url: str | None = None,
+    codec_workers: int = 1,
+    extra_args: Sequence[str] = (),
+    module: str = "voicefleet",
+    environment: Mapping[str, str] | None = None,
 ) -> RuntimeServer:
+    """``module`` is what ``python -m`` runs: the real command, or a test's wrapper of it."""
     port = free_port()
     log_path = tmp_path / f"runtime-{port}.log"
     env = {k: v for k, v in os.environ.items() if k != "VOICEFLEET_POOL_TOKEN"}
@@ -117,10 +154,11 @@ def start_server(
         env["VOICEFLEET_POOL_TOKEN"] = token
     # One torch thread: the codec worker and the test clients need the other core.
     env["OMP_NUM_THREADS"] = "1"
+    env.update(environment or {})
     command = [
         sys.executable,
         "-m",
-        "voicefleet",
+        module,
         "runtime",
         "serve",
         "--backend=tiny",
@@ -129,7 +167,8 @@ def start_server(
         f"--max-sessions={max_sessions}",
         f"--max-session-seconds={max_session_seconds}",
         f"--drain-seconds={drain_seconds}",
-        "--codec-workers=1",
+        f"--codec-workers={codec_workers}",
+        *extra_args,
     ]
     if reconnect_url:
         command.append(f"--reconnect-url={reconnect_url}")

@@ -1,5 +1,5 @@
-"""The runtime's pure parts: query-string clamping, resampling lengths, drain deadlines and
-the contract models' wire form."""
+"""The runtime's pure parts: query-string clamping, resampling lengths, drain deadlines, the
+contract models' wire form, the token bucket, the lag probe and reading Opus durations."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import time
 
 import numpy as np
 import pytest
+import sphn
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.runtime.oggpages import SilentStream, page, split_pages
 from voicefleet.api.runtime import DrainNotice, DrainRequest
+from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.drain import API, SIGNAL, DrainState
+from voicefleet.runtime.lag import LagProbe
+from voicefleet.runtime.oggopus import ogg_opus_seconds, packet_seconds
 from voicefleet.runtime.protocol import parse_sampling
 from voicefleet.runtime.resample import StreamResampler
 
@@ -77,3 +82,70 @@ def test_contract_wire_form() -> None:
     assert notice.wire() == {"type": "drain", "deadlineSeconds": 3, "reconnect": None, "reason": ""}
     with pytest.raises(ValueError):
         DrainRequest.model_validate({"deadlineSeconds": -1})
+
+
+def test_token_bucket_refills_at_its_rate_and_tallies_what_it_refuses() -> None:
+    bucket = TokenBucket(2.0, rate=1.0, now=0.0)
+    assert bucket.take(1.5, now=0.0)
+    assert not bucket.take(1.0, now=0.0), "0.5 left"
+    assert bucket.take(1.0, now=0.5), "refilled by 0.5"
+    assert bucket.take(2.0, now=100.0), "refills no further than its capacity"
+    assert not bucket.take(2.5, now=100.0)
+    assert bucket.refused == 3.5
+
+
+@given(st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 0.5)), max_size=200))
+def test_token_bucket_never_gives_more_than_its_rate_plus_capacity(
+    steps: list[tuple[float, float]],
+) -> None:
+    bucket = TokenBucket(2.0, rate=1.0, now=0.0)
+    now = taken = 0.0
+    for wait, amount in steps:
+        now += wait
+        if bucket.take(amount, now):
+            taken += amount
+    assert taken <= 2.0 + now + 1e-9
+
+
+def test_lag_probe_measures_the_round_trip_of_its_own_pings() -> None:
+    probe = LagProbe(interval=1.0)
+    assert probe.due(10.0) is None, "not started"
+    probe.start(10.0)
+    assert probe.due(10.5) is None
+    payload = probe.due(11.0)
+    assert payload is not None
+    assert probe.due(11.5) is None, "one ping in flight at a time"
+    assert probe.behind(11.5) == 0.5
+    assert probe.answered(b"someone else's", 11.6) is None
+    assert probe.answered(payload, 11.7) == pytest.approx(0.7)
+    assert probe.behind(11.8) == 0.0
+    assert probe.due(12.0) is None
+    assert probe.due(12.7) is not None
+
+
+def test_opus_duration_is_read_from_headers_as_the_decoder_finds_it() -> None:
+    stream = SilentStream(frames=25)
+    reader = sphn.OpusStreamReader(24_000)
+    for message in split_pages(stream.start):
+        decoded = reader.append_bytes(message).size / 24_000
+        announced = ogg_opus_seconds(message)
+        assert announced is not None
+        # The first audio page also carries the decoder's pre-skip; otherwise they agree.
+        assert decoded <= announced + 1e-9
+        assert announced - decoded < 0.01
+    assert ogg_opus_seconds(stream.start) == pytest.approx(2.0, abs=0.05)
+    assert ogg_opus_seconds(stream.start[:-3]) is None, "a cut page"
+    assert ogg_opus_seconds(b"not ogg at all") is None
+
+
+def test_opus_duration_counts_a_packet_split_over_pages_once() -> None:
+    stream = SilentStream()
+    packet = stream.packet
+    seconds = packet_seconds(packet)
+    assert seconds > 0
+    # A 255-byte head ends the first page mid-packet; the second page continues it.
+    padded = packet + bytes(600)
+    first = page(stream.serial, 1, 0, [padded[:255]])
+    second = page(stream.serial, 2, 0, [padded[255:], packet], continued=True)
+    assert ogg_opus_seconds(first + second) == pytest.approx(2 * seconds)
+    assert packet_seconds(b"OpusHead....") == 0.0

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from voicefleet import constants
+from voicefleet.runtime import limits  # plain numbers: no torch
 
 BACKENDS = ("tiny", "moshi", "hertz-dev")
 
@@ -59,7 +60,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=max(1, min(8, (os.cpu_count() or 2) // 2)),
         help="processes for Ogg/Opus encoding and decoding (0: in the server process)",
     )
+    _add_bounds(serve)
     serve.set_defaults(func=_serve)
+
+
+# Flags that bound what callers may do: (config field, default, help).
+BOUNDS = (
+    ("idle_seconds", limits.IDLE_SECONDS, "close a session that sends no audio for this long"),
+    (
+        "header_timeout_seconds",
+        limits.HEADER_TIMEOUT_SECONDS,
+        "close a connection that has not sent a whole request line and headers by then",
+    ),
+    (
+        "max_client_lag_seconds",
+        limits.MAX_CLIENT_LAG_SECONDS,
+        "drop a caller that reads this far behind the audio it is sent (measured by pings)",
+    ),
+    (
+        "input_burst_seconds",
+        limits.INPUT_BURST_SECONDS,
+        "audio a caller may send ahead of real time; more is dropped, a flood closes it",
+    ),
+)
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _add_bounds(serve: argparse.ArgumentParser) -> None:
+    for name, default, help_text in BOUNDS:
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_positive_seconds,
+            default=default,
+            metavar="SECONDS",
+            help=f"{help_text} (default {default:g})",
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -92,5 +133,6 @@ def _serve(args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         reconnect_url=args.reconnect_url,
         codec_workers=args.codec_workers,
+        **{name: getattr(args, name) for name, _, _ in BOUNDS},
     )
     return serve(config)
