@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from voicefleet import constants
-from voicefleet.operator.kube import Kube, KubeError, now_rfc3339
+from voicefleet.operator.api_protocols import KubeApi
+from voicefleet.operator.kube import KubeError, now_rfc3339
 
 # client-go aggregates within ten minutes and keeps 4096 recent events.
 WINDOW_SECONDS: Final = 600.0
@@ -36,7 +37,7 @@ class _Posted:
 class EventRecorder:
     """Posts Events, aggregating repeats (see the module docstring)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
         self._recent: OrderedDict[Key, _Posted] = OrderedDict()
 

@@ -21,10 +21,11 @@ from typing import Any
 
 from voicefleet import constants
 from voicefleet.operator import builders, metrics, scaling
+from voicefleet.operator.api_protocols import KubeApi, RuntimeApi
 from voicefleet.operator.background import Background
-from voicefleet.operator.kube import Kube, KubeError
+from voicefleet.operator.kube import KubeError
 from voicefleet.operator.pool_state import PoolState
-from voicefleet.operator.runtime_client import RuntimeCallError, RuntimeClient
+from voicefleet.operator.runtime_client import RuntimeCallError
 from voicefleet.operator.scaling import Actions, PodView
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ class PodActions:
 
     def __init__(
         self,
-        kube: Kube,
-        runtime: RuntimeClient,
+        kube: KubeApi,
+        runtime: RuntimeApi,
         background: Background,
         key: bytes,
         spot_fallback_seconds: float,

@@ -256,13 +256,6 @@ def test_ownership_is_the_pools_uid_in_an_owner_reference_never_a_name() -> None
     assert not builders.owned_by(pdb, twin)
     stranger = {"metadata": {"name": POOL.name, "labels": builders.selector_labels(POOL)}}
     assert not builders.owned_by(stranger, POOL)
-    names = {name for _kind, name in builders.owned_object_names(POOL)}
-    assert names == {
-        builders.service_name(POOL),
-        builders.headless_service_name(POOL),
-        builders.secret_name(POOL),
-        builders.pdb_name(POOL),
-    }
 
 
 def test_ordinals_round_trip() -> None:
