@@ -193,7 +193,7 @@ def test_reapplying_the_same_manifests_changes_nothing(
     for path in POOLS.values():
         out = cluster.kubectl_run("apply", f"--namespace={APPS}", "-f", str(EXAMPLES / path))
         assert "created" not in out and "configured" not in out, out
-    time.sleep(3)  # a few operator polls
+    operator.wait_passes(3)  # three timer passes over every pool
     after = {p.metadata.uid for pool in POOLS for p in harness.pool_pods(cluster.api, APPS, pool)}
     assert after == before
     assert operator.writes(APPS) == writes
