@@ -17,7 +17,8 @@ from typing import Any, Final
 
 from voicefleet import constants
 from voicefleet.operator.api_protocols import KubeApi
-from voicefleet.operator.kube import KubeError, now_rfc3339
+from voicefleet.operator.kube import KubeError
+from voicefleet.rfc3339 import format_time
 
 # client-go aggregates within ten minutes and keeps 4096 recent events.
 WINDOW_SECONDS: Final = 600.0
@@ -58,7 +59,7 @@ class EventRecorder:
         if posted is not None and now - posted.first < WINDOW_SECONDS:
             self._recent.move_to_end(key)
             posted.count += 1
-            patch = {"count": posted.count, "lastTimestamp": now_rfc3339()}
+            patch = {"count": posted.count, "lastTimestamp": format_time()}
             try:
                 if await self.kube.merge_patch("Event", namespace, posted.name, patch):
                     return
@@ -78,7 +79,7 @@ def _event(
 ) -> dict[str, Any]:
     """A core/v1 Event about ``involved`` (a body with apiVersion, kind, metadata)."""
     meta = involved["metadata"]
-    stamp = now_rfc3339()
+    stamp = format_time()
     return {
         "apiVersion": "v1",
         "kind": "Event",

@@ -70,9 +70,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Planned:
-    spec: VoiceAgentPoolSpec
+    spec: VoiceAgentPoolSpec  # with gpu.product resolved when it was "auto"
     plan: PlanStatus
-    gpu_product: str | None
     prices_error: str | None
 
 
@@ -146,7 +145,7 @@ class PoolPass:
                     planned.spec,
                     planned.plan,
                     kind,
-                    planned.gpu_product,
+                    planned.spec.gpu.product,
                     settings=self.config.pods,
                 )
                 for kind in scaling.CAPACITY_TYPES
@@ -243,7 +242,6 @@ class PoolPass:
             # usually stop such a spec before it gets here).
             problems = [describe(e, prefix=("spec",)) for e in exc.errors()]
             raise SpecInvalid("; ".join(problems)) from exc
-        gpu_product: str | None = spec.gpu.product
         if spec.gpu.product == GPU_AUTO:
             gpu_product = await self._auto_gpu(spec)
             spec = spec.model_copy(
@@ -254,7 +252,7 @@ class PoolPass:
             planned = plan(spec, prices)
         except PlanError as exc:
             raise SpecInvalid(str(exc)) from exc
-        return Planned(spec, planned, gpu_product, prices_error)
+        return Planned(spec, planned, prices_error)
 
     async def _auto_gpu(self, spec: VoiceAgentPoolSpec) -> str:
         """``gpu.product: auto``: the product most of the pool's usable nodes report."""

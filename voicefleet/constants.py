@@ -92,7 +92,6 @@ REASON_ROLLING: Final = "RollingUpdate"
 REASON_DRAINING: Final = "Draining"
 REASON_STABLE: Final = "Stable"
 REASON_HEALTHY: Final = "Healthy"
-REASON_NODE_INTERRUPTED: Final = "NodeInterrupted"
 REASON_PRICES_INVALID: Final = "PricesInvalid"
 REASON_CREATE_FAILED: Final = "CreateFailed"
 REASON_NAME_CONFLICT: Final = "NameConflict"
@@ -103,13 +102,11 @@ EVENT_POD_CREATED: Final = "PodCreated"
 EVENT_POD_DELETED: Final = "PodDeleted"
 EVENT_DRAIN_STARTED: Final = "DrainStarted"
 EVENT_DRAIN_FAILED: Final = "DrainFailed"
-EVENT_NODE_INTERRUPTED: Final = "NodeInterrupted"
 EVENT_PLAN_INVALID: Final = "PlanInvalid"
 EVENT_SPOT_FALLBACK: Final = "SpotFallback"
 EVENT_CREATE_FAILED: Final = "CreateFailed"
 EVENT_NAME_CONFLICT: Final = "NameConflict"
 EVENT_NODES_NOT_READY: Final = "NodesNotReady"
-EVENT_CREATE_RECOVERED: Final = "CreateRecovered"
 
 # --- Operator process -------------------------------------------------------------------------
 OPERATOR_NAME: Final = "voicefleet-operator"
@@ -118,7 +115,6 @@ OPERATOR_KEY_SECRET: Final = "voicefleet-operator-key"
 # The coordination.k8s.io Lease the operator's replicas elect their leader on (its namespace).
 OPERATOR_LEASE: Final = OPERATOR_NAME
 POOL_TOKEN_KEY: Final = "token"
-PATH_TOKEN_DIR: Final = "/var/run/voicefleet"
 
 # --- Runtime ports, paths and protocol --------------------------------------------------------
 RUNTIME_PORT: Final = 8998
@@ -136,7 +132,6 @@ OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"
 
 # --- Audio ------------------------------------------------------------------------------------
 MOSHI_SAMPLE_RATE: Final = 24_000
-MOSHI_FRAME_HZ: Final = 12.5
 MOSHI_FRAME_SAMPLES: Final = 1920  # 80 ms at 24 kHz
 
 # --- Names derived from a pool's name (the bound on pool names follows from them) -----------

@@ -17,7 +17,6 @@ import builtins
 import copy
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from tests.operator.contract_server import report
@@ -25,12 +24,9 @@ from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse, RuntimeStatus
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.runtime_client import RuntimeCallError
+from voicefleet.rfc3339 import format_time
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _merge(into: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -112,7 +108,7 @@ class FakeKube:
         key = (obj["kind"], meta.get("namespace", ""), meta["name"])
         if key in self.objects:
             return None
-        meta.update(uid=f"uid-{next(self._uids)}", creationTimestamp=_now())
+        meta.update(uid=f"uid-{next(self._uids)}", creationTimestamp=format_time())
         if obj["kind"] == "Pod":
             obj.setdefault("status", {"phase": "Pending"})
         return self._store(key, obj)
@@ -124,7 +120,7 @@ class FakeKube:
         live = self.objects.get(key)
         if live is None:
             obj = copy.deepcopy(dict(manifest))
-            obj["metadata"].update(uid=f"uid-{next(self._uids)}", creationTimestamp=_now())
+            obj["metadata"].update(uid=f"uid-{next(self._uids)}", creationTimestamp=format_time())
             return self._store(key, obj)
         _merge(live, manifest)
         return self._store(key, live)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from tests.operator import kit
 from tests.operator.conftest import Operator, pool_token
 from tests.operator.harness import NOT_READY_GRACE_SECONDS
 from voicefleet import constants
+from voicefleet.rfc3339 import format_time
 
 pytestmark = pytest.mark.sandbox
 
@@ -205,7 +205,7 @@ def test_a_drain_mark_without_the_call_gets_the_call_and_leaves_the_service(
     ip = victim.status.pod_ip
     kit.start_contract_server(pod_processes, ip, token, active=3)
     # What the operator had written when it was killed: the mark, no call, label unchanged.
-    deadline = datetime.fromtimestamp(time.time() + 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    deadline = format_time(time.time() + 60)
     client.CoreV1Api(kube_api).patch_namespaced_pod(
         victim.metadata.name,
         namespace,
