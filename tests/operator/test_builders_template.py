@@ -196,7 +196,7 @@ def test_required_node_terms_narrow_the_placement_never_replace_it() -> None:
 def test_the_runtime_uid_is_the_images_user() -> None:
     dockerfile = (ROOT / "runtime" / "Dockerfile").read_text()
     (user,) = re.findall(r"^USER\s+(\S+)\s*$", dockerfile, flags=re.MULTILINE)
-    assert user == str(constants.RUNTIME_UID)
+    assert user.split(":")[0] == str(constants.RUNTIME_UID)
 
 
 DNS_1035_LABEL = r"[a-z]([-a-z0-9]*[a-z0-9])?"

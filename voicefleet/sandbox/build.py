@@ -99,6 +99,10 @@ TARGETS: Final[tuple[Target, ...]] = (
     _kubernetes_target("kube-controller-manager", "kube-controller-manager"),
     _kubernetes_target("kube-scheduler", "kube-scheduler"),
     _kubernetes_target("kubectl", "kubectl"),
+    # The real node (opt-in, voicefleet/sandbox/node.py): a kubelet and a kube-proxy of the
+    # same release, so Services and the `kubernetes` Service work from its pods.
+    _kubernetes_target("kubelet", "kubelet"),
+    _kubernetes_target("kube-proxy", "kube-proxy"),
     Target("kwok", "kwok", "sigs.k8s.io/kwok", KWOK_VERSION, "sigs.k8s.io/kwok/cmd/kwok"),
     Target(HELM_TARGET, "helm", "helm.sh/helm/v3", HELM_VERSION, "helm.sh/helm/v3/cmd/helm"),
 )
