@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from voicefleet import __version__
+from voicefleet.constants import IMAGE_REPOSITORY
 
-REPOSITORY: Final = "ghcr.io/voicefleet"
+REPOSITORY: Final = IMAGE_REPOSITORY
 IMAGES: Final = ("operator", "runtime")
 # A fixed build time (2026-01-01 00:00 UTC), not the commit's: with the commit's time every
 # commit would rebuild the multi-GB dependency layer. SOURCE_DATE_EPOCH overrides it. Not

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -138,9 +139,9 @@ class NodeLayout:
 
 
 def netns_name(state_dir: Path) -> str:
-    """One namespace per sandbox, named after its state directory (at most 15 characters
-    matter to nobody here: namespaces are files)."""
-    return f"vf-{abs(hash(str(state_dir.resolve()))) % 10**10:010d}"
+    """One namespace per sandbox, named after its state directory (stable across processes:
+    ``down`` finds what ``up`` made)."""
+    return "vf-" + hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
 
 
 def cgroup_parent(state_dir: Path) -> str:
@@ -382,7 +383,19 @@ def load_images(layout: NodeLayout, image_dir: Path, log: Log) -> list[str]:
         if held.get(ref) == digest:
             continue
         import_layout(layout, oci, repository, log)
+        discard_layers(layout, oci, digest)
     return names
+
+
+def discard_layers(layout: NodeLayout, oci: Path, digest: str) -> None:
+    """Drop the compressed layers containerd copied in: it runs containers from the unpacked
+    snapshots, and the OCI layout keeps the compressed copy (one copy of each, not two)."""
+    algorithm, _, hexdigest = digest.partition(":")
+    manifest = json.loads((oci / "blobs" / algorithm / hexdigest).read_text())
+    layers = [layer["digest"] for layer in manifest.get("layers", [])]
+    if layers:
+        with contextlib.suppress(NodeError):
+            ctr(layout, "content", "rm", *layers)
 
 
 def _repository_of(oci: Path) -> str:
@@ -426,7 +439,6 @@ def pause_image(layout: NodeLayout, work: Path, log: Log) -> None:
 def write_single_binary_image(binary: Path, target: str, archive: Path, *, tag: str) -> None:
     """An OCI archive of one static binary as the entrypoint (user 65535)."""
     import gzip  # noqa: PLC0415
-    import hashlib  # noqa: PLC0415
     import io  # noqa: PLC0415
 
     def blob(data: bytes) -> tuple[str, bytes]:
