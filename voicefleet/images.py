@@ -387,11 +387,30 @@ def build(
     return built
 
 
+def stale_images(store_root: Path) -> list[str]:
+    """Untagged images whose layers no tagged image builds on: older builds' tops, and
+    cached steps of a dependency set that changed. The cached steps of the current images
+    (untagged too) share their layers and stay: they are the layer cache."""
+    images = json.loads((store_root / "overlay-images" / "images.json").read_text())
+    layers = json.loads((store_root / "overlay-layers" / "layers.json").read_text())
+    parent = {layer["id"]: layer.get("parent") for layer in layers}
+    used: set[str] = set()
+    for image in images:
+        if image.get("names"):
+            layer = image.get("layer")
+            while layer and layer not in used:
+                used.add(layer)
+                layer = parent.get(layer)
+    return [i["id"] for i in images if not i.get("names") and i.get("layer") not in used]
+
+
 def prune_store(store: Store, log: Log = print) -> None:
-    """Drop dangling images and build containers (an older build's layers); the images of
-    the current tags, and the layers they share, stay as the cache."""
+    """Remove build containers and ``stale_images``; the layer cache stays."""
     store.run("rm", "--all")
-    log(store.run("rmi", "--prune").strip() or "nothing to prune")
+    stale = stale_images(store.root)
+    if stale:
+        store.run("rmi", "--force", *stale)
+    log(f"pruned {len(stale)} stale images from {store.root}")
 
 
 def content_digest(path: Path) -> str:

@@ -19,8 +19,8 @@ class _PlainDumper(yaml.SafeDumper):
 
 
 def dump(data: Any, **options: Any) -> str:
-    return yaml.dump(data, Dumper=_PlainDumper, **options)
+    return str(yaml.dump(data, Dumper=_PlainDumper, **options))
 
 
 def dump_all(documents: Iterable[Any], **options: Any) -> str:
-    return yaml.dump_all(documents, Dumper=_PlainDumper, **options)
+    return str(yaml.dump_all(documents, Dumper=_PlainDumper, **options))

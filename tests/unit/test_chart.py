@@ -27,7 +27,7 @@ def test_versions_and_image_tags_agree() -> None:
     assert chart["appVersion"] == voicefleet.__version__
     # Empty: the chart's appVersion's runtime, the operator's own default too.
     assert values["runtimeImage"] == ""
-    assert DEFAULT_RUNTIME_IMAGE == f"{IMAGE_REPOSITORY}/runtime:{voicefleet.__version__}"
+    assert f"{IMAGE_REPOSITORY}/runtime:{voicefleet.__version__}" == DEFAULT_RUNTIME_IMAGE
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
     assert f'"{IMAGE_REPOSITORY}/runtime:%s" .Chart.AppVersion' in helpers
     assert values["image"]["repository"] == f"{IMAGE_REPOSITORY}/operator"
