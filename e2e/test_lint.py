@@ -32,16 +32,13 @@ TINY: dict[str, Any] = {"apiVersion": constants.API_VERSION, "kind": constants.K
         "spec": {"model": {"name": "tiny"}}}  # fmt: skip
 # kube-score check id -> why its finding is not a defect here (README.md, "Linters").
 FALSE_POSITIVES: dict[str, str] = {
-    "container-resources": "no CPU limit on purpose: CPU throttling makes frames late",
-    "container-image-pull-policy": "tags are versions and IfNotPresent is what we want",
-    "pod-networkpolicy": "which clients may call a pool is the cluster owner's policy",
-    "networkpolicy-targets-pod": "as above: voicefleet ships no NetworkPolicy",
-    "container-ephemeral-storage-request-and-limit": "the pods write nothing but /tmp",
-    "deployment-has-host-podantiaffinity": "two operator replicas elect one leader; losing "
-    "the node with both costs one lease period",
-    "pod-probes": "runtime readiness and liveness are different paths (/readyz, /healthz)",
-    "container-security-context-user-group-id": "uid 10001 is the image's user, below the "
-    "10000 kube-score wants only for the group id",
+    "container-resources": "no CPU limits: throttling would make the runtime's frames late "
+    "(CPU and memory are requested, memory is limited)",
+    "container-ephemeral-storage-request-and-limit": "the runtime's /tmp holds what the model "
+    "downloads, whose size the pool's source decides; the operator's is set",
+    "container-image-pull-policy": "images are tagged by version: IfNotPresent is right",
+    "pod-networkpolicy": "who may call a pool is the cluster's policy; a NetworkPolicy of "
+    "voicefleet's would have to guess its callers (a gateway, an ingress, other pods)",
 }
 
 

@@ -285,17 +285,6 @@ def _blob_path(layout: Path, digest: str) -> Path:
     return layout / "blobs" / algorithm / hexdigest
 
 
-def prune_layout(layout: Path) -> int:
-    """Remove blobs no tag of the layout reaches (earlier builds'); returns bytes freed."""
-    used = _blobs(layout)
-    freed = 0
-    for path in (layout / "blobs").glob("*/*"):
-        if f"{path.parent.name}:{path.name}" not in used:
-            freed += path.stat().st_size
-            path.unlink()
-    return freed
-
-
 def manifest(layout: Path, tag: str) -> tuple[str, dict[str, Any]]:
     """(digest, manifest) of ``tag`` in the layout."""
     index = json.loads((layout / OCI_INDEX).read_text())
@@ -322,14 +311,28 @@ def write_archive(layout: Path, archive: Path) -> Path:
 
 
 def export(store: Store, name: str, ref: str, out: Path, *, archive: bool) -> tuple[Path, str]:
-    """Push ``ref`` into ``out/<name>`` (an OCI layout; tag = the version); returns its
-    layout and manifest digest."""
+    """Push ``ref`` into a fresh OCI layout ``out/<name>`` (tag = the version), replacing
+    the last one whole; returns its layout and manifest digest.
+
+    Why fresh: a push into an existing layout keeps the earlier manifests in its index
+    (untagged), and skips blobs it believes are there; a new layout holds exactly one image.
+    """
     layout = out / name
+    partial = out / f".{name}.partial"
     tag = ref.rsplit(":", 1)[1]
     out.mkdir(parents=True, exist_ok=True)
-    store.run("push", "--quiet", "--remove-signatures", ref, f"oci:{layout}:{tag}")
-    prune_layout(layout)
-    digest, _manifest = manifest(layout, tag)
+    shutil.rmtree(partial, ignore_errors=True)
+    store.run("push", "--quiet", "--remove-signatures", ref, f"oci:{partial}:{tag}")
+    digest, _manifest = manifest(partial, tag)
+    missing = [d for d in _blobs(partial) if not _blob_path(partial, d).is_file()]
+    if missing:
+        raise ImageError(f"the pushed layout {partial} lacks blobs {missing}")
+    old = out / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if layout.exists():
+        layout.rename(old)
+    partial.rename(layout)
+    shutil.rmtree(old, ignore_errors=True)
     if archive:
         write_archive(layout, out / f"{name}.oci.tar")
     return layout, digest

@@ -59,13 +59,19 @@ PRESTOP_SCRIPT: Final = (
 POD_SECURITY_CONTEXT: Final[dict[str, Any]] = {
     "runAsNonRoot": True,
     "runAsUser": constants.RUNTIME_UID,
+    "runAsGroup": constants.RUNTIME_UID,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# A read-only root: the runtime writes only to /tmp (its home; Hugging Face downloads and
+# torch's caches), a volume of the pod's own.
 CONTAINER_SECURITY_CONTEXT: Final[dict[str, Any]] = {
     "allowPrivilegeEscalation": False,
     "privileged": False,
+    "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+SCRATCH_VOLUME: Final = "tmp"
+SCRATCH_MOUNT: Final = "/tmp"
 
 
 @dataclass(frozen=True)
@@ -201,9 +207,8 @@ def _container(
             }
         },
     }
-    if mounts:
-        container["volumeMounts"] = mounts
-    return container, volumes
+    container["volumeMounts"] = [*mounts, {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT}]
+    return container, [*volumes, {"name": SCRATCH_VOLUME, "emptyDir": {}}]
 
 
 def _spot_terms(product_expr: list[dict[str, Any]], settings: PodSettings) -> list[dict[str, Any]]:
@@ -299,8 +304,7 @@ def build_pod_template(
             }
         ],
     }
-    if volumes:
-        pod_spec["volumes"] = volumes
+    pod_spec["volumes"] = volumes
     labels = {
         **selector_labels(pool),
         constants.LABEL_CAPACITY_TYPE: capacity_type,

@@ -383,19 +383,22 @@ def load_images(layout: NodeLayout, image_dir: Path, log: Log) -> list[str]:
         if held.get(ref) == digest:
             continue
         import_layout(layout, oci, repository, log)
-        discard_layers(layout, oci, digest)
+        prune_images(layout, keep=set(names))
     return names
 
 
-def discard_layers(layout: NodeLayout, oci: Path, digest: str) -> None:
-    """Drop the compressed layers containerd copied in: it runs containers from the unpacked
-    snapshots, and the OCI layout keeps the compressed copy (one copy of each, not two)."""
-    algorithm, _, hexdigest = digest.partition(":")
-    manifest = json.loads((oci / "blobs" / algorithm / hexdigest).read_text())
-    layers = [layer["digest"] for layer in manifest.get("layers", [])]
-    if layers:
-        with contextlib.suppress(NodeError):
-            ctr(layout, "content", "rm", *layers)
+def prune_images(layout: NodeLayout, keep: set[str]) -> None:
+    """Forget older imports of the project's images (containerd's garbage collector then
+    frees their layers and snapshots): one copy of each image, not one per build."""
+    from voicefleet.images import REPOSITORY  # noqa: PLC0415
+
+    stale = [
+        name
+        for name in image_digests(layout)
+        if name.startswith(f"{REPOSITORY}/") and name not in keep
+    ]
+    if stale:
+        ctr(layout, "images", "remove", *stale)
 
 
 def _repository_of(oci: Path) -> str:
