@@ -150,8 +150,17 @@ def test_a_tiny_pool_runs_real_runtime_pods_without_a_gpu(cluster: fleet.Cluster
         constants.GROUP, constants.VERSION, APPS, constants.PLURAL, POOL_MANIFEST
     )
     fleet.wait_ready(cluster, APPS, POOL, timeout=240)
-    pods = _pods(cluster)
-    assert len(pods) == 2  # one for the target, one spare so losing a spot node covers it
+    # One pod covers the target, the spare so that losing a spot node still does.
+    pods = wait_until(
+        lambda: (
+            (found := _pods(cluster))
+            and len(found) == 2
+            and all(map(harness.is_ready, found))
+            and found
+        ),
+        timeout=120,
+        what="both runtime pods Ready",
+    )
     for pod in pods:
         assert pod.spec.node_name == node.NODE_NAME
         (container,) = pod.spec.containers

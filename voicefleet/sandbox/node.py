@@ -50,6 +50,7 @@ from voicefleet.constants import (
     RESOURCE_GPU,
 )
 from voicefleet.sandbox import netns
+from voicefleet.sandbox.components import SERVICE_CIDR
 from voicefleet.sandbox.nodes import DEFAULT_GPU_PRODUCT, LABEL_SANDBOX_GROUP
 
 NODE_NAME: Final = "real-0"
@@ -567,6 +568,11 @@ def setup_network(name: str) -> None:
     # the bridge's gateway (this kernel has no dummy interfaces).
     if f"{NODE_IP}/32" not in netns.ip(name, "-o", "addr", "show", "dev", "lo"):
         netns.ip(name, "addr", "add", f"{NODE_IP}/32", "dev", "lo")
+    # A route for Service addresses, so a connection from the node itself (a test thread)
+    # is made at all: kube-proxy's rules then rewrite it to a pod. Real nodes have a
+    # default route for this; this namespace has none, so nothing can leave it.
+    if SERVICE_CIDR not in netns.ip(name, "route", "show"):
+        netns.ip(name, "route", "add", SERVICE_CIDR, "dev", "lo")
     with netns.inside(name):
         for key, value in (
             ("net/ipv4/ip_forward", "1"),
