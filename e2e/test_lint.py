@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from e2e import fleet
 from tests.fixtures.sandbox import Cluster
@@ -90,45 +89,35 @@ def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def schemas(
-    sandbox: Cluster, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """Standalone strict JSON schemas, one per kind, from the API server's OpenAPI (as
-    kubeconform's schema repositories are made), plus the VoiceAgentPool CRD's."""
+def schemas(sandbox: Cluster, manifests: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A strict JSON schema per kind used, from the API server's OpenAPI (refs kept, its
+    definitions beside them; no property a schema does not name), and the CRD's."""
     directory = tmp_path_factory.mktemp("schemas")
-    response = kube_api.call_api(
-        "/openapi/v2", "GET", _preload_content=False, auth_settings=["BearerToken"]
-    )
-    definitions = json.loads(response[0].data)["definitions"]
+    kinds = {d["kind"] for d in yaml.safe_load_all(manifests.read_text()) if d}
+    definitions = json.loads(sandbox.run_kubectl("get", "--raw", "/openapi/v2").stdout)[
+        "definitions"
+    ]
+    strict = {name: _strict(schema) for name, schema in definitions.items()}
     for schema in definitions.values():
         for gvk in schema.get("x-kubernetes-group-version-kind", []):
-            group = gvk["group"].split(".")[0] if gvk["group"] else ""
+            if gvk["kind"] not in kinds:
+                continue
+            group = gvk["group"].split(".")[0]
             version = f"{group}-{gvk['version']}" if group else gvk["version"]
-            name = f"{gvk['kind'].lower()}-{version}.json"
-            (directory / name).write_text(json.dumps(_strict(_inline(schema, definitions))))
+            document = {**_strict(schema), "definitions": strict}
+            (directory / f"{gvk['kind'].lower()}-{version}.json").write_text(json.dumps(document))
     crd = yaml.safe_load((fleet.REPO / "crds" / "voicefleet.dev_voiceagentpools.yaml").read_text())
     (version,) = crd["spec"]["versions"]
-    pool_schema = version["schema"]["openAPIV3Schema"]
-    (directory / f"voiceagentpool-voicefleet-{version['name']}.json").write_text(
-        json.dumps(pool_schema)
-    )
+    name = f"{constants.KIND.lower()}-voicefleet-{version['name']}.json"
+    (directory / name).write_text(json.dumps(version["schema"]["openAPIV3Schema"]))
     return directory
-
-
-def _inline(schema: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and depth < 40:
-            return _inline(definitions[ref.rsplit("/", 1)[1]], definitions, depth + 1)
-        return {k: _inline(v, definitions, depth) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [_inline(item, definitions, depth) for item in schema]
-    return schema
 
 
 def _strict(schema: Any) -> Any:
     """No properties the schema does not name (kubeconform -strict's schemas do the same)."""
     if isinstance(schema, dict):
+        if schema.get("format") == "int-or-string":  # as kubeconform's own schemas have it
+            return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
         out = {k: _strict(v) for k, v in schema.items()}
         if "properties" in out and "additionalProperties" not in out:
             out["additionalProperties"] = False
