@@ -108,6 +108,11 @@ def apply_pool(cluster: fleet.Cluster) -> list[client.V1Pod]:
         120,
         "both runtime pods Ready",
     )
+    wait_for(
+        lambda: harness.get_pool(cluster.api, APPS, POOL)["status"].get("readyReplicas") == 2,
+        60,
+        "the pool's status to count both pods ready",
+    )
     return found
 
 
