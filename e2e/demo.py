@@ -125,6 +125,16 @@ def _drill(
         runtimes.wait_serving()
         for pod in on_node:
             callers.call(pod.status.pod_ip)
+        # An empty pod is deleted at once, not drained: signal once the operator saw them.
+        live = len(on_node)
+        harness.wait_for(
+            lambda live=live: (  # type: ignore[misc]
+                harness.get_pool(cluster.api, NAMESPACE, POOL)["status"]["sessions"]["active"]
+                >= live
+            ),
+            30,
+            "the operator to see the live conversations",
+        )
         print(f"{node}: {signal[0]}")
         steps.append(
             fleet.interrupt_node(

@@ -239,6 +239,15 @@ def test_interruption_drill(
             runtimes.wait_serving()
             for pod in on_node:
                 callers.call(pod.status.pod_ip)
+            # The operator drains a pod with live sessions and deletes an empty one at once:
+            # signal only once its poll has seen the conversations, or there is no notice.
+            live = len(on_node)
+
+            def seen(live: int = live) -> bool:
+                status = harness.get_pool(cluster.api, APPS, DRILL_POOL)["status"]
+                return int(status["sessions"]["active"]) >= live
+
+            wait_until(seen, what="the operator to see the live conversations")
             steps.append(
                 fleet.interrupt_node(
                     cluster, APPS, DRILL_POOL, node=node, signal=signal, callers=callers
