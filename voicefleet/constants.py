@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from voicefleet import __version__
+
 # --- API ---------------------------------------------------------------------------------
 GROUP: Final = "voicefleet.dev"
 VERSION: Final = "v1alpha1"
@@ -140,3 +142,7 @@ SUFFIX_TOKEN_SECRET: Final = "-token"
 RUNTIME_CONTAINER: Final = "runtime"
 # The runtime image's user (runtime/Dockerfile's USER); runtime pods run as it.
 RUNTIME_UID: Final = 10001
+# Where the project's images are published (scripts/build-images.sh tags them so), and the
+# runtime image a pool gets when spec.runtime.image is empty: the operator's own version.
+IMAGE_REPOSITORY: Final = "ghcr.io/voicefleet"
+DEFAULT_RUNTIME_IMAGE: Final = f"{IMAGE_REPOSITORY}/runtime:{__version__}"
