@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 from voicefleet import constants, images
 from voicefleet.sandbox import node
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_images_are_named_for_the_chart_and_the_operators_default() -> None:
@@ -99,3 +103,36 @@ def test_the_pause_image_is_one_static_binary(tmp_path: Path) -> None:
     again = tmp_path / "again.tar"
     node.write_single_binary_image(binary, "/pause", again, tag="3.10")
     assert again.read_bytes() == archive.read_bytes()
+
+
+def test_the_operator_images_package_set_runs_the_cli() -> None:
+    # The operator image ships voicefleet without the model server: of runtime/ only the
+    # files its Dockerfile copies. Imports outside them (and torch) fail here as they would
+    # in the image, where the operator once crash-looped on `from voicefleet.runtime import
+    # limits`.
+    dockerfile = (ROOT / "operator" / "Dockerfile").read_text()
+    (copy,) = [line for line in dockerfile.splitlines() if line.startswith("COPY runtime/")]
+    shipped = {Path(src).stem for src in copy.split()[1:-1]} - {"__init__"}
+    script = f"""
+import importlib.abc, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top, _, rest = name.partition(".")
+        if top == "torch" or (
+            name.startswith("voicefleet.runtime.") and name.split(".")[2] not in {shipped!r}
+        ):
+            raise ModuleNotFoundError(f"not in the operator image: {{name}}", name=name)
+        return None
+sys.meta_path.insert(0, Absent())
+from voicefleet import cli
+for argv in (["operator", "run", "--help"], ["runtime", "serve", "--help"], ["plan", "--help"]):
+    try:
+        cli.main(argv)
+    except SystemExit as exc:
+        assert exc.code == 0, (argv, exc.code)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--leader-elect" in done.stdout and "--idle-seconds" in done.stdout

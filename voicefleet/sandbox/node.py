@@ -376,15 +376,17 @@ def import_layout(layout: NodeLayout, oci: Path, name: str, log: Log) -> None:
 def load_images(layout: NodeLayout, image_dir: Path, log: Log) -> list[str]:
     """Import every built image whose digest containerd does not have under its name."""
     held = image_digests(layout)
-    names = []
-    for oci, tag, digest in layout_images(image_dir):
-        repository = _repository_of(oci)
-        ref = f"{repository}:{tag}"
-        names.append(ref)
-        if held.get(ref) == digest:
-            continue
-        import_layout(layout, oci, repository, log)
-        prune_images(layout, keep=set(names))
+    found = [
+        (oci, f"{_repository_of(oci)}:{tag}", digest)
+        for oci, tag, digest in layout_images(image_dir)
+    ]
+    for oci, ref, digest in found:
+        if held.get(ref) != digest:
+            import_layout(layout, oci, _repository_of(oci), log)
+    # Only once every image is in: a prune between two imports would forget an image that
+    # is current but not yet looked at (the runtime, after a new operator build).
+    names = [ref for _oci, ref, _digest in found]
+    prune_images(layout, keep=set(names))
     return names
 
 
