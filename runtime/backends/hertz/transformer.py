@@ -17,6 +17,7 @@ step can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import cast
 
@@ -25,6 +26,10 @@ from torch import Tensor, nn
 from torch.nn import functional as fn
 
 from voicefleet.runtime.backends.hertz.config import TransformerConfig
+
+# How a step attends: "matmul" (two batched products, softmax in float32) or "sdpa" (torch's
+# fused attention with a boolean mask). A measuring switch, read once.
+ATTENTION = os.environ.get("VOICEFLEET_HERTZ_ATTENTION", "matmul")
 
 
 class Norm(nn.Module):
@@ -84,6 +89,7 @@ class StepAt:
     sin: Tensor
     write: Tensor  # (slots,) long
     mask: Tensor  # (slots, rows) float32: 0 where visible, -inf elsewhere
+    visible: Tensor  # (slots, 1, 1, rows) bool
 
     @classmethod
     def of(cls, rope: Rope, position: Tensor, active: Tensor, rows: int) -> StepAt:
@@ -94,7 +100,7 @@ class StepAt:
             ~visible, float("-inf")
         )
         write = torch.where(active, at, torch.full_like(at, rows - 1))
-        return cls(rope.cos[at], rope.sin[at], write, mask)
+        return cls(rope.cos[at], rope.sin[at], write, mask, visible[:, None, None, :])
 
 
 class Attention(nn.Module):
@@ -133,6 +139,9 @@ class Attention(nn.Module):
         slots = torch.arange(x.shape[0], device=x.device)
         cache.k[slots, :, at.write] = k
         cache.v[slots, :, at.write] = v
+        if ATTENTION == "sdpa":
+            fused = fn.scaled_dot_product_attention(q[:, :, None, :], cache.k, cache.v, at.visible)
+            return cast(Tensor, self.attn_out(fused[:, :, 0, :].flatten(1)))
         # Reads each slot's whole cache once: attention over a batch of single queries is
         # bound by memory bandwidth, like the weights.
         scores = torch.matmul(q[:, :, None, :], cache.k.transpose(-1, -2)).float()
