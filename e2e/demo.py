@@ -5,7 +5,11 @@
 3. helm install the chart and run the operator as the chart's ServiceAccount;
 4. apply the pool and show ``kubectl get vap,pods -o wide``;
 5. an interruption drill on two spot nodes, with real runtimes and live conversations;
-6. tear everything down.
+6. when the images are built (scripts/build-images.sh) and this is a Debian machine with
+   containerd: the same on real pods, on the sandbox's real node (the operator from its
+   image, a tiny pool without a GPU, a conversation through the pool's Service, the node
+   interrupted);
+7. tear everything down.
 
 Run it with ``scripts/demo.sh`` (which sets up the environment first) or
 ``python -m e2e.demo``.
@@ -21,10 +25,11 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from e2e import fleet
+from e2e import fleet, realpods
 from tests.operator import harness
-from voicefleet import constants
+from voicefleet import constants, images
 from voicefleet.sandbox import binaries, manager
+from voicefleet.sandbox import node as real_node
 
 POOL_FILE = fleet.REPO / "examples" / "support-en.yaml"
 NAMESPACE = "voice"
@@ -56,6 +61,7 @@ def main() -> int:
         finally:
             step("tear down")
             manager.down(work / "sandbox", log=print)
+        _on_real_node(work, str(tools["kubectl"]), str(tools["helm"]))
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     return 0
 
@@ -119,6 +125,16 @@ def _drill(
         runtimes.wait_serving()
         for pod in on_node:
             callers.call(pod.status.pod_ip)
+        # An empty pod is deleted at once, not drained: signal once the operator saw them.
+        live = len(on_node)
+        harness.wait_for(
+            lambda live=live: (  # type: ignore[misc]
+                harness.get_pool(cluster.api, NAMESPACE, POOL)["status"]["sessions"]["active"]
+                >= live
+            ),
+            30,
+            "the operator to see the live conversations",
+        )
         print(f"{node}: {signal[0]}")
         steps.append(
             fleet.interrupt_node(
@@ -127,6 +143,46 @@ def _drill(
         )
         runtimes.stop()
     return steps
+
+
+def _on_real_node(work: Path, kubectl: str, helm: str) -> None:
+    built = {oci.name for oci, _tag, _digest in real_node.layout_images(images.default_out())}
+    missing = real_node.missing_tools()
+    if missing or not {"operator", "runtime"} <= built:
+        step("real pods: skipped")
+        print(
+            f"needs {', '.join(missing) or 'the images'}: scripts/setup-host.sh, then "
+            "scripts/build-images.sh --base debian"
+        )
+        return
+    step("sandbox up --real-node: a kubelet with containerd and runc, in a network namespace")
+    state = work / "real"
+    running = manager.up(state, (), log=print, tie_to_caller=True, real_node=True)
+    callers = fleet.Callers(netns_name=running.real_node_netns)
+    try:
+        api = config.new_client_from_config(config_file=str(running.kubeconfig))
+        cluster = fleet.Cluster(running.kubeconfig, kubectl, helm, api)
+        step("helm install: the operator runs from its image, in a restricted namespace")
+        pod = realpods.install_operator(cluster)
+        print(f"{pod.metadata.name} leads, on {pod.spec.node_name}")
+        step("a tiny pool (the toy model on the CPU, no GPU), real runtime pods")
+        realpods.apply_pool(cluster)
+        print(cluster.kubectl_run("get", "vap,pods", "-o", "wide", f"-n={realpods.APPS}").rstrip())
+        service = client.CoreV1Api(api).read_namespaced_service(realpods.POOL, realpods.APPS)
+        callers.call(service.spec.cluster_ip)
+        print(f"a live conversation through Service {realpods.POOL} ({service.spec.cluster_ip})")
+        step("the real node gets Karpenter's disrupted taint")
+        drill = realpods.interrupt(cluster, running, callers)
+        print(
+            f"drain notice on the live conversation after {drill.notice_seconds * 1000:.0f} ms, "
+            f"a replacement serving after {drill.replaced_seconds:.1f} s"
+        )
+        for name, ended in sorted(drill.ended.items()):
+            print(f"{name}: preStop ran, exit code {ended.exit_code}, before its grace period")
+    finally:
+        callers.close()
+        step("tear down the real node")
+        manager.down(state, log=print)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ prints it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import json
 import os
@@ -29,6 +30,7 @@ from tests.operator import harness
 from tests.operator.harness import Replicas, chart_replicas, service_account_kubeconfig, wait_for
 from voicefleet import constants
 from voicefleet.constants import CAPACITY_ON_DEMAND, CAPACITY_SPOT
+from voicefleet.sandbox import netns
 from voicefleet.sandbox.nodes import NodeGroup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,24 +219,34 @@ class Callers:
     a notice and a notice never delays the polling.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, netns_name: str | None = None) -> None:
+        """``netns_name``: the real node's network namespace, where pod and Service
+        addresses live; the loop's thread enters it, so every socket it opens is there."""
         self.notices: dict[str, float] = {}  # pod IP -> time.monotonic() of the notice
         self.connected: set[str] = set()
+        self.open: collections.Counter[str] = collections.Counter()  # live calls per address
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(netns_name,), daemon=True)
         self._thread.start()
         self._calls: list[concurrent.futures.Future[None]] = []
 
+    def _run(self, netns_name: str | None) -> None:
+        if netns_name is not None:
+            netns.enter(netns_name)
+        self._loop.run_forever()
+
     def call(self, ip: str) -> None:
+        before = self.open[ip]
         future = asyncio.run_coroutine_threadsafe(self._converse(ip), self._loop)
         self._calls.append(future)
-        wait_for(lambda: ip in self.connected, 30, f"a conversation on {ip}")
+        wait_for(lambda: self.open[ip] > before, 30, f"a conversation on {ip}")
 
     async def _converse(self, ip: str) -> None:
         url = f"ws://{ip}:{constants.RUNTIME_PORT}{constants.PATH_PCM}?rate=16000"
         silence = bytes(2 * 1280)  # 80 ms of 16 kHz PCM16
         async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
             self.connected.add(ip)
+            self.open[ip] += 1
             sender = asyncio.create_task(self._speak(ws, silence))
             try:
                 async for message in ws:
@@ -246,6 +258,7 @@ class Callers:
                         # the operator delete the emptied pod before the drain deadline.
                         break
             finally:
+                self.open[ip] -= 1
                 sender.cancel()
 
     @staticmethod

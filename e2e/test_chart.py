@@ -269,3 +269,33 @@ def test_watch_namespaces_with_two_replicas_reconcile_there_and_touch_nothing_el
         helm(sandbox, "uninstall", RELEASE, f"--namespace={namespace}")
         for name in (watched, unwatched):
             core.delete_namespace(name)
+
+
+def test_the_chart_works_as_a_subchart_and_its_names_and_account_can_be_chosen() -> None:
+    # `global` is what a parent chart passes down; the schema used to refuse it.
+    docs = _render("--set=global.imageRegistry=registry.example.com")
+    assert _kinds(docs, "Deployment")
+    named = _render("--set=fullnameOverride=voice-ops")
+    assert set(_kinds(named, "Deployment")) == {("ops", "voice-ops-operator")}
+    renamed = _render("--set=nameOverride=fleet")
+    assert set(_kinds(renamed, "Deployment")) == {("ops", "vf-fleet-operator")}
+    # An existing ServiceAccount: none is created, the Deployment and RBAC use it.
+    existing = _render("--set=serviceAccount.create=false", "--set=serviceAccount.name=ops-sa")
+    assert _kinds(existing, "ServiceAccount") == {}
+    (deployment,) = _kinds(existing, "Deployment").values()
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
+    (binding,) = _kinds(existing, "ClusterRoleBinding").values()
+    assert binding["subjects"][0]["name"] == "ops-sa"
+    refused = helm(None, "template", RELEASE, str(CHART), "--set=serviceAccount.create=false")
+    assert refused.returncode != 0 and "serviceAccount.name must name" in refused.stderr
+
+
+def test_pools_that_name_no_image_get_the_runtime_of_the_charts_version() -> None:
+    (deployment,) = _kinds(_render(), "Deployment").values()
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--runtime-image={constants.DEFAULT_RUNTIME_IMAGE}" in args
+    (mine,) = _kinds(_render("--set=runtimeImage=registry.example.com/rt:1"), "Deployment").values()
+    assert (
+        "--runtime-image=registry.example.com/rt:1"
+        in mine["spec"]["template"]["spec"]["containers"][0]["args"]
+    )

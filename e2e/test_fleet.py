@@ -37,6 +37,7 @@ EXAMPLES = fleet.REPO / "examples"
 APPS = "voice"  # examples/support-en.yaml names this namespace; the others land there too
 POOLS = {"minimal": "minimal.yaml", "support-en": "support-en.yaml", "outbound": "scaled.yaml"}
 DRILL_POOL = "support-en"
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 # The operator must react to a node signal well inside a spot notice (the issue's target).
 REACTION_SECONDS = 1.0
 # A pool deletion completes within this, with the operator running or not.
@@ -112,8 +113,10 @@ def test_examples_become_ready_with_the_planned_pods(
     # The chart's default: two replicas, one leads.
     assert len(replicas.operators) == 2
     (standby,) = replicas.standbys()
+    # The pools' namespace enforces Pod Security "restricted": every pod the operator makes
+    # must be admitted there.
     client.CoreV1Api(cluster.api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=APPS))
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=APPS, labels=RESTRICTED))
     )
     for pool, path in POOLS.items():
         out = cluster.kubectl_run("apply", f"--namespace={APPS}", "-f", str(EXAMPLES / path))
@@ -193,7 +196,7 @@ def test_reapplying_the_same_manifests_changes_nothing(
     for path in POOLS.values():
         out = cluster.kubectl_run("apply", f"--namespace={APPS}", "-f", str(EXAMPLES / path))
         assert "created" not in out and "configured" not in out, out
-    time.sleep(3)  # a few operator polls
+    operator.wait_passes(3)  # three timer passes over every pool
     after = {p.metadata.uid for pool in POOLS for p in harness.pool_pods(cluster.api, APPS, pool)}
     assert after == before
     assert operator.writes(APPS) == writes
@@ -236,6 +239,15 @@ def test_interruption_drill(
             runtimes.wait_serving()
             for pod in on_node:
                 callers.call(pod.status.pod_ip)
+            # The operator drains a pod with live sessions and deletes an empty one at once:
+            # signal only once its poll has seen the conversations, or there is no notice.
+            live = len(on_node)
+
+            def seen(live: int = live) -> bool:
+                status = harness.get_pool(cluster.api, APPS, DRILL_POOL)["status"]
+                return int(status["sessions"]["active"]) >= live
+
+            wait_until(seen, what="the operator to see the live conversations")
             steps.append(
                 fleet.interrupt_node(
                     cluster, APPS, DRILL_POOL, node=node, signal=signal, callers=callers

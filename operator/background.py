@@ -9,8 +9,9 @@ import logging
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from voicefleet.operator.api_protocols import KubeApi
 from voicefleet.operator.events import EventRecorder
-from voicefleet.operator.kube import Kube, KubeError
+from voicefleet.operator.kube import KubeError
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 class Background:
     """The operator's background tasks, and its Event recorder."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.recorder = EventRecorder(kube)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -43,6 +44,11 @@ class Background:
                 log.warning("event %s not recorded: %s", reason, exc)
 
         self.spawn(post())
+
+    async def wait_idle(self) -> None:
+        """Until every task started so far (and any they start) has ended."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from voicefleet import constants
-from voicefleet.operator.kube import Kube, KubeError, now_rfc3339
+from voicefleet.operator.api_protocols import KubeApi
+from voicefleet.operator.kube import KubeError
+from voicefleet.rfc3339 import format_time
 
 # client-go aggregates within ten minutes and keeps 4096 recent events.
 WINDOW_SECONDS: Final = 600.0
@@ -36,7 +38,7 @@ class _Posted:
 class EventRecorder:
     """Posts Events, aggregating repeats (see the module docstring)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
         self._recent: OrderedDict[Key, _Posted] = OrderedDict()
 
@@ -57,7 +59,7 @@ class EventRecorder:
         if posted is not None and now - posted.first < WINDOW_SECONDS:
             self._recent.move_to_end(key)
             posted.count += 1
-            patch = {"count": posted.count, "lastTimestamp": now_rfc3339()}
+            patch = {"count": posted.count, "lastTimestamp": format_time()}
             try:
                 if await self.kube.merge_patch("Event", namespace, posted.name, patch):
                     return
@@ -77,7 +79,7 @@ def _event(
 ) -> dict[str, Any]:
     """A core/v1 Event about ``involved`` (a body with apiVersion, kind, metadata)."""
     meta = involved["metadata"]
-    stamp = now_rfc3339()
+    stamp = format_time()
     return {
         "apiVersion": "v1",
         "kind": "Event",

@@ -24,18 +24,20 @@ import kopf
 
 from voicefleet import constants
 from voicefleet.operator.config import OperatorConfig
+from voicefleet.operator.fleet import Fleet
 from voicefleet.operator.kube import Kube, KubeError, load_credentials
 from voicefleet.operator.reconcile import (
     TRIGGER_CREATE,
     TRIGGER_SPEC,
     TRIGGER_TIMER,
-    Fleet,
-    load_or_create_key,
 )
 from voicefleet.operator.runtime_client import RuntimeClient
 from voicefleet.operator.ticker import Ticker
+from voicefleet.operator.token_key import load_or_create_key
 
 POOL = (constants.GROUP, constants.VERSION, constants.PLURAL)
+INDEX_POOL_BODIES = "pool_bodies"
+INDEX_PODS_BY_NODE = "pool_pods_by_node"
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -54,6 +56,54 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
 
 
+def _register_indexes(registry: kopf.OperatorRegistry) -> None:
+    """What kopf keeps from its watches anyway; the fleet reads these instead of maps of its
+    own (each a live view: kopf updates it with every event)."""
+
+    @kopf.index(*POOL, id=INDEX_POOL_BODIES, registry=registry)
+    def pool_bodies(
+        body: kopf.Body, name: str, namespace: str | None, **_: Any
+    ) -> dict[str, kopf.Body]:
+        """Each pool's latest body, by "namespace/name"."""
+        return {f"{namespace or ''}/{name}": body}
+
+    @kopf.index(
+        "",
+        "v1",
+        "pods",
+        labels={constants.LABEL_POOL: kopf.PRESENT},
+        id=INDEX_PODS_BY_NODE,
+        registry=registry,
+    )
+    def pool_pods_by_node(
+        namespace: str | None, labels: kopf.Labels, spec: kopf.Spec, **_: Any
+    ) -> dict[str, tuple[str, str]] | None:
+        """(namespace, pool) of each pool pod, by the node it is bound to."""
+        node = spec.get("nodeName")
+        if not node:
+            return None
+        return {str(node): (namespace or "", str(labels[constants.LABEL_POOL]))}
+
+
+def _register_watchers(registry: kopf.OperatorRegistry) -> None:
+    """Pod and node events: a pool pod's change pokes its pool; a node's goes to the node
+    signals."""
+
+    @kopf.on.event("", "v1", "pods", labels={constants.LABEL_POOL: kopf.PRESENT}, registry=registry)
+    async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        fleet.pod_changed(type, body)
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    async def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        fleet: Fleet = memo["fleet"]
+        try:
+            await fleet.on_node(type, body)
+        except KubeError as exc:
+            # An event handler is not retried by kopf; the pool timers catch up.
+            logging.getLogger(__name__).error("node %s: %s", body.get("metadata", {}), exc)
+
+
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     """A registry with every handler; ``config`` comes in through kopf's memo."""
     registry = kopf.OperatorRegistry()
@@ -65,13 +115,18 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
 
+    _register_indexes(registry)
+
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any) -> None:
         configure(settings)
+        # kopf hands its indexes to every handler, startup's included, by their names.
+        pool_bodies: kopf.Index[str, kopf.Body] = indexes[INDEX_POOL_BODIES]
+        pods_by_node: kopf.Index[str, tuple[str, str]] = indexes[INDEX_PODS_BY_NODE]
         kube = Kube(load_credentials())
         key = await load_or_create_key(kube, config.operator_namespace)
         runtime = RuntimeClient(config.runtime_timeout_seconds, config.runtime_port)
-        fleet = Fleet(kube, runtime, config, key)
+        fleet = Fleet(kube, runtime, config, key, pool_bodies, pods_by_node)
         await fleet.start()
         memo["fleet"] = fleet
         memo["ticker"] = Ticker(config.poll_interval_seconds, functools.partial(tick, fleet))
@@ -116,7 +171,6 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     ) -> None:
         fleet: Fleet = memo["fleet"]
         ticker: Ticker = memo["ticker"]
-        fleet.pool_seen(type, body)
         key = f"{namespace or ''}/{name}"
         if type == "DELETED":
             ticker.stop(key)
@@ -127,26 +181,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         else:
             ticker.start(key)
 
-    @kopf.on.event("", "v1", "pods", labels={constants.LABEL_POOL: kopf.PRESENT}, registry=registry)
-    async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        fleet: Fleet = memo["fleet"]
-        fleet.pod_changed(type, body)
-
-    @kopf.on.event("", "v1", "nodes", registry=registry)
-    async def node_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        fleet: Fleet = memo["fleet"]
-        try:
-            await fleet.on_node(type, body)
-        except KubeError as exc:
-            # An event handler is not retried by kopf; the pool timers catch up.
-            logging.getLogger(__name__).error("node %s: %s", body.get("metadata", {}), exc)
-
+    _register_watchers(registry)
     return registry
 
 
 async def tick(fleet: Fleet, key: str) -> None:
     """The periodic reconcile of one pool, from the body the watch showed last."""
-    body = fleet.bodies.get(key)
+    body = fleet.body(key)
     if body is None:
         return
     # A KubeError is logged once per change by the fleet; the next tick retries.

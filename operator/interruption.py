@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Final
 
 from voicefleet import constants
+from voicefleet.rfc3339 import parse_time
 
 # --- signal kinds (also the reasons written on drained pods and in events) -----------------
 KIND_TAINT: Final = "taint"
@@ -150,9 +150,8 @@ class NodeView:
 
 
 def _times(text: Any) -> list[float]:
-    if not text:
-        return []
-    return [datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()]
+    parsed = parse_time(str(text)) if text else None
+    return [] if parsed is None else [parsed]
 
 
 def signals(

@@ -19,7 +19,6 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -105,10 +104,6 @@ def _retry_delay(attempt: int, retry_after: str | None) -> float:
     if retry_after is not None and retry_after.isdigit():
         return min(float(retry_after), RETRY_AFTER_CAP_SECONDS)
     return float(RETRY_FIRST_SECONDS * 2**attempt * random.uniform(1.0, 1.5))
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

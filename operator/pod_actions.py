@@ -16,22 +16,19 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from voicefleet import constants
 from voicefleet.operator import builders, metrics, scaling
+from voicefleet.operator.api_protocols import KubeApi, RuntimeApi
 from voicefleet.operator.background import Background
-from voicefleet.operator.kube import Kube, KubeError
+from voicefleet.operator.kube import KubeError
 from voicefleet.operator.pool_state import PoolState
-from voicefleet.operator.runtime_client import RuntimeCallError, RuntimeClient
+from voicefleet.operator.runtime_client import RuntimeCallError
 from voicefleet.operator.scaling import Actions, PodView
+from voicefleet.rfc3339 import format_time
 
 log = logging.getLogger(__name__)
-
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PodActions:
@@ -39,8 +36,8 @@ class PodActions:
 
     def __init__(
         self,
-        kube: Kube,
-        runtime: RuntimeClient,
+        kube: KubeApi,
+        runtime: RuntimeApi,
         background: Background,
         key: bytes,
         spot_fallback_seconds: float,
@@ -166,6 +163,7 @@ class PodActions:
         its runtime. The mark goes first: if the call is lost, the pod is still treated as
         draining, takes no new callers, and the call is repeated on the next poll."""
         pod = drain.pod
+        deadline = format_time(now + drain.deadline_seconds)
         patched = await self.kube.merge_patch(
             "Pod",
             pool.namespace,
@@ -175,7 +173,7 @@ class PodActions:
                     "labels": {constants.LABEL_SERVING: constants.SERVING_NO},
                     "annotations": {
                         constants.ANNOTATION_DRAINING: "true",
-                        constants.ANNOTATION_DRAIN_DEADLINE: rfc3339(now + drain.deadline_seconds),
+                        constants.ANNOTATION_DRAIN_DEADLINE: deadline,
                         constants.ANNOTATION_DRAIN_REASON: drain.reason,
                         constants.ANNOTATION_DRAIN_NODE: pod.node or "",
                     },

@@ -16,7 +16,8 @@ from typing import Any, Final, TypeVar
 
 from voicefleet import constants
 from voicefleet.operator import builders
-from voicefleet.operator.kube import Kube, KubeError
+from voicefleet.operator.api_protocols import KubeApi
+from voicefleet.operator.kube import KubeError
 from voicefleet.operator.pool_state import PoolState
 from voicefleet.operator.scaling import PodView
 
@@ -60,11 +61,11 @@ class Ensured:
 class PoolObjects:
     """Ensures the pool's Secret, Services and PDB; remembers what it applied."""
 
-    def __init__(self, kube: Kube, key: bytes) -> None:
+    def __init__(self, kube: KubeApi, key: bytes) -> None:
         self.kube = kube
         self.key = key
-        # (kind, namespace, name) -> (applied hash, when it was last seen in place)
-        self.verified: dict[tuple[str, str, str], tuple[str, float]] = {}
+        # pool key -> (kind, name) -> (applied hash, when it was last seen in place)
+        self.verified: dict[str, dict[tuple[str, str], tuple[str, float]]] = {}
 
     async def ensure_all(self, pool: builders.PoolRef, *, force: bool, fresh: bool) -> Ensured:
         """Every object but the pods. They depend on nothing but the pool, and not on each
@@ -103,8 +104,9 @@ class PoolObjects:
         manifest = builders.build_secret(pool, builders.pool_token(self.key, pool))
         meta = manifest["metadata"]
         digest = meta["annotations"][constants.ANNOTATION_APPLIED_HASH]
-        key = ("Secret", pool.namespace, meta["name"])
-        if self.verified.get(key, ("", 0.0))[0] == digest:
+        verified = self.verified.setdefault(pool.key, {})
+        key = ("Secret", meta["name"])
+        if verified.get(key, ("", 0.0))[0] == digest:
             return None
         if await _refusable(self.kube.create(manifest), manifest) is None:
             try:
@@ -125,7 +127,7 @@ class PoolObjects:
                 if exc.transient or exc.not_found:
                     raise
                 return not_owned("Secret", pool, meta["name"])
-        self.verified[key] = (digest, time.monotonic())
+        verified[key] = (digest, time.monotonic())
         return None
 
     async def ensure(
@@ -143,17 +145,18 @@ class PoolObjects:
         create without reading first (one round trip, not two, before the pods)."""
         meta = manifest["metadata"]
         digest = meta["annotations"][constants.ANNOTATION_APPLIED_HASH]
-        key = (manifest["kind"], meta["namespace"], meta["name"])
-        seen, when = self.verified.get(key, ("", 0.0))
+        verified = self.verified.setdefault(pool.key, {})
+        key = (manifest["kind"], meta["name"])
+        seen, when = verified.get(key, ("", 0.0))
         if not force and seen == digest and time.monotonic() - when < VERIFY_SECONDS:
             return None
         create = self.kube.create
         if (
             fresh
-            and key not in self.verified
+            and key not in verified
             and await _refusable(create(manifest), manifest) is not None
         ):
-            self.verified[key] = (digest, time.monotonic())
+            verified[key] = (digest, time.monotonic())
             return None
         live = await self.kube.get(manifest["kind"], meta["namespace"], meta["name"])
         if live is None:
@@ -161,13 +164,13 @@ class PoolObjects:
             if await _refusable(create(manifest), manifest) is None:
                 return not_owned(manifest["kind"], pool, meta["name"])
         elif not builders.owned_by(live, pool):
-            self.verified.pop(key, None)
+            verified.pop(key, None)
             return not_owned(manifest["kind"], pool, meta["name"])
         else:
             annotations = (live.get("metadata") or {}).get("annotations") or {}
             if annotations.get(constants.ANNOTATION_APPLIED_HASH) != digest:
                 await _refusable(self.kube.apply(manifest), manifest)
-        self.verified[key] = (digest, time.monotonic())
+        verified[key] = (digest, time.monotonic())
         return None
 
     async def label_serving(self, pool: builders.PoolRef, pods: Sequence[PodView]) -> None:
@@ -191,9 +194,12 @@ class PoolObjects:
             if live is None or builders.owned_by(live, pool):
                 state.foreign_pod_names.discard(name)
 
-    def forget(self, pool: builders.PoolRef) -> None:
-        for kind, name in builders.owned_object_names(pool):
-            self.verified.pop((kind, pool.namespace, name), None)
+    def forget(self, pool_key: str) -> None:
+        self.verified.pop(pool_key, None)
+
+    def pools(self) -> set[str]:
+        """Pools anything is kept for (for the tests' leak check)."""
+        return set(self.verified)
 
 
 async def _refusable(call: Awaitable[T], manifest: Mapping[str, Any]) -> T:

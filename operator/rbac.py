@@ -33,9 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-import yaml
-
-from voicefleet import constants
+from voicefleet import constants, yamlout
 
 SERVICE_ACCOUNT: Final = constants.OPERATOR_NAME
 CLUSTER_ROLE: Final = constants.OPERATOR_NAME
@@ -165,8 +163,8 @@ def render_rules() -> str:
         "keyRules": key_rules(),
         "leaderRules": leader_rules(),
     }
-    return header + yaml.safe_dump(body, sort_keys=False)
+    return header + yamlout.dump(body, sort_keys=False)
 
 
 def render_manifests(namespace: str, watch_namespaces: Sequence[str] = ()) -> str:
-    return yaml.safe_dump_all(manifests(namespace, watch_namespaces), sort_keys=False)
+    return yamlout.dump_all(manifests(namespace, watch_namespaces), sort_keys=False)

@@ -1,4 +1,4 @@
-"""Reconcile one VoiceAgentPool: ordered, idempotent ensure steps, then status.
+"""One pass over one VoiceAgentPool: ordered, idempotent ensure steps, then status.
 
 The steps, in this order (each looks its object up, writes only what differs, and treats
 "already exists" as success):
@@ -11,29 +11,22 @@ The steps, in this order (each looks its object up, writes only what differs, an
    the runtime Service, the headless Service and the PodDisruptionBudget; an object of one
    of those names that the pool does not own is never adopted: a NameConflict instead;
 4. the pods: what ``scaling.decide`` asks for (drains, deletes, creates) - skipped when the
-   plan is invalid, so bad input never deletes anything that runs; creates the API server
-   refuses wait with a back-off (``pool_state.CreateBackoff``);
+   plan is invalid, so bad input never deletes anything that runs; writes the API server
+   refuses wait with a back-off (``pool_state.Refusals``);
 5. the status, computed from what was observed and written only when it changed.
 
-Node signals enter through :meth:`Fleet.on_node` (judged by ``nodes.NodeWatch``), which finds
-the pools with pods on that node and runs the same reconcile for each at once (no runtime
-poll first: the drain calls and replacements must go out within a second).
-
-All state kept here (node view, last runtime reports, per-pool locks and ``PoolState``) can
-be rebuilt from the cluster or lost without harm, and is dropped with its pool: an operator
-restarted mid-reconcile lists the pods again, and pod names are ordinals, so a create that
-already happened answers "already exists" instead of making a twin.
+A pass holds no state of its own: what it needs of the nodes, the runtimes and the pool's
+past comes in (``fleet.Fleet`` keeps it), so an operator restarted mid-pass lists the pods
+again, and pod names are ordinals: a create that already happened answers "already exists"
+instead of making a twin.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
-import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -42,24 +35,19 @@ from voicefleet import catalog, constants
 from voicefleet.api import names
 from voicefleet.api.manifest import describe
 from voicefleet.api.pool import GPU_AUTO, PlanStatus, VoiceAgentPoolSpec
-from voicefleet.api.runtime import RuntimeStatus
 from voicefleet.operator import builders, interruption, metrics, pool_objects, scaling, status
+from voicefleet.operator.api_protocols import KubeApi
 from voicefleet.operator.background import Background
 from voicefleet.operator.config import OperatorConfig
-from voicefleet.operator.interruption import Signal
-from voicefleet.operator.kube import Kube, KubeError
-from voicefleet.operator.nodes import MassNotReady, NodeWatch
+from voicefleet.operator.nodes import NodeWatch
 from voicefleet.operator.planner import PlanError, plan
 from voicefleet.operator.pod_actions import PodActions
 from voicefleet.operator.pool_objects import PoolObjects
 from voicefleet.operator.pool_state import PoolState
-from voicefleet.operator.runtime_client import RuntimeCallError, RuntimeClient
+from voicefleet.operator.runtime_reports import RuntimeReports
 from voicefleet.operator.scaling import Actions, PodView
 
 log = logging.getLogger(__name__)
-
-KEY_BYTES: Final = 32
-POKE_DELAY_SECONDS: Final = 0.25
 
 TRIGGER_CREATE: Final = "create"
 TRIGGER_SPEC: Final = "spec"
@@ -72,32 +60,9 @@ class SpecInvalid(Exception):
     """The pool cannot be planned; ``message`` says what to change."""
 
 
-async def load_or_create_key(kube: Kube, namespace: str) -> bytes:
-    """The HMAC key of pool tokens, from the operator's namespace; made once if absent."""
-    name = constants.OPERATOR_KEY_SECRET
-    for _ in range(3):
-        found = await kube.get("Secret", namespace, name)
-        if found is not None:
-            return base64.b64decode(found["data"][constants.POOL_TOKEN_KEY])
-        fresh = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
-        created = await kube.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name, "namespace": namespace},
-                "type": "Opaque",
-                "data": {constants.POOL_TOKEN_KEY: fresh},
-            }
-        )
-        if created is not None:
-            return base64.b64decode(fresh)
-        # Another replica created it first: read theirs.
-    raise KubeError(409, "Conflict", f"could not read or create {namespace}/{name}")
-
-
 @dataclass(frozen=True)
 class Outcome:
-    """What one reconcile did: its actions, or the reason the pool could not be planned."""
+    """What one pass did: its actions, or the reason the pool could not be planned."""
 
     actions: Actions | None = None
     plan_error: str | None = None
@@ -105,334 +70,42 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Planned:
-    spec: VoiceAgentPoolSpec
+    spec: VoiceAgentPoolSpec  # with gpu.product resolved when it was "auto"
     plan: PlanStatus
-    gpu_product: str | None
     prices_error: str | None
 
 
-class Fleet:
-    """Everything the operator knows between reconciles, and the reconcile itself."""
+class PoolPass:
+    """The pass over one pool (see the module docstring), with what it needs around it."""
 
-    def __init__(
-        self, kube: Kube, runtime: RuntimeClient, config: OperatorConfig, key: bytes
+    def __init__(  # noqa: PLR0917
+        self,
+        kube: KubeApi,
+        config: OperatorConfig,
+        watch: NodeWatch,
+        reports: RuntimeReports,
+        objects: PoolObjects,
+        pod_actions: PodActions,
+        background: Background,
     ) -> None:
         self.kube = kube
-        self.runtime = runtime
         self.config = config
-        self.key = key
-        self.watch = NodeWatch(config.signals)
-        self.background = Background(kube)
-        self.objects = PoolObjects(kube, key)
-        self.pod_actions = PodActions(
-            kube, runtime, self.background, key, config.spot_fallback_seconds
-        )
-        self.reports: dict[tuple[str, str], RuntimeStatus | None] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
-        self.pools: set[str] = set()
-        self.state: dict[str, PoolState] = {}
-        self._pending: set[str] = set()
-        self.closed = False
-        self.bodies: dict[str, Mapping[str, Any]] = {}
-        self.last_pods: dict[str, list[PodView]] = {}
-        self._pod_digests: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._recheck: asyncio.Task[None] | None = None
+        self.watch = watch
+        self.reports = reports
+        self.objects = objects
+        self.pod_actions = pod_actions
+        self.background = background
 
-    async def start(self) -> None:
-        """Read every node once before any node event is acted on (``NodeWatch.seed``)."""
-        self.watch.seed(await self.kube.list("Node"), time.time())
-        if self.watch.mass is not None:
-            log.warning("%s", self.watch.mass.describe(self.config.signals.mass_not_ready_fraction))
-        self._schedule_recheck()
-
-    # --- entry points --------------------------------------------------------------------
-
-    async def reconcile(
-        self,
-        body: Mapping[str, Any],
-        *,
-        trigger: str,
-        poll: bool = True,
-        on_locked: Callable[[], None] | None = None,
-    ) -> Outcome:
-        """Reconcile one pool; what it did."""
-        meta = body.get("metadata") or {}
-        if self.closed:
-            return Outcome()  # the operator is stopping; a timer may still fire once
-        if meta.get("deletionTimestamp"):
-            return Outcome()  # garbage collection removes the rest (owner references)
-        pool = builders.PoolRef.from_body(dict(body))
-        self.pools.add(pool.key)
-        metrics.POOLS.set(len(self.pools))
-        lock = self.locks.setdefault(pool.key, asyncio.Lock())
-        started = time.monotonic()
-        if poll:
-            # Ask the runtimes first, outside the lock: a slow pod must not hold up a node
-            # reaction waiting for the same pool. The pods polled are those the last
-            # reconcile saw; a new one is polled from the next tick on.
-            await self._poll(pool, self.last_pods.get(pool.key, []))
-        async with lock:
-            if on_locked is not None:
-                on_locked()
-            try:
-                outcome = await self._reconcile(pool, body, trigger=trigger, fresh_reports=poll)
-            except KubeError as exc:
-                if exc.namespace_terminating:
-                    # The namespace (and so the pool) is going away; nothing to keep up.
-                    return Outcome()
-                metrics.RECONCILE_ERRORS.labels(trigger).inc()
-                self._api_trouble(pool, exc)
-                raise
-            except Exception:
-                metrics.RECONCILE_ERRORS.labels(trigger).inc()
-                raise
-            finally:
-                metrics.RECONCILE_SECONDS.labels(trigger).observe(time.monotonic() - started)
-            self._api_trouble(pool, None)
-            return outcome
-
-    async def reconcile_by_name(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        trigger: str,
-        poll: bool = False,
-        on_locked: Callable[[], None] | None = None,
-    ) -> Outcome:
-        # The pool as kopf's watch last showed it (no request on the interruption path);
-        # read from the API only for a pool that event has not shown yet.
-        body = self.bodies.get(f"{namespace}/{name}")
-        if body is None:
-            body = await self.kube.get(constants.KIND, namespace, name)
-        if body is None:
-            if on_locked is not None:
-                on_locked()
-            return Outcome()
-        return await self.reconcile(body, trigger=trigger, poll=poll, on_locked=on_locked)
-
-    def pool_seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Keep the latest body of each pool from kopf's watch."""
-        meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        if event_type == "DELETED":
-            self.bodies.pop(key, None)
-        else:
-            self.bodies[key] = body
-
-    def pod_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """An owned pod changed: reconcile its pool soon, if what changed matters to it
-        (phase, readiness, node, IP, drain, deletion; not every status heartbeat)."""
-        meta = body.get("metadata") or {}
-        namespace = str(meta.get("namespace", ""))
-        pool = (meta.get("labels") or {}).get(constants.LABEL_POOL)
-        if not pool:
-            return
-        key = (namespace, str(meta.get("name", "")))
-        if event_type == "DELETED":
-            self._pod_digests.pop(key, None)
-        else:
-            view = PodView.from_body(body)
-            digest = (view.phase, view.ready, view.node, view.ip, view.draining, view.deleting)
-            if self._pod_digests.get(key) == digest:
-                return
-            self._pod_digests[key] = digest
-        self.poke(namespace, str(pool))
-
-    def poke(self, namespace: str, name: str) -> None:
-        """Reconcile a pool soon; pokes coalesce while one waits for the pool's lock."""
-        key = f"{namespace}/{name}"
-        if key in self._pending or not self.config.watches(namespace):
-            return
-        self._pending.add(key)
-
-        async def run() -> None:
-            try:
-                # Debounce: the pods of one pool change together (scheduled, running,
-                # ready); one reconcile a moment later sees them all. This runs in a task
-                # of its own, never in a kopf handler.
-                await asyncio.sleep(POKE_DELAY_SECONDS)
-                await self.reconcile_by_name(
-                    namespace,
-                    name,
-                    trigger=TRIGGER_POD,
-                    on_locked=lambda: self._pending.discard(key),
-                )
-            except KubeError as exc:
-                log.warning("reconcile of %s after a pod change failed: %s", key, exc)
-            finally:
-                self._pending.discard(key)
-
-        self.background.spawn(run())
-
-    def forget(self, namespace: str, name: str) -> None:
-        """Drop everything kept for a deleted pool (nothing may outlive it)."""
-        key = f"{namespace}/{name}"
-        self.pools.discard(key)
-        self.bodies.pop(key, None)
-        self.last_pods.pop(key, None)
-        self.locks.pop(key, None)
-        self.state.pop(key, None)
-        self.objects.forget(builders.PoolRef(name=name, namespace=namespace, uid=""))
-        for pod_key in [k for k in self.reports if k[0] == namespace and _of_pool(name, k[1])]:
-            del self.reports[pod_key]
-        for pod_key in [k for k in self._pod_digests if k[0] == namespace and _of_pool(name, k[1])]:
-            del self._pod_digests[pod_key]
-        metrics.POOLS.set(len(self.pools))
-
-    async def remove_pods(self, body: Mapping[str, Any]) -> None:
-        """Delete the pods of a pool that was just deleted, at once. The garbage collector
-        would, but behind the controller manager's client rate limit (20 requests/s by
-        default, about three per pod): 50 pools deleted together kept their pods waiting
-        up to 12 s. Only pods owned by that pool's UID, each by its own UID: a pool made
-        again under the same name gets the same pod names."""
-        pool = builders.PoolRef.from_body(dict(body))
-        try:
-            listed = await self.kube.list(
-                "Pod", pool.namespace, labels=f"{constants.LABEL_POOL}={pool.name}"
-            )
-            owned = [
-                p
-                for p in listed
-                if builders.owned_by(p, pool) and not p["metadata"].get("deletionTimestamp")
-            ]
-            done = await asyncio.gather(
-                *(
-                    self.kube.delete(
-                        "Pod", pool.namespace, p["metadata"]["name"], uid=p["metadata"]["uid"]
-                    )
-                    for p in owned
-                )
-            )
-        except KubeError as exc:
-            # The garbage collector still deletes them; nothing waits on this.
-            log.warning("%s: deleting the pods of the deleted pool failed: %s", pool.key, exc)
-            return
-        metrics.POD_DELETES.labels(scaling.REASON_POOL_DELETED).inc(sum(done))
-
-    async def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A Node changed: if it newly shows an interruption signal (or is gone), react in
-        every pool with pods there, at once."""
-        if self.closed:
-            return
-        started = time.monotonic()
-        was = self.watch.mass
-        new = self.watch.seen(event_type, body, time.time())
-        self._mass_changed(was)
-        self._schedule_recheck()
-        await self._react(new, started)
-
-    async def close(self) -> None:
-        self.closed = True
-        await self.background.close()
-        await self.runtime.close()
-        await self.kube.close()
-
-    # --- node signals --------------------------------------------------------------------
-
-    async def _react(self, new: Mapping[str, list[Signal]], started: float) -> None:
-        """Reconcile, at once, every pool with pods on a node that shows a new signal."""
-        if not new:
-            return
-        for signals in new.values():
-            for signal in signals:
-                metrics.INTERRUPTIONS.labels(signal.kind).inc()
-        listed = await asyncio.gather(*(self._pods_on_node(node) for node in sorted(new)))
-        pools = sorted(
-            {
-                (p["metadata"]["namespace"], p["metadata"]["labels"][constants.LABEL_POOL])
-                for pods in listed
-                for p in pods
-                if self.config.watches(p["metadata"]["namespace"])
-            }
-        )
-        if not pools:
-            return
-        why = "; ".join(
-            f"{node}: {', '.join(s.describe() for s in signals)}"
-            for node, signals in sorted(new.items())
-        )
-        log.info("%s; reacting in %d pool(s)", why, len(pools))
-        results = await asyncio.gather(
-            *(self.reconcile_by_name(ns, pool, trigger=TRIGGER_NODE) for ns, pool in pools),
-            return_exceptions=True,
-        )
-        for (ns, pool), result in zip(pools, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("reacting to %s in %s/%s failed: %r", why, ns, pool, result)
-        metrics.INTERRUPTION_SECONDS.observe(time.monotonic() - started)
-
-    async def _pods_on_node(self, node: str) -> list[dict[str, Any]]:
-        """Pool pods on ``node``: one list across the cluster, or one per watched namespace
-        (with watched namespaces the operator may list pods nowhere else)."""
-        fields = f"spec.nodeName={node}"
-        if self.config.all_namespaces or not self.config.namespaces:
-            return await self.kube.list("Pod", None, labels=constants.LABEL_POOL, fields=fields)
-        found = await asyncio.gather(
-            *(
-                self.kube.list("Pod", ns, labels=constants.LABEL_POOL, fields=fields)
-                for ns in self.config.namespaces
-            )
-        )
-        return [pod for pods in found for pod in pods]
-
-    def _api_trouble(self, pool: builders.PoolRef, error: KubeError | None) -> None:
-        """One log line when a pool's reconciles start failing against the API (and what
-        kind of failure), and one when they work again: never one per retry."""
-        state = self.state.setdefault(pool.key, PoolState())
-        kind = None if error is None else f"HTTP {error.status} {error.reason}".strip()
-        if kind == state.api_trouble:
-            return
-        if error is not None:
-            log.warning("%s: reconcile failed (%s); retried on every tick", pool.key, error)
-        elif state.api_trouble is not None:
-            log.info("%s: reconciles work again", pool.key)
-        state.api_trouble = kind
-
-    def _mass_changed(self, was: MassNotReady | None) -> None:
-        metrics.NODES_NOT_READY.set(len(self.watch.not_ready_nodes()))
-        now = self.watch.mass
-        metrics.MASS_NOT_READY.set(1 if now is not None else 0)
-        if bool(now) == bool(was):
-            return
-        if now is not None:
-            log.warning("%s", now.describe(self.config.signals.mass_not_ready_fraction))
-        else:
-            log.info("fewer nodes are NotReady now: NotReady nodes are judged one by one again")
-
-    def _schedule_recheck(self) -> None:
-        """Judge the nodes again when the next NotReady grace period ends (no event comes
-        then); one pending check at a time."""
-        if self._recheck is not None:
-            self._recheck.cancel()
-            self._recheck = None
-        at = self.watch.next_check(time.time())
-        if at is None or self.closed:
-            return
-
-        async def run() -> None:
-            await asyncio.sleep(max(0.0, at - time.time()))
-            self._recheck = None
-            started = time.monotonic()
-            was = self.watch.mass
-            new = self.watch.recheck(time.time())
-            self._mass_changed(was)
-            self._schedule_recheck()
-            await self._react(new, started)
-
-        self._recheck = self.background.spawn(run())
-
-    # --- the steps -----------------------------------------------------------------------
-
-    async def _reconcile(
+    async def run(
         self,
         pool: builders.PoolRef,
         body: Mapping[str, Any],
+        state: PoolState,
         *,
         trigger: str,
         fresh_reports: bool,
     ) -> Outcome:
-        state = self.state.setdefault(pool.key, PoolState())
+        """One pass; ``fresh_reports``: the runtimes were polled just before it."""
         force_verify = trigger in (TRIGGER_SPEC, TRIGGER_CREATE)
         fresh = trigger == TRIGGER_CREATE
         planned: Planned | None = None
@@ -472,7 +145,7 @@ class Fleet:
                     planned.spec,
                     planned.plan,
                     kind,
-                    planned.gpu_product,
+                    planned.spec.gpu.product,
                     settings=self.config.pods,
                 )
                 for kind in scaling.CAPACITY_TYPES
@@ -569,7 +242,6 @@ class Fleet:
             # usually stop such a spec before it gets here).
             problems = [describe(e, prefix=("spec",)) for e in exc.errors()]
             raise SpecInvalid("; ".join(problems)) from exc
-        gpu_product: str | None = spec.gpu.product
         if spec.gpu.product == GPU_AUTO:
             gpu_product = await self._auto_gpu(spec)
             spec = spec.model_copy(
@@ -580,7 +252,7 @@ class Fleet:
             planned = plan(spec, prices)
         except PlanError as exc:
             raise SpecInvalid(str(exc)) from exc
-        return Planned(spec, planned, gpu_product, prices_error)
+        return Planned(spec, planned, prices_error)
 
     async def _auto_gpu(self, spec: VoiceAgentPoolSpec) -> str:
         """``gpu.product: auto``: the product most of the pool's usable nodes report."""
@@ -635,38 +307,10 @@ class Fleet:
             if builders.ordinal_of(pool, b["metadata"]["name"]) is not None
             and builders.owned_by(b, pool)
         ]
-        self.last_pods[pool.key] = views
         names = {v.name for v in views}
-        for key in [k for k in self.reports if k[0] == pool.namespace and k[1] not in names]:
-            if _of_pool(pool.name, key[1]):
-                del self.reports[key]
         for name in [n for n in state.drain_failures if n not in names]:
             del state.drain_failures[name]
-        return [self._with_report(pool, v) for v in views]
-
-    async def _poll(self, pool: builders.PoolRef, views: Sequence[PodView]) -> None:
-        running = [v for v in views if v.running and not v.deleting and v.ip]
-
-        async def one(view: PodView) -> None:
-            assert view.ip is not None
-            try:
-                self.reports[(pool.namespace, view.name)] = await self.runtime.status(view.ip)
-            except RuntimeCallError as exc:
-                log.debug("%s/%s: %s", pool.namespace, view.name, exc)
-                self.reports[(pool.namespace, view.name)] = None
-
-        await asyncio.gather(*(one(v) for v in running))
-
-    def _with_report(self, pool: builders.PoolRef, view: PodView) -> PodView:
-        report = self.reports.get((pool.namespace, view.name))
-        if report is None or not view.running:
-            return view
-        return replace(
-            view,
-            sessions_active=report.sessions.active,
-            runtime_loaded=report.model.loaded,
-            runtime_draining=report.draining,
-        )
+        return self.reports.seen(pool, views)
 
     def _note_conflicts(
         self,
@@ -723,11 +367,6 @@ class Fleet:
         }
         for state, count in counts.items():
             metrics.PODS.labels(pool.namespace, pool.name, state).set(count)
-
-
-def _of_pool(pool: str, pod_name: str) -> bool:
-    rest = pod_name.removeprefix(f"{pool}-")
-    return rest != pod_name and rest.isdigit()
 
 
 def _degraded_message(previous: Mapping[str, Any]) -> str | None:

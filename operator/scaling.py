@@ -28,10 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, Final
 
 from voicefleet import constants
+from voicefleet.rfc3339 import parse_time
 
 CAPACITY_TYPES: Final = (constants.CAPACITY_ON_DEMAND, constants.CAPACITY_SPOT)
 SURGE_PERCENT: Final = 25
@@ -44,13 +44,6 @@ REASON_NODE_GONE: Final = "node gone"
 REASON_FAILED: Final = "failed"
 REASON_PLACEMENT: Final = "kept off a node that recovered"
 REASON_POOL_DELETED: Final = "pool deleted"
-
-
-def parse_time(text: str | None) -> float | None:
-    """RFC 3339 from the API server (``2026-11-25T21:42:02Z``) to epoch seconds."""
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from voicefleet import constants
 from voicefleet.api.pool import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
 from voicefleet.operator.scaling import PodView
+from voicefleet.rfc3339 import format_time
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None = None) -> dict
     for condition in wire["conditions"]:
         old_status, old_time = old_times.get(condition["type"], (None, None))
         condition["lastTransitionTime"] = (
-            old_time if old_status == condition["status"] and old_time else _rfc3339(obs.now)
+            old_time if old_status == condition["status"] and old_time else format_time(obs.now)
         )
     return wire
 
@@ -235,7 +235,3 @@ def _normal(status: Mapping[str, Any]) -> Any:
         return VoiceAgentPoolStatus.model_validate(dict(status)).wire()
     except ValidationError:
         return dict(status)
-
-
-def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,7 +23,13 @@ if [[ $# -gt 0 ]]; then
     echo "== pytest $*"
     exec pytest "$@"
 fi
+echo "== host packages for the images and the real node (Debian; installed when missing)"
+scripts/setup-host.sh
+echo "== images (buildah, a base made from Debian packages; layers cached)"
+scripts/build-images.sh --base debian --prune
+echo "== the operator image again, without the cache: the same digest"
+scripts/build-images.sh --base debian --check-reproducible operator
 echo "== pytest tests"
 pytest tests
-echo "== pytest e2e"
+echo "== pytest e2e (the real node's pods first, then the fake GPU fleet)"
 pytest e2e

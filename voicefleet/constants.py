@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from voicefleet import __version__
+
 # --- API ---------------------------------------------------------------------------------
 GROUP: Final = "voicefleet.dev"
 VERSION: Final = "v1alpha1"
@@ -92,7 +94,6 @@ REASON_ROLLING: Final = "RollingUpdate"
 REASON_DRAINING: Final = "Draining"
 REASON_STABLE: Final = "Stable"
 REASON_HEALTHY: Final = "Healthy"
-REASON_NODE_INTERRUPTED: Final = "NodeInterrupted"
 REASON_PRICES_INVALID: Final = "PricesInvalid"
 REASON_CREATE_FAILED: Final = "CreateFailed"
 REASON_NAME_CONFLICT: Final = "NameConflict"
@@ -103,13 +104,11 @@ EVENT_POD_CREATED: Final = "PodCreated"
 EVENT_POD_DELETED: Final = "PodDeleted"
 EVENT_DRAIN_STARTED: Final = "DrainStarted"
 EVENT_DRAIN_FAILED: Final = "DrainFailed"
-EVENT_NODE_INTERRUPTED: Final = "NodeInterrupted"
 EVENT_PLAN_INVALID: Final = "PlanInvalid"
 EVENT_SPOT_FALLBACK: Final = "SpotFallback"
 EVENT_CREATE_FAILED: Final = "CreateFailed"
 EVENT_NAME_CONFLICT: Final = "NameConflict"
 EVENT_NODES_NOT_READY: Final = "NodesNotReady"
-EVENT_CREATE_RECOVERED: Final = "CreateRecovered"
 
 # --- Operator process -------------------------------------------------------------------------
 OPERATOR_NAME: Final = "voicefleet-operator"
@@ -118,7 +117,6 @@ OPERATOR_KEY_SECRET: Final = "voicefleet-operator-key"
 # The coordination.k8s.io Lease the operator's replicas elect their leader on (its namespace).
 OPERATOR_LEASE: Final = OPERATOR_NAME
 POOL_TOKEN_KEY: Final = "token"
-PATH_TOKEN_DIR: Final = "/var/run/voicefleet"
 
 # --- Runtime ports, paths and protocol --------------------------------------------------------
 RUNTIME_PORT: Final = 8998
@@ -137,7 +135,6 @@ OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"
 
 # --- Audio ------------------------------------------------------------------------------------
 MOSHI_SAMPLE_RATE: Final = 24_000
-MOSHI_FRAME_HZ: Final = 12.5
 MOSHI_FRAME_SAMPLES: Final = 1920  # 80 ms at 24 kHz
 HERTZ_SAMPLE_RATE: Final = 16_000
 HERTZ_FRAME_SAMPLES: Final = 2000  # 125 ms at 16 kHz
@@ -148,3 +145,7 @@ SUFFIX_TOKEN_SECRET: Final = "-token"
 RUNTIME_CONTAINER: Final = "runtime"
 # The runtime image's user (runtime/Dockerfile's USER); runtime pods run as it.
 RUNTIME_UID: Final = 10001
+# Where the project's images are published (scripts/build-images.sh tags them so), and the
+# runtime image a pool gets when spec.runtime.image is empty: the operator's own version.
+IMAGE_REPOSITORY: Final = "ghcr.io/voicefleet"
+DEFAULT_RUNTIME_IMAGE: Final = f"{IMAGE_REPOSITORY}/runtime:{__version__}"

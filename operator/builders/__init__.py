@@ -11,7 +11,7 @@ from voicefleet.operator.builders.common import (
     selector_labels,
     selector_string,
 )
-from voicefleet.operator.builders.ownership import owned_by, owned_object_names
+from voicefleet.operator.builders.ownership import owned_by
 from voicefleet.operator.builders.pdb import build_pdb, pdb_name
 from voicefleet.operator.builders.pod import (
     PodSettings,
@@ -41,7 +41,6 @@ __all__ = [
     "headless_service_name",
     "ordinal_of",
     "owned_by",
-    "owned_object_names",
     "owner_reference",
     "pdb_name",
     "pod_name",

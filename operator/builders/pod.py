@@ -59,13 +59,19 @@ PRESTOP_SCRIPT: Final = (
 POD_SECURITY_CONTEXT: Final[dict[str, Any]] = {
     "runAsNonRoot": True,
     "runAsUser": constants.RUNTIME_UID,
+    "runAsGroup": constants.RUNTIME_UID,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# A read-only root: the runtime writes only to /tmp (its home; Hugging Face downloads and
+# torch's caches), a volume of the pod's own.
 CONTAINER_SECURITY_CONTEXT: Final[dict[str, Any]] = {
     "allowPrivilegeEscalation": False,
     "privileged": False,
+    "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+SCRATCH_VOLUME: Final = "tmp"
+SCRATCH_MOUNT: Final = "/tmp"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class PodSettings:
 
     grace_margin_seconds: int = DEFAULT_GRACE_MARGIN_SECONDS
     spot_labels: tuple[tuple[str, str], ...] = interruption.SPOT_LABELS
+    # For pools whose spec.runtime.image is empty: the runtime of the operator's version.
+    runtime_image: str = constants.DEFAULT_RUNTIME_IMAGE
 
 
 def pod_name(pool: PoolRef, ordinal: int) -> str:
@@ -108,8 +116,11 @@ def _weights(spec: VoiceAgentPoolSpec) -> tuple[str, list[dict[str, Any]], list[
 
 def runtime_args(spec: VoiceAgentPoolSpec, plan: PlanStatus, weights: str) -> list[str]:
     """The runtime's command-line settings: slots, session cap, model, drain."""
-    _profile, variant = resolve_model(spec.model)
-    precision = variant.name.rsplit("-", 1)[-1]
+    profile, variant = resolve_model(spec.model)
+    # A CPU model has no precision variants to pick, and must not look for a GPU.
+    model = (
+        ["--device", "cpu"] if profile.on_cpu else ["--variant", variant.name.rsplit("-", 1)[-1]]
+    )
     return [
         "--backend",
         spec.model.name,
@@ -123,8 +134,7 @@ def runtime_args(spec: VoiceAgentPoolSpec, plan: PlanStatus, weights: str) -> li
         str(spec.sessions.max_session_seconds),
         "--weights",
         weights,
-        "--variant",
-        precision,
+        *model,
         "--drain-seconds",
         str(spec.capacity.interruption.drain_seconds),
     ]
@@ -139,12 +149,28 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _container(spec: VoiceAgentPoolSpec, plan: PlanStatus) -> tuple[dict[str, Any], list[Any]]:
+def resources(spec: VoiceAgentPoolSpec) -> dict[str, Any]:
+    """Requests and limits from the model's catalog entry: CPU and memory requested (so the
+    pod is not BestEffort, evicted first), memory limited, one GPU unless the model runs on
+    the CPU. No CPU limit: throttling would make the frame clock late. ``spec.template``'s
+    resources are merged over these."""
+    profile, variant = resolve_model(spec.model)
+    wanted = variant.resources
+    requests = {"cpu": wanted.cpu, "memory": wanted.memory}
+    limits = {"memory": wanted.memory_limit}
+    if not profile.on_cpu:
+        requests[constants.RESOURCE_GPU] = limits[constants.RESOURCE_GPU] = "1"
+    return {"requests": requests, "limits": limits}
+
+
+def _container(
+    spec: VoiceAgentPoolSpec, plan: PlanStatus, settings: PodSettings
+) -> tuple[dict[str, Any], list[Any]]:
     weights, volumes, mounts = _weights(spec)
     drain = spec.capacity.interruption.drain_seconds
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": spec.runtime.image,
+        "image": spec.runtime.image or settings.runtime_image,
         "command": list(RUNTIME_COMMAND),
         "args": runtime_args(spec, plan, weights),
         "ports": [
@@ -162,10 +188,7 @@ def _container(spec: VoiceAgentPoolSpec, plan: PlanStatus) -> tuple[dict[str, An
                 },
             }
         ],
-        "resources": {
-            "requests": {constants.RESOURCE_GPU: "1"},
-            "limits": {constants.RESOURCE_GPU: "1"},
-        },
+        "resources": resources(spec),
         "readinessProbe": _probe(constants.PATH_READYZ, 2, 1),
         # Loading weights takes minutes; the startup probe covers it so liveness stays tight.
         "startupProbe": _probe(constants.PATH_HEALTHZ, 5, 120),
@@ -184,9 +207,8 @@ def _container(spec: VoiceAgentPoolSpec, plan: PlanStatus) -> tuple[dict[str, An
             }
         },
     }
-    if mounts:
-        container["volumeMounts"] = mounts
-    return container, volumes
+    container["volumeMounts"] = [*mounts, {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT}]
+    return container, [*volumes, {"name": SCRATCH_VOLUME, "emptyDir": {}}]
 
 
 def _spot_terms(product_expr: list[dict[str, Any]], settings: PodSettings) -> list[dict[str, Any]]:
@@ -212,9 +234,14 @@ def _on_demand_terms(
 
 
 def placement(
-    capacity_type: str, gpu_product: str | None, settings: PodSettings = PodSettings()
+    capacity_type: str,
+    gpu_product: str | None,
+    settings: PodSettings = PodSettings(),
+    *,
+    gpu: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(affinity, tolerations) that put a pod on ``capacity_type`` nodes with the GPU."""
+    """(affinity, tolerations) that put a pod on ``capacity_type`` nodes with the GPU
+    (without ``gpu``: any node of that capacity type, GPU taints not tolerated)."""
     product_expr: list[dict[str, Any]] = []
     if gpu_product:
         product_expr = [
@@ -224,9 +251,9 @@ def placement(
         terms = _spot_terms(product_expr, settings)
     else:
         terms = _on_demand_terms(product_expr, settings)
-    tolerations: list[dict[str, Any]] = [
-        {"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}
-    ]
+    tolerations: list[dict[str, Any]] = (
+        [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}] if gpu else []
+    )
     if capacity_type == constants.CAPACITY_SPOT:
         tolerations += [
             {"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"}
@@ -253,9 +280,12 @@ def build_pod_template(
 
     The ``pod-spec-hash`` annotation is the hash of everything else here.
     """
-    container, volumes = _container(spec, plan)
+    container, volumes = _container(spec, plan, settings)
     container["env"][0]["valueFrom"]["secretKeyRef"]["name"] = secret_name(pool)
-    affinity, tolerations = placement(capacity_type, gpu_product, settings)
+    profile, _variant = resolve_model(spec.model)
+    if profile.on_cpu:
+        gpu_product = None
+    affinity, tolerations = placement(capacity_type, gpu_product, settings, gpu=not profile.on_cpu)
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "affinity": affinity,
@@ -274,8 +304,7 @@ def build_pod_template(
             }
         ],
     }
-    if volumes:
-        pod_spec["volumes"] = volumes
+    pod_spec["volumes"] = volumes
     labels = {
         **selector_labels(pool),
         constants.LABEL_CAPACITY_TYPE: capacity_type,

@@ -13,6 +13,8 @@ An impossible plan raises :class:`PlanError` with a message that says what to ch
 
 from __future__ import annotations
 
+from typing import Final
+
 from voicefleet import catalog, constants
 from voicefleet.api.pool import GPU_AUTO, GpuSpec, ModelSpec, PlanStatus, VoiceAgentPoolSpec
 from voicefleet.catalog import ModelProfile, ModelVariant, PriceTable
@@ -96,22 +98,49 @@ def _prices(spec: VoiceAgentPoolSpec, gpu: Gpu, table: PriceTable) -> tuple[floa
     )
 
 
+CPU: Final = Gpu(
+    product="cpu",
+    short_name="CPU",
+    memory_gib=0.0,
+    overhead_gib=0.0,
+    bandwidth_gbps=None,
+    in_catalog=True,
+)
+
+
+def _on_cpu(variant: ModelVariant, policy_cap: int | None) -> Density:
+    """A CPU model: its catalog's sessions per pod, or fewer by policy; no GPU memory."""
+    slots = variant.cpu_sessions or 1
+    by_policy = policy_cap is not None and policy_cap < slots
+    return Density(
+        sessions_per_pod=policy_cap if by_policy and policy_cap is not None else slots,
+        limited_by=constants.LIMITED_BY_POLICY if by_policy else constants.LIMITED_BY_COMPUTE,
+        memory_limit=slots,
+        compute_limit=slots,
+        per_session_gib=0.0,
+        frame_ms_at_capacity=None,
+    )
+
+
 def plan(
     spec: VoiceAgentPoolSpec,
     prices: PriceTable | None = None,
     model: str = constants.DENSITY_BATCHED,
 ) -> PlanStatus:
     """The plan for ``spec``. ``model`` picks the density model: batched or replicated."""
-    gpu = resolve_gpu(spec.gpu)
     profile, variant = resolve_model(spec.model)
+    gpu = CPU if profile.on_cpu else resolve_gpu(spec.gpu)
     sessions = spec.sessions
-    if model == constants.DENSITY_REPLICATED:
+    if profile.on_cpu:
+        found = _on_cpu(variant, sessions.max_per_pod)
+    elif model == constants.DENSITY_REPLICATED:
         found = density.replicated(gpu, profile, variant, sessions.max_session_seconds)
     else:
         found = density.batched(
             gpu, profile, variant, sessions.max_session_seconds, sessions.max_per_pod
         )
-    _check_fits(gpu, profile, variant, found)
+    if not profile.on_cpu:
+        _check_fits(gpu, profile, variant, found)
 
     per_pod = found.sessions_per_pod
     capacity = spec.capacity
@@ -131,7 +160,10 @@ def plan(
             "sessions.target",
         )
 
-    on_demand_price, spot_price = _prices(spec, gpu, prices or catalog.default_prices())
+    # GPU-hour prices say nothing about a CPU pod: its cost is left out (null).
+    on_demand_price, spot_price = (
+        (None, None) if profile.on_cpu else _prices(spec, gpu, prices or catalog.default_prices())
+    )
     cost: float | None = 0.0
     for count, price in ((pods.on_demand, on_demand_price), (pods.spot, spot_price)):
         if count and price is None:

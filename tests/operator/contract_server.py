@@ -50,6 +50,27 @@ class Record:
         return any(d["authorized"] for d in self.drains)
 
 
+def report(active: int, capacity: int, *, draining: bool) -> RuntimeStatus:
+    """What a loaded runtime says of itself (``GET /v1/status``) with these counts."""
+    return RuntimeStatus(
+        sessions=SessionCounts(active=active, capacity=capacity),
+        draining=draining,
+        ready=not draining,
+        frame_ms=FrameMs(p50=20.0, p95=25.0),
+        late_frames=0,
+        model=ModelInfo(
+            backend="contract",
+            name="contract",
+            variant="bf16",
+            context_steps=3000,
+            max_session_seconds=240,
+            device="cpu",
+            loaded=True,
+        ),
+        gpu=GpuInfo(available=False),
+    )
+
+
 def build_app(
     token: str,
     active: int,
@@ -63,23 +84,7 @@ def build_app(
 
     async def status(_request: web.Request) -> web.Response:
         state.status_calls += 1
-        body = RuntimeStatus(
-            sessions=SessionCounts(active=state.active, capacity=capacity),
-            draining=state.draining,
-            ready=not state.draining,
-            frame_ms=FrameMs(p50=20.0, p95=25.0),
-            late_frames=0,
-            model=ModelInfo(
-                backend="contract",
-                name="contract",
-                variant="bf16",
-                context_steps=3000,
-                max_session_seconds=240,
-                device="cpu",
-                loaded=True,
-            ),
-            gpu=GpuInfo(available=False),
-        )
+        body = report(state.active, capacity, draining=state.draining)
         return web.json_response(body.wire())
 
     async def drain(request: web.Request) -> web.Response:

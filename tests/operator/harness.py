@@ -14,7 +14,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from kubernetes import client, dynamic
 from tests.polling import poll
 from voicefleet import constants
 from voicefleet.operator import rbac
+from voicefleet.rfc3339 import format_time
 from voicefleet.sandbox import binaries
 from voicefleet.sandbox.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
 
@@ -79,10 +79,6 @@ def draining(pod: client.V1Pod) -> bool:
     return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def set_node_ready(core: client.CoreV1Api, node: str, ready: bool) -> None:
     """The node's Ready condition, as a kubelet (or the node lifecycle controller) posts
     it; the controller then adds or removes its not-ready taints by itself. A NotReady node
@@ -95,8 +91,8 @@ def set_node_ready(core: client.CoreV1Api, node: str, ready: bool) -> None:
         "type": "Ready",
         "status": status,
         "reason": "KubeletReady" if ready else "TestNotReady",
-        "lastTransitionTime": _now(),
-        "lastHeartbeatTime": _now(),
+        "lastTransitionTime": format_time(),
+        "lastHeartbeatTime": format_time(),
     }
     core.patch_node_status(node, {"status": {"conditions": [condition]}})
     if ready:

@@ -256,16 +256,54 @@ def test_ownership_is_the_pools_uid_in_an_owner_reference_never_a_name() -> None
     assert not builders.owned_by(pdb, twin)
     stranger = {"metadata": {"name": POOL.name, "labels": builders.selector_labels(POOL)}}
     assert not builders.owned_by(stranger, POOL)
-    names = {name for _kind, name in builders.owned_object_names(POOL)}
-    assert names == {
-        builders.service_name(POOL),
-        builders.headless_service_name(POOL),
-        builders.secret_name(POOL),
-        builders.pdb_name(POOL),
-    }
 
 
 def test_ordinals_round_trip() -> None:
     assert builders.ordinal_of(POOL, builders.pod_name(POOL, 12)) == 12
     assert builders.ordinal_of(POOL, "support-en-token") is None
     assert builders.ordinal_of(POOL, "other-3") is None
+
+
+def test_runtime_pods_request_cpu_and_memory_from_the_catalog_and_limit_memory() -> None:
+    # Not BestEffort (evicted first): requests from the model's catalog entry.
+    resources = container(template())["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "24Gi", constants.RESOURCE_GPU: "1"}
+    assert resources["limits"] == {"memory": "48Gi", constants.RESOURCE_GPU: "1"}
+    # The pool may override them (the template's resources merge over the catalog's).
+    changed = template(
+        template={"spec": {"containers": [{"name": "runtime", "resources": {
+            "requests": {"memory": "30Gi"}, "limits": {"memory": "60Gi"}}}]}}
+    )  # fmt: skip
+    assert container(changed)["resources"]["requests"]["memory"] == "30Gi"
+    assert container(changed)["resources"]["limits"]["memory"] == "60Gi"
+    assert container(changed)["resources"]["requests"]["cpu"] == "4"
+
+
+def test_an_empty_runtime_image_is_the_operators_own_version_and_a_set_one_wins() -> None:
+    assert spec().runtime.image == ""
+    assert container(template())["image"] == constants.DEFAULT_RUNTIME_IMAGE
+    settings = builders.PodSettings(runtime_image="registry.example/voicefleet/runtime:9.9")
+    s = spec()
+    pod = builders.build_pod_template(POOL, s, plan(s), "spot", None, settings=settings)
+    assert container(pod)["image"] == "registry.example/voicefleet/runtime:9.9"
+    # A new operator version changes the pods of pools that name no image: a rollout.
+    assert pod["metadata"]["annotations"] != template()["metadata"]["annotations"]
+    pinned = template(runtime={"image": "mine/runtime:1"})
+    assert container(pinned)["image"] == "mine/runtime:1"
+
+
+def test_a_tiny_pool_runs_on_the_cpu_without_a_gpu() -> None:
+    s = spec(model={"name": "tiny"}, sessions={"target": 3})
+    planned = plan(s)
+    assert (planned.sessions_per_pod, planned.gpu, planned.replicas) == (2, "CPU", 3)
+    assert planned.cost_per_hour is None  # GPU-hour prices say nothing about CPU pods
+    pod = builders.build_pod_template(POOL, s, planned, "spot", "NVIDIA-H100-80GB-HBM3")
+    runtime = container(pod)
+    assert constants.RESOURCE_GPU not in runtime["resources"]["requests"]
+    assert constants.RESOURCE_GPU not in runtime["resources"]["limits"]
+    args = runtime["args"]
+    assert args[args.index("--backend") + 1] == "tiny"
+    assert args[args.index("--device") + 1] == "cpu" and "--variant" not in args
+    # No GPU product in its node affinity, no GPU taint tolerated: any spot node fits.
+    assert constants.NODE_LABEL_GPU_PRODUCT not in str(pod["spec"]["affinity"])
+    assert all(t["key"] != constants.RESOURCE_GPU for t in pod["spec"]["tolerations"])

@@ -103,20 +103,28 @@ def test_runtime_pods_run_restricted_and_mount_no_token() -> None:
     assert pod_spec["securityContext"] == {
         "runAsNonRoot": True,
         "runAsUser": constants.RUNTIME_UID,
+        "runAsGroup": constants.RUNTIME_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert runtime(pod)["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "privileged": False,
+        "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
+    # The read-only root's one writable place: /tmp, a volume of the pod's own.
+    assert {"name": "tmp", "mountPath": "/tmp"} in runtime(pod)["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in pod_spec["volumes"]
     assert pod_spec["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in pod_spec
     for field in ("hostNetwork", "hostPID", "hostIPC", "nodeName", "initContainers"):
         assert field not in pod_spec
     # Pod Security "restricted" allows only these volume kinds; the weights claim is one.
     pvc = build(spec(model={"source": "pvc://weights/moshiko"}))
-    assert [set(v) - {"name"} for v in pvc["spec"]["volumes"]] == [{"persistentVolumeClaim"}]
+    assert [set(v) - {"name"} for v in pvc["spec"]["volumes"]] == [
+        {"persistentVolumeClaim"},
+        {"emptyDir"},
+    ]
 
 
 def test_a_named_service_account_is_used_and_only_then_its_token_mounted() -> None:
@@ -196,7 +204,7 @@ def test_required_node_terms_narrow_the_placement_never_replace_it() -> None:
 def test_the_runtime_uid_is_the_images_user() -> None:
     dockerfile = (ROOT / "runtime" / "Dockerfile").read_text()
     (user,) = re.findall(r"^USER\s+(\S+)\s*$", dockerfile, flags=re.MULTILINE)
-    assert user == str(constants.RUNTIME_UID)
+    assert user.split(":")[0] == str(constants.RUNTIME_UID)
 
 
 DNS_1035_LABEL = r"[a-z]([-a-z0-9]*[a-z0-9])?"

@@ -4,7 +4,6 @@ NotReady judged (a grace period; a mass outage drains nothing), in the pure rule
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from voicefleet import constants
 from voicefleet.operator import interruption
 from voicefleet.operator.interruption import NodeView, SignalConfig
 from voicefleet.operator.nodes import NodeWatch
+from voicefleet.rfc3339 import format_time
 
 NOW = 1_800_000_000.0
 GRACE = interruption.DEFAULT_NOT_READY_GRACE_SECONDS
@@ -24,7 +24,7 @@ def signals(view: NodeView, config: SignalConfig | None = None) -> list[interrup
 
 
 def stamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(epoch)
 
 
 def node(name: str = "n1", since: float | None = NOW, **spec: Any) -> dict[str, Any]:

@@ -231,7 +231,7 @@ def test_scale_in_drains_the_pods_with_fewest_sessions_and_deletes_them_when_emp
     assert call["deadlineSeconds"] == 100
     for other in (pods[0].metadata.name, pods[2].metadata.name):
         assert kit.http_json(ips[other], "/test/drains") == []
-    time.sleep(2.0)  # it still holds 2 sessions: it stays
+    live_operator.wait_passes(2)  # it still holds 2 sessions: it stays
     assert emptiest in [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "shrink")]
     kit.http_json(ips[emptiest], "/test/active?n=0", method="POST")
     wait_until(

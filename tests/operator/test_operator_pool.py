@@ -4,7 +4,6 @@ RBAC and deletion. The operator runs as its own ServiceAccount (see conftest).""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from kubernetes import client
@@ -101,7 +100,7 @@ def test_a_second_reconcile_of_an_unchanged_pool_writes_nothing(
         return kit.condition(pool, constants.CONDITION_PROGRESSING).get("status") == "False"
 
     wait_until(stable, what="a stable pool")
-    time.sleep(2 * 1.0)  # let the pod events of the creation settle
+    live_operator.wait_passes(2)  # the pod events of the creation have settled
 
     def versions() -> dict[str, str]:
         core = client.CoreV1Api(kube_api)
@@ -118,7 +117,7 @@ def test_a_second_reconcile_of_an_unchanged_pool_writes_nothing(
     before, writes = versions(), live_operator.writes(namespace)
     # A metadata change runs the update handler: a full reconcile of an unchanged spec.
     kit.patch_pool(kube_api, namespace, "steady", {"metadata": {"labels": {"touched": "yes"}}})
-    time.sleep(3 * 1.0)  # three timer reconciles too
+    live_operator.wait_passes(3)  # three timer passes too
     assert versions() == before
     assert live_operator.writes(namespace) == writes
 
@@ -158,7 +157,7 @@ def test_an_unplannable_spec_is_degraded_and_deletes_nothing(
     found = wait_until(degraded, what="Degraded/PlanInvalid")
     assert found["status"] == "True"
     assert "maxReplicas" in found["message"]
-    time.sleep(2.0)
+    live_operator.wait_passes(2)
     assert [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "bad")] == names
     wait_until(
         lambda: kit.events(kube_api, namespace, constants.EVENT_PLAN_INVALID),
@@ -224,7 +223,7 @@ def test_killed_mid_reconcile_the_restarted_operator_makes_no_duplicates(
     live_operator.stop(signal.SIGKILL)
     live_operator.start()
     kit.wait_pool_ready(kube_api, namespace, "crashy")
-    time.sleep(2.0)
+    live_operator.wait_passes(2)
     names = [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "crashy", live=False)]
     assert names == [f"crashy-{i}" for i in range(want.replicas)]
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from voicefleet import constants
 from voicefleet.operator import scaling
 from voicefleet.operator.scaling import Desired, Inputs, PodView, decide
+from voicefleet.rfc3339 import parse_time
 
 OD = constants.CAPACITY_ON_DEMAND
 SPOT = constants.CAPACITY_SPOT
@@ -267,7 +268,7 @@ def test_from_body_reads_annotations_and_conditions() -> None:
     }
     view = PodView.from_body(body)
     assert (view.capacity_type, view.spec_hash, view.node, view.ready) == (SPOT, "abc", "n1", True)
-    assert view.draining and view.drain_deadline == scaling.parse_time("2026-11-25T22:00:00Z")
+    assert view.draining and view.drain_deadline == parse_time("2026-11-25T22:00:00Z")
 
 
 def test_free_ordinals_fill_gaps() -> None:

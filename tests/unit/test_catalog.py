@@ -16,6 +16,8 @@ def test_every_priced_gpu_is_in_the_gpu_catalog() -> None:
 def test_every_model_variant_is_calibrated_on_a_catalog_gpu() -> None:
     for profile in catalog.models().values():
         assert profile.default_variant in profile.variants
+        if profile.on_cpu:  # runs without a GPU: no frame-time model to calibrate
+            continue
         for variant in profile.variants.values():
             assert variant.compute.calibrated_on in catalog.gpus()
 
@@ -49,3 +51,17 @@ def test_bad_price_file_names_the_field(tmp_path: Path) -> None:
     path.write_text("gpus:\n  NVIDIA-H100-80GB-HBM3: {spotPerHour: -1}\n")
     with pytest.raises(catalog.CatalogError, match=r"spotPerHour"):
         catalog.load_prices(path)
+
+
+def test_every_variant_asks_for_cpu_and_memory_and_limits_memory() -> None:
+    # Requests keep runtime pods out of BestEffort (evicted first); a limit bounds a leak.
+    for profile in catalog.models().values():
+        for variant in profile.variants.values():
+            assert variant.resources.cpu and variant.resources.memory
+            assert variant.resources.memory_limit
+
+
+def test_the_tiny_model_runs_on_the_cpu_with_a_few_sessions() -> None:
+    tiny = catalog.models()["tiny"]
+    assert tiny.on_cpu
+    assert tiny.variants[tiny.default_variant].cpu_sessions == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 import voicefleet
-from voicefleet.api.pool import DEFAULT_IMAGE
+from voicefleet.constants import DEFAULT_RUNTIME_IMAGE, IMAGE_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "voicefleet"
@@ -25,14 +25,19 @@ def test_versions_and_image_tags_agree() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert chart["appVersion"] == voicefleet.__version__
-    assert values["runtimeImage"] == DEFAULT_IMAGE
-    assert DEFAULT_IMAGE.endswith(f":{voicefleet.__version__}")
+    # Empty: the chart's appVersion's runtime, the operator's own default too.
+    assert values["runtimeImage"] == ""
+    assert f"{IMAGE_REPOSITORY}/runtime:{voicefleet.__version__}" == DEFAULT_RUNTIME_IMAGE
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert f'"{IMAGE_REPOSITORY}/runtime:%s" .Chart.AppVersion' in helpers
+    assert values["image"]["repository"] == f"{IMAGE_REPOSITORY}/operator"
 
 
 def test_every_value_is_in_the_schema_and_documented() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
-    assert set(values) == set(schema["properties"])
+    # `global` is Helm's for parent charts: accepted (so the chart can be a subchart), unset.
+    assert set(values) == set(schema["properties"]) - {"global"}
     text = (CHART / "values.yaml").read_text()
     for key in values:
         # A comment block sits right above every top-level key.

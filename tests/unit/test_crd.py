@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from voicefleet.api.crd import build_crd
 from voicefleet.cli.crd import crd_filename, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +87,25 @@ def test_no_field_keeps_unknown_fields() -> None:
     # Nothing free-form can carry privilege into a pod: fields declared only to be refused
     # keep no contents either (pruned), so a pool stored before the upgrade still ratchets.
     assert "x-kubernetes-preserve-unknown-fields" not in render()
+
+
+def test_generated_files_have_no_yaml_anchors() -> None:
+    # PyYAML writes repeated objects once with &id001 and *id001; linters and reviewers
+    # read such files badly (kube-score, kubeconform).
+    for path in [
+        *(ROOT / "crds").glob("*.yaml"),
+        *(ROOT / "charts" / "voicefleet" / "crds").glob("*.yaml"),
+        ROOT / "charts" / "voicefleet" / "files" / "operator-rbac.yaml",
+    ]:
+        text = path.read_text()
+        assert not re.search(r"[&*]id\d{3}", text), path
+
+
+def test_the_runtime_image_is_not_defaulted_into_stored_pools() -> None:
+    # A default would pin every stored pool to one version: upgrades would never roll it.
+    runtime = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["runtime"]
+    # Empty (stored as "") means: the operator's own version, resolved at every reconcile.
+    assert runtime["properties"]["image"].get("default", "") == ""
+    assert runtime.get("default", {}).get("image", "") == ""

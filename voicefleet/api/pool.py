@@ -24,10 +24,9 @@ from voicefleet.api.rules import Rule
 from voicefleet.api.template import PodTemplate
 
 Strategy = Literal["on-demand", "spot-first", "spot-only"]
-ModelName = Literal["moshi", "hertz-dev"]
+ModelName = Literal["moshi", "hertz-dev", "tiny"]
 GPU_AUTO = "auto"
 DEFAULT_GPU = "NVIDIA-H100-80GB-HBM3"
-DEFAULT_IMAGE = "ghcr.io/voicefleet/runtime:0.1.0"
 
 
 def _variant_rules() -> tuple[Rule[ModelSpec], ...]:
@@ -56,7 +55,10 @@ class ModelSpec(ApiModel):
 
     name: ModelName = Field(
         default="moshi",
-        description="Catalog key of the model: moshi (Kyutai Moshi 7B) or hertz-dev.",
+        description=(
+            "Catalog key of the model: moshi (Kyutai Moshi 7B), hertz-dev, or tiny (a toy "
+            "Moshi with random weights that runs on the CPU, without a GPU: demos and CI)."
+        ),
     )
     variant: str | None = Field(
         default=None,
@@ -264,10 +266,13 @@ class RuntimeSpec(ApiModel):
     """The model server the pods run."""
 
     image: str = Field(
-        default=DEFAULT_IMAGE,
-        min_length=1,
+        default="",
         max_length=512,
-        description="Container image of the voicefleet runtime.",
+        description=(
+            "Container image of the voicefleet runtime. Empty: the runtime image of the "
+            "operator's own version (its --runtime-image), so an operator upgrade rolls the "
+            "pods of every pool that does not pin one."
+        ),
     )
     service_account_name: ObjectName | None = Field(
         default=None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,11 +49,23 @@ class ComputeProfile(_CatalogModel):
     p95_over_p50: float = Field(ge=1)
 
 
+class PodResources(_CatalogModel):
+    """Host CPU and memory one runtime pod asks for (beside its GPU): requests keep it out
+    of the BestEffort class that is evicted first; the memory limit bounds a leak."""
+
+    cpu: str
+    memory: str
+    memory_limit: str
+
+
 class ModelVariant(_CatalogModel):
     """Weights and precision of one model: its memory and compute profile."""
 
     name: str
     source: str
+    resources: PodResources
+    # Sessions one pod holds on the CPU, for models that run without a GPU.
+    cpu_sessions: int | None = Field(default=None, gt=0)
     weights_gib: float = Field(gt=0)
     state_bytes_per_step: int = Field(gt=0)
     state_fixed_gib: float = Field(ge=0)
@@ -71,6 +83,12 @@ class ModelProfile(_CatalogModel):
     context_steps: int = Field(gt=0)
     default_variant: str
     variants: dict[str, ModelVariant]
+    # gpu: one GPU per pod (nvidia.com/gpu), sized by the planner; cpu: no GPU at all.
+    device: Literal["gpu", "cpu"] = "gpu"
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
 
     @property
     def frame_ms(self) -> float:

@@ -146,6 +146,12 @@ def register(subparsers: Any) -> None:
     run.add_argument("--not-ready-timeout", type=float, default=600.0)
     run.add_argument("--grace-margin-seconds", type=int, default=30)
     run.add_argument(
+        "--runtime-image",
+        default=constants.DEFAULT_RUNTIME_IMAGE,
+        help="runtime image of pools whose spec.runtime.image is empty (default: this "
+        "operator's version)",
+    )
+    run.add_argument(
         "--prices",
         type=Path,
         metavar="FILE",
@@ -269,7 +275,9 @@ def run_operator(args: argparse.Namespace) -> int:
             not_ready_grace_seconds=args.not_ready_grace_seconds,
             mass_not_ready_fraction=args.mass_not_ready_fraction,
         ),
-        pods=PodSettings(grace_margin_seconds=args.grace_margin_seconds),
+        pods=PodSettings(
+            grace_margin_seconds=args.grace_margin_seconds, runtime_image=args.runtime_image
+        ),
         spot_fallback_seconds=args.spot_fallback_seconds,
         poll_interval_seconds=args.poll_interval,
         runtime_timeout_seconds=args.runtime_timeout,

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from voicefleet import catalog, constants
+from voicefleet import catalog, constants, yamlout
 from voicefleet.api.manifest import Document, ManifestError, documents, parse_pool
 from voicefleet.api.pool import PlanStatus, VoiceAgentPool
 from voicefleet.catalog import CatalogError, PriceTable
@@ -212,5 +210,5 @@ def run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(data, indent=2))
     else:
-        print(yaml.safe_dump(data, sort_keys=False), end="")
+        print(yamlout.dump(data, sort_keys=False), end="")
     return 0

@@ -38,7 +38,7 @@ def _up(args: argparse.Namespace) -> int:
         _log(f"error: --nodes: {exc}")
         return 2
     try:
-        sandbox = manager.up(_state_dir(args), groups, log=_log)
+        sandbox = manager.up(_state_dir(args), groups, log=_log, real_node=args.real_node)
     except (manager.SandboxError, BuildError) as exc:
         _log(f"error: {exc}")
         return 1
@@ -132,6 +132,12 @@ def register(subparsers: Any) -> None:
 
     up = actions.add_parser("up", help="start it (builds the binaries the first time)")
     up.add_argument("--nodes", action="append", default=[], metavar="SPEC", help=NODES_HELP)
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start a real node (kubelet, containerd, runc) that runs the images of "
+        "scripts/build-images.sh; needs root and Debian's containerd, runc and CNI plugins",
+    )
     up.set_defaults(func=_up)
     actions.add_parser("down", help="stop it and remove its state").set_defaults(func=_down)
     actions.add_parser("status", help="what runs, its memory and nodes").set_defaults(func=_status)

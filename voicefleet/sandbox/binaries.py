@@ -27,6 +27,8 @@ CONTROL_PLANE: Final = (
     "kube-scheduler",
     "kwok",
 )
+# The real node's (opt-in): built like the control plane, from the same release.
+REAL_NODE: Final = ("kubelet", "kube-proxy")
 
 
 class BinaryNotFound(RuntimeError):

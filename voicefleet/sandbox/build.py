@@ -38,6 +38,8 @@ from typing import Any, Final
 from voicefleet.sandbox.versions import (
     ETCD_VERSION,
     HELM_VERSION,
+    KUBE_SCORE_VERSION,
+    KUBECONFORM_VERSION,
     KUBERNETES_VERSION,
     KWOK_VERSION,
     staging_version,
@@ -99,8 +101,27 @@ TARGETS: Final[tuple[Target, ...]] = (
     _kubernetes_target("kube-controller-manager", "kube-controller-manager"),
     _kubernetes_target("kube-scheduler", "kube-scheduler"),
     _kubernetes_target("kubectl", "kubectl"),
+    # The real node (opt-in, voicefleet/sandbox/node.py): a kubelet and a kube-proxy of the
+    # same release, so Services and the `kubernetes` Service work from its pods.
+    _kubernetes_target("kubelet", "kubelet"),
+    _kubernetes_target("kube-proxy", "kube-proxy"),
     Target("kwok", "kwok", "sigs.k8s.io/kwok", KWOK_VERSION, "sigs.k8s.io/kwok/cmd/kwok"),
     Target(HELM_TARGET, "helm", "helm.sh/helm/v3", HELM_VERSION, "helm.sh/helm/v3/cmd/helm"),
+    # Linters of the manifests (the chart's and every object the operator creates).
+    Target(
+        "kubeconform",
+        "kubeconform",
+        "github.com/yannh/kubeconform",
+        KUBECONFORM_VERSION,
+        "github.com/yannh/kubeconform/cmd/kubeconform",
+    ),
+    Target(
+        "kube-score",
+        "kube-score",
+        "github.com/zegl/kube-score",
+        KUBE_SCORE_VERSION,
+        "github.com/zegl/kube-score/cmd/kube-score",
+    ),
 )
 TARGET_NAMES: Final = tuple(target.name for target in TARGETS)
 

@@ -115,9 +115,20 @@ def api_server_url(ports: Ports) -> str:
 
 
 def control_plane(
-    binaries: dict[str, Path], layout: Layout, ports: Ports, pki: Pki, kwok_cidr: str
+    binaries: dict[str, Path],
+    layout: Layout,
+    ports: Ports,
+    pki: Pki,
+    kwok_cidr: str,
+    *,
+    advertise: str | None = None,
 ) -> list[Component]:
-    """The components in start order; each needs the ones before it healthy."""
+    """The components in start order; each needs the ones before it healthy.
+
+    ``advertise``: with a real node, the address in its network namespace where a relay
+    passes connections on to this API server; the ``kubernetes`` Service then points there,
+    so pods reach the API server as in any cluster.
+    """
     etcd_url = f"http://{LOOPBACK}:{ports.etcd_client}"
     peer_url = f"http://{LOOPBACK}:{ports.etcd_peer}"
     etcd = Component(
@@ -145,7 +156,7 @@ def control_plane(
             str(binaries["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
             f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--advertise-address={advertise or LOOPBACK}",
             f"--secure-port={ports.apiserver}",
             f"--tls-cert-file={pki.apiserver.cert}",
             f"--tls-private-key-file={pki.apiserver.key}",
@@ -163,9 +174,9 @@ def control_plane(
             f"--proxy-client-key-file={pki.front_proxy_client.key}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
-            # The `kubernetes` Service would point at 127.0.0.1, which Endpoints refuse
-            # (loopback); nothing in the sandbox reaches the API through that Service.
-            "--endpoint-reconciler-type=none",
+            # Without a real node the `kubernetes` Service would point at 127.0.0.1, which
+            # Endpoints refuse (loopback), and nothing reaches the API through it.
+            f"--endpoint-reconciler-type={'lease' if advertise else 'none'}",
             "--allow-privileged=true",
             "--profiling=false",
         ),

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from voicefleet.sandbox import binaries, kubeconfig, nodes, pki, processes
+from voicefleet.sandbox import binaries, kubeconfig, netns, node, nodes, pki, processes
 from voicefleet.sandbox.api import ApiError, Client, Credentials, get_text, unverified_context
 from voicefleet.sandbox.build import Progress
 from voicefleet.sandbox.components import (
@@ -73,6 +74,9 @@ class Sandbox:
     processes: list[Process] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
     started_seconds: float = 0.0
+    # The real node (node.py): its network namespace and containerd's image root.
+    real_node_netns: str | None = None
+    real_node_images: str | None = None
 
     @property
     def layout(self) -> Layout:
@@ -176,9 +180,9 @@ def _create_nodes(client: Client, manifests: Sequence[dict[str, Any]]) -> None:
                 raise
 
 
-def _ready_nodes(client: Client) -> set[str]:
-    selector = urllib.parse.quote(nodes.LABEL_SANDBOX_GROUP)
-    listing = client.request("GET", f"/api/v1/nodes?labelSelector={selector}")
+def _ready_nodes(client: Client, *, selector: bool = True) -> set[str]:
+    query = f"?labelSelector={urllib.parse.quote(nodes.LABEL_SANDBOX_GROUP)}" if selector else ""
+    listing = client.request("GET", f"/api/v1/nodes{query}")
     ready: set[str] = set()
     for item in listing.get("items", []):
         for condition in item.get("status", {}).get("conditions") or []:
@@ -215,9 +219,154 @@ def _wait_cluster_ready(sandbox: Sandbox, kwok_log: Path) -> None:
     )
 
 
-def _stop_all(sandbox: Sandbox) -> None:
-    for process in reversed(sandbox.processes):
+def _stop_all(sandbox: Sandbox, log: Progress | None = None) -> None:
+    """Stop every process, the kubelet and its containers first (else it restarts them)."""
+    kubelet_first = sorted(
+        reversed(sandbox.processes), key=lambda p: p.name not in node.NODE_AGENTS
+    )
+    for process in kubelet_first:
+        if process.name == node.CONTAINERD and sandbox.real_node_images:
+            node.stop_containers(_node_layout(sandbox))
+        if log is not None and processes.is_running(process):
+            log(f"stopping {process.name} (pid {process.pid})")
         processes.stop(process)
+
+
+def _node_layout(sandbox: Sandbox) -> node.NodeLayout:
+    return node.layout_for(sandbox.state_dir, Path(sandbox.real_node_images or "."))
+
+
+def _clean_real_node(sandbox: Sandbox) -> None:
+    """After every process stopped: mounts, pod and node namespaces, cgroups."""
+    if sandbox.real_node_netns is None:
+        return
+    layout = _node_layout(sandbox)
+    node.unmount_netns(layout)
+    node.unmount_under(sandbox.state_dir)
+    netns.delete(sandbox.real_node_netns)
+    node.remove_cgroups(node.cgroup_parent(sandbox.state_dir))
+
+
+def _start_real_node(
+    sandbox: Sandbox,
+    found: dict[str, Path],
+    keys: pki.Pki,
+    *,
+    image_dir: Path | None,
+    log: Progress,
+    tie: bool,
+) -> None:
+    """The kubelet, containerd, the relay and kube-proxy (node.py says why each)."""
+    images_root = node.default_images_root()
+    name = node.netns_name(sandbox.state_dir)
+    sandbox.real_node_netns, sandbox.real_node_images = name, str(images_root)
+    sandbox.save()
+    layout = node.layout_for(sandbox.state_dir, images_root)
+    layout.state.mkdir(parents=True, exist_ok=True)
+    kubelet_kubeconfig = kubeconfig.write(
+        layout.state / "kubelet.kubeconfig",
+        server=sandbox.server,
+        ca=keys.ca.cert,
+        user=pki.NODE_USER_PREFIX + node.NODE_NAME,
+        credentials=keys.kubelets[node.NODE_NAME],
+    )
+    if keys.kube_proxy is None:
+        raise SandboxError("no kube-proxy certificate was made for the real node")
+    proxy_kubeconfig = kubeconfig.write(
+        layout.state / "kube-proxy.kubeconfig",
+        server=sandbox.server,
+        ca=keys.ca.cert,
+        user=pki.KUBE_PROXY_USER,
+        credentials=keys.kube_proxy,
+    )
+    parent = node.cgroup_parent(sandbox.state_dir)
+    node.write_configs(layout, keys.ca.cert, parent, proxy_kubeconfig)
+    node.setup_network(name)
+    node.make_cgroups(parent)
+
+    def start(component: str, argv: list[str], *, inside: bool = True) -> Process:
+        log(f"starting {component} (real node)")
+        process = processes.start(
+            component,
+            argv,
+            sandbox.layout.log(component),
+            tie_to_parent=tie,
+            netns_name=name if inside else None,
+        )
+        sandbox.processes.append(process)
+        sandbox.save()
+        return process
+
+    api_port = sandbox.ports["apiserver"]
+    relay = start(
+        node.RELAY,
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "voicefleet.sandbox.relay",
+            f"--netns={name}",
+            f"--listen=127.0.0.1:{api_port}",
+            f"--listen={node.NODE_IP}:{api_port}",
+            f"--to=127.0.0.1:{api_port}",
+        ],
+        # It enters the namespace itself to listen there, and connects from the host's.
+        inside=False,
+    )
+    node.wait_for(
+        lambda: "relaying" in relay.log.read_text(errors="replace"),
+        30,
+        "the API server relay did not start",
+        relay.log,
+    )
+    containerd = start(
+        node.CONTAINERD, [str(shutil.which("containerd")), f"--config={layout.containerd_config}"]
+    )
+    node.wait_for(
+        lambda: layout.socket.exists() and _ctr_answers(layout),
+        60,
+        "containerd did not answer",
+        containerd.log,
+    )
+    with node.temporary_dir() as work:
+        node.pause_image(layout, Path(work), log)
+    loaded = node.load_images(layout, image_dir or default_image_dir(), log)
+    log(f"images on the real node: {', '.join(loaded) or 'none built yet'}")
+    kubelet = start(
+        node.KUBELET,
+        node.kubelet_argv(found["kubelet"], layout, kubelet_kubeconfig, node.node_labels()),
+    )
+    client = sandbox.client()
+    node.wait_for(
+        lambda: node.NODE_NAME in _ready_nodes(client, selector=False),
+        node.READY_TIMEOUT,
+        "the real node's kubelet did not make its Node Ready",
+        kubelet.log,
+    )
+    client.request(
+        "PATCH",
+        f"/api/v1/nodes/{node.NODE_NAME}/status",
+        node.gpu_capacity_patch(node.FAKE_GPUS),
+        content_type="application/strategic-merge-patch+json",
+    )
+    start(
+        node.KUBE_PROXY,
+        [str(found["kube-proxy"]), f"--config={layout.kube_proxy_config}", "--v=1"],
+    )
+
+
+def _ctr_answers(layout: node.NodeLayout) -> bool:
+    try:
+        node.ctr(layout, "version")
+    except node.NodeError:
+        return False
+    return True
+
+
+def default_image_dir() -> Path:
+    from voicefleet.images import default_out  # noqa: PLC0415
+
+    return default_out()
 
 
 def _remove_state(state_dir: Path, *, keep_logs: bool) -> None:
@@ -234,12 +383,14 @@ def _remove_state(state_dir: Path, *, keep_logs: bool) -> None:
         state_dir.rmdir()
 
 
-def _prepare(state_dir: Path, found: dict[str, Path]) -> tuple[Sandbox, list[Component]]:
+def _prepare(
+    state_dir: Path, found: dict[str, Path], *, real_node: bool = False
+) -> tuple[Sandbox, list[Component], pki.Pki]:
     """Write certificates, kubeconfigs and configs; nothing is started yet."""
     layout = Layout(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     layout.logs.mkdir(exist_ok=True)
-    keys = pki.generate(layout.pki)
+    keys = pki.generate(layout.pki, nodes=(node.NODE_NAME,) if real_node else ())
     ports = Ports.free()
     server = api_server_url(ports)
     kubeconfig.write(
@@ -270,7 +421,8 @@ def _prepare(state_dir: Path, found: dict[str, Path]) -> tuple[Sandbox, list[Com
         pod_network=pod_network,
         ports=asdict(ports),
     )
-    return sandbox, control_plane(found, layout, ports, keys, kwok_cidr)
+    advertise = node.NODE_IP if real_node else None
+    return sandbox, control_plane(found, layout, ports, keys, kwok_cidr, advertise=advertise), keys
 
 
 def up(
@@ -279,6 +431,8 @@ def up(
     log: Progress = print,
     *,
     tie_to_caller: bool = False,
+    real_node: bool = False,
+    image_dir: Path | None = None,
 ) -> Sandbox:
     """Start the sandbox, or return the one already running in ``state_dir``.
 
@@ -286,6 +440,9 @@ def up(
     run that is killed leaves nothing behind (``sandbox up`` from a shell leaves it off).
     Linux ties them to the calling *thread*: call it from a thread that lives as long as
     the sandbox should (pytest's main thread does).
+
+    ``real_node``: also start a kubelet that runs real containers (``node.py``), with the
+    images built into ``image_dir`` (``scripts/build-images.sh``'s output by default).
     """
     state_dir = state_dir or default_state_dir()
     with _locked(state_dir):
@@ -300,9 +457,15 @@ def up(
             log(f"sandbox in {state_dir} is not healthy; stopping what is left of it")
             _stop_all(existing)
         _remove_state(state_dir, keep_logs=False)
-        found = binaries.resolve(binaries.CONTROL_PLANE, log=log)
+        wanted = [*binaries.CONTROL_PLANE, *(binaries.REAL_NODE if real_node else ())]
+        if real_node and (missing := node.missing_tools()):
+            raise SandboxError(
+                f"the real node needs {', '.join(missing)} (Debian: apt-get install "
+                "containerd runc containernetworking-plugins iptables iproute2 golang)"
+            )
+        found = binaries.resolve(wanted, log=log)
         started = time.monotonic()
-        sandbox, components = _prepare(state_dir, found)
+        sandbox, components, keys = _prepare(state_dir, found, real_node=real_node)
         sandbox.save()
         try:
             client = sandbox.client()
@@ -317,14 +480,21 @@ def up(
                 sandbox.processes.append(process)
                 sandbox.save()
                 _wait_healthy(component, process, client)
+            if real_node:
+                _start_real_node(
+                    sandbox, found, keys, image_dir=image_dir, log=log, tie=tie_to_caller
+                )
             manifests = nodes.manifests(groups, sandbox.pod_network)
             sandbox.nodes = [m["metadata"]["name"] for m in manifests]
+            if real_node:
+                sandbox.nodes.append(node.NODE_NAME)
             log(f"creating {len(manifests)} fake nodes")
             _create_nodes(client, manifests)
             _wait_cluster_ready(sandbox, sandbox.layout.log("kwok"))
         except BaseException as exc:
             # Why BaseException: Ctrl-C during a slow start must not leave orphans either.
             _stop_all(sandbox)
+            _clean_real_node(sandbox)
             _remove_state(state_dir, keep_logs=True)
             if isinstance(exc, SandboxError):
                 raise
@@ -347,10 +517,8 @@ def down(state_dir: Path | None = None, log: Progress = print) -> bool:
         if sandbox is None:
             _remove_state(state_dir, keep_logs=False)
             return False
-        for process in reversed(sandbox.processes):
-            if processes.is_running(process):
-                log(f"stopping {process.name} (pid {process.pid})")
-            processes.stop(process)
+        _stop_all(sandbox, log)
+        _clean_real_node(sandbox)
         _remove_state(state_dir, keep_logs=False)
         return True
 

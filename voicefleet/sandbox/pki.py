@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -31,6 +32,15 @@ CONTROLLER_MANAGER_USER: Final = "system:kube-controller-manager"
 SCHEDULER_USER: Final = "system:kube-scheduler"
 FRONT_PROXY_CA: Final = "front-proxy-ca"
 FRONT_PROXY_CLIENT: Final = "front-proxy-client"
+# The real node's identities, as kubeadm names them: the Node authorizer and
+# NodeRestriction know a kubelet by this user and group; kube-proxy's default RBAC binding
+# (system:node-proxier) names its user.
+NODE_USER_PREFIX: Final = "system:node:"
+NODES_GROUP: Final = "system:nodes"
+KUBE_PROXY_USER: Final = "system:kube-proxy"
+# The first address of the service range (components.SERVICE_CIDR): in-cluster clients,
+# such as the operator in a pod of the real node, reach the API server there.
+KUBERNETES_SERVICE_IP: Final = "10.96.0.1"
 # The API server's in-cluster names and the first address of the service range, as
 # kubeadm puts them on its serving certificate.
 API_SERVER_DNS_NAMES: Final = (
@@ -65,6 +75,9 @@ class Pki:
     # manager and scheduler read this CA from the API server to authenticate requests.
     front_proxy_ca: KeyPair
     front_proxy_client: KeyPair
+    # Client certificates of the real node's kubelet (by node name) and kube-proxy.
+    kubelets: dict[str, KeyPair] = field(default_factory=dict)
+    kube_proxy: KeyPair | None = None
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -156,7 +169,10 @@ class _Ca:
         )
         if server:
             alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in API_SERVER_DNS_NAMES]
-            alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+            alt_names.extend(
+                x509.IPAddress(ipaddress.ip_address(address))
+                for address in ("127.0.0.1", KUBERNETES_SERVICE_IP)
+            )
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         pair = KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
         _write_cert(builder.sign(self.key, hashes.SHA256()), pair.cert)
@@ -164,7 +180,7 @@ class _Ca:
         return pair
 
 
-def generate(directory: Path) -> Pki:
+def generate(directory: Path, nodes: Sequence[str] = ()) -> Pki:
     """Write a fresh CA, serving and client certificates and the service-account keys."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = _Ca(directory)
@@ -187,4 +203,11 @@ def generate(directory: Path) -> Pki:
         service_account_pub=sa_pub_path,
         front_proxy_ca=front_proxy.files,
         front_proxy_client=front_proxy.issue(directory, FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT),
+        kubelets={
+            node: ca.issue(
+                directory, f"kubelet-{node}", NODE_USER_PREFIX + node, organization=NODES_GROUP
+            )
+            for node in nodes
+        },
+        kube_proxy=ca.issue(directory, "kube-proxy", KUBE_PROXY_USER) if nodes else None,
     )

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from voicefleet.sandbox import netns
+
 STOP_GRACE_SECONDS: Final = 10.0
 POLL_SECONDS: Final = 0.1
 PR_SET_PDEATHSIG: Final = 1  # from <linux/prctl.h>
@@ -52,9 +54,18 @@ def start(
     env: dict[str, str] | None = None,
     *,
     tie_to_parent: bool = False,
+    netns_name: str | None = None,
 ) -> Process:
-    """Start ``argv`` detached, logging to ``log``; with ``tie_to_parent`` it dies with us."""
+    """Start ``argv`` detached, logging to ``log``; with ``tie_to_parent`` it dies with us;
+    with ``netns_name`` it runs in that network namespace (the real node's)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+
+    def before_exec() -> None:
+        if tie_to_parent:
+            _die_with_parent()
+        if netns_name is not None:
+            netns.enter(netns_name)
+
     with log.open("ab") as out:
         popen = subprocess.Popen(
             list(argv),
@@ -63,7 +74,7 @@ def start(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent if tie_to_parent else None,  # noqa: PLW1509
+            preexec_fn=before_exec if tie_to_parent or netns_name else None,  # noqa: PLW1509
         )
     return Process(name=name, pid=popen.pid, binary=str(argv[0]), log=log)
 

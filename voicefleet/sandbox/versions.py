@@ -15,6 +15,9 @@ KUBERNETES_VERSION: Final = "v1.34.4"
 ETCD_VERSION: Final = "v3.6.16"
 KWOK_VERSION: Final = "v0.7.0"
 HELM_VERSION: Final = "v3.19.5"
+# What the chart and the operator's objects are checked with (tests/unit's lint tests).
+KUBECONFORM_VERSION: Final = "v0.8.0"
+KUBE_SCORE_VERSION: Final = "v1.20.0"
 
 
 def staging_version(kubernetes_version: str = KUBERNETES_VERSION) -> str:
