@@ -122,3 +122,33 @@ def test_resetting_or_freezing_a_slot_never_changes_another(name: str) -> None:
             assert torch.equal(seen, expected), f"{name}: slot 0's state {index}, tick {tick}"
     # Slot 0's state moved during the run (the comparison above compared something).
     assert any(not torch.equal(a, b) for a, b in zip(calm_state[0], calm_state[-1], strict=True))
+
+
+def test_a_hertz_join_copies_the_prompt_state_and_runs_no_prefill() -> None:
+    """The prompt is run through the model once, at start; a joining slot gets a copy of that
+    state (its cache rows, position and first latent), and the transformers' full-sequence
+    forward is never called again, so a join never costs the other slots a prefill."""
+    backend = _backend("hertz-tiny")
+    assert isinstance(backend, HertzBackend)
+    assert backend.slots is not None and backend.prompt is not None
+    calls = {"full": 0}
+    for module in (backend.model.backbone, backend.model.resynthesizer):
+        forward = module.full
+
+        def counted(*args: Any, _forward: Any = forward, **kwargs: Any) -> Any:
+            calls["full"] += 1
+            return _forward(*args, **kwargs)
+
+        module.full = counted  # type: ignore[method-assign]
+    prompt, slots = backend.prompt, backend.slots
+    done = prompt.frames - 1
+    with torch.no_grad():
+        backend.freeze(np.ones(SLOTS, dtype=bool))
+        for _ in range(3):
+            backend.step(np.zeros((SLOTS, backend.frame.samples), dtype=np.float32))
+        backend.reset([1], [Sampling()])
+    assert calls["full"] == 0
+    assert int(slots.position[1]) == done and int(slots.position[0]) == done + 3
+    assert torch.equal(slots.latents[1], prompt.latent)
+    for cache, (k, v) in zip(slots.backbone, prompt.backbone, strict=True):
+        assert torch.equal(cache.k[1, :, :done], k) and torch.equal(cache.v[1, :, :done], v)
