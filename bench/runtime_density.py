@@ -1,5 +1,5 @@
-"""Runtime density benchmark on one GPU: how many real-time Moshi conversations the full
-server holds, against the bare model loop of REFERENCE.md on the same card.
+"""Runtime density benchmark on one GPU: how many real-time conversations the full server
+holds, Moshi and Hertz-dev, each against its bare model loop on the same card.
 
 Two parts, each in its own process so they never share GPU memory:
 
@@ -12,9 +12,15 @@ Two parts, each in its own process so they never share GPU memory:
   ``/v1/status`` while every client streams; time to first audio is measured by the clients
   (connect to first decoded audio).
 
+Hertz-dev (``hertz``): the bare loop is the runtime's own batched step (``HertzBackend``:
+streaming codec, backbone, resynthesizer, CUDA graph) over B slots with a 10 s prompt, timed
+over 100 frames after 20; it also measures the GPU memory each slot's state takes. Then the
+server with the largest batch whose bare p95 leaves room, with clients streaming for the
+whole session cap (240 s), and the Moshi server of the same run as the baseline.
+
 Usage (on the GPU machine): ``python bench/runtime_density.py all --out results.json``
 or one part: ``baseline --points 3000:1,40 1500:80`` / ``server --seconds-cap 240
---sessions 40``. Prints one table at the end.
+--sessions 40`` / ``hertz --hertz-batches 1,44,48``. Prints one table at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +152,28 @@ def _get(url: str) -> dict[str, Any]:
         return answer
 
 
+def _poll(base: str, stream_s: float) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
+    """/v1/status from 6 s in (all joined, warm) to 1 s before the end, every 10 s: (first,
+    last, the step p95 of each 20 s window seen)."""
+    time.sleep(6.0)
+    before = _get(f"{base}/v1/status")
+    end = time.monotonic() + max(1.0, stream_s - 7.0)
+    p95s = []
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(10.0, left))
+        during = _get(f"{base}/v1/status")
+        p95s.append(float(during["frameMs"]["p95"]))
+    return before, during, p95s
+
+
 def server(
-    seconds_cap: int, sessions: list[int], stream_s: float, procs: int, backend: str = "moshi"
+    seconds_cap: int,
+    sessions: list[int],
+    stream_s: float,
+    procs: int,
+    backend: str = "moshi",
+    *,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     port = 18998
     for wanted in sessions:
@@ -156,8 +183,9 @@ def server(
             f"--max-sessions={wanted}", f"--max-session-seconds={seconds_cap}",
             f"--codec-workers={min(8, (os.cpu_count() or 2) // 2)}",
         ]  # fmt: skip
-        if backend == "moshi":
-            command.append("--weights=random")  # full-size Moshi 7B, random bf16 weights
+        if backend in ("moshi", "hertz-dev"):
+            command.append("--weights=random")  # full-size architecture, random bf16 weights
+        command += extra
         log_path = Path(os.environ.get("OUT", "/tmp")) / f"server-{seconds_cap}-{wanted}.log"
         log = log_path.open("wb")
         started = time.monotonic()
@@ -193,11 +221,7 @@ def server(
         t0 = time.monotonic()
         for worker in workers:
             worker.start()
-        # Measure while everyone streams: from 6 s in (all joined, warm) to 1 s before the end.
-        time.sleep(6.0)
-        before = _get(f"{base}/v1/status")
-        time.sleep(max(1.0, stream_s - 7.0))
-        during = _get(f"{base}/v1/status")
+        before, during, p95s = _poll(base, stream_s)
         results: list[dict[str, Any]] = []
         for _ in workers:
             results.extend(queue.get(timeout=stream_s + 120))
@@ -215,11 +239,13 @@ def server(
             "connected": sum(1 for r in results if r["samples"] > 0),
             "p50_ms": during["frameMs"]["p50"],
             "p95_ms": during["frameMs"]["p95"],
+            "p95_ms_worst_window": max(p95s),
             "late_frames": during["lateFrames"] - before["lateFrames"],
             "late_frames_total": during["lateFrames"],
             "ttfa_p50_ms": round(float(np.percentile(ttfa, 50)), 1) if ttfa else None,
             "ttfa_p95_ms": round(float(np.percentile(ttfa, 95)), 1) if ttfa else None,
             "audio_s_per_session": round(float(np.mean([r["samples"] for r in results])) / RATE, 2),
+            "backend": backend,
             "errors": sorted({e for r in results for e in r["errors"]})[:5],
             "gpu_used_gib": round(gpu["memoryUsedBytes"] / 2**30, 1) if gpu["available"] else None,
             "gpu": gpu.get("name"),
@@ -230,6 +256,121 @@ def server(
         print(json.dumps(row), flush=True)
         return row
     return {"part": "server", "sessions": sessions, "error": "no server size started"}
+
+
+# --- Hertz-dev ---------------------------------------------------------------------------------
+PROMPT_SECONDS = 10
+# Bare-loop p95 a batch may take to go on to the server run: the 60 ms target less what the
+# server adds (Moshi: 2-5 ms) and a margin.
+HERTZ_BARE_MS = 56.0
+ENV_ATTENTION = "VOICEFLEET_HERTZ_ATTENTION"
+ATTENTIONS = ("matmul", "sdpa")
+
+
+def write_prompt(path: Path) -> Path:
+    """A 10 s stereo 16 kHz WAV (two different tones): the longest prompt the runtime keeps."""
+    rate = 16_000
+    t = np.arange(PROMPT_SECONDS * rate) / rate
+    stereo = np.stack([0.2 * np.sin(2 * np.pi * 180 * t), 0.2 * np.sin(2 * np.pi * 240 * t)], 1)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((stereo * 32767).astype("<i2").tobytes())
+    return path
+
+
+def hertz_baseline(
+    batches: list[int], seconds_cap: int, prompt: str, backend_name: str
+) -> list[dict[str, Any]]:
+    """The batched Hertz-dev step alone, per batch size; one model for all of them."""
+    from voicefleet.runtime.backends import get_loader  # noqa: PLC0415
+    from voicefleet.runtime.backends.base import Sampling  # noqa: PLC0415
+    from voicefleet.runtime.backends.hertz.backend import HertzBackend  # noqa: PLC0415
+    from voicefleet.runtime.config import RuntimeConfig  # noqa: PLC0415
+
+    torch.set_grad_enabled(False)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    config = RuntimeConfig(
+        backend=backend_name, max_sessions=1, max_session_seconds=seconds_cap, prompt=prompt
+    )
+    first = get_loader(backend_name)(config, device)
+    assert isinstance(first, HertzBackend)
+    weights = torch.cuda.memory_allocated() if cuda else 0
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        backend = HertzBackend(
+            first.model,
+            first.prompt_audio,
+            name="random",
+            variant=first.variant,
+            device=device,
+            dtype=first.dtype,
+            context_steps=first.context_steps,
+            graphs=True,
+        )
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        row: dict[str, Any] = {"part": "hertz-bare", "context": backend.rows(), "sessions": batch}
+        try:
+            backend.start(batch)
+            state = torch.cuda.memory_allocated() - weights if cuda else 0
+            backend.reset(list(range(batch)), [Sampling()] * batch)
+            backend.freeze(np.ones(batch, dtype=bool))
+            frames = [np.random.randn(batch, 2000).astype(np.float32) * 0.1 for _ in range(8)]
+            times = []
+            for i in range(120):
+                start = time.perf_counter()
+                backend.step(frames[i % 8])
+                if i >= 20:
+                    times.append((time.perf_counter() - start) * 1000)
+            p50, p95 = np.percentile(times, [50, 95])
+            row |= {
+                "p50_ms": round(float(p50), 1),
+                "p95_ms": round(float(p95), 1),
+                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else 0,
+                "weights_gib": round(weights / 2**30, 3),
+                "state_gib_per_session": round(state / batch / 2**30, 4),
+                "cuda_graph": backend._graph is not None,
+            }
+        except torch.cuda.OutOfMemoryError:
+            row["error"] = "out of memory"
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        del backend
+        if cuda:
+            torch.cuda.empty_cache()
+    return rows
+
+
+def hertz(
+    batches: list[int], seconds_cap: int, stream_s: float, procs: int, backend: str
+) -> list[dict[str, Any]]:
+    """Bare loop at each batch, for each way of attending; then the server with the way and
+    the largest batch whose bare p95 leaves room under the 60 ms target, streamed for the
+    whole cap (the next smaller batch if that one does not start)."""
+    prompt = str(write_prompt(Path("/tmp/voicefleet-prompt.wav")))
+    context = multiprocessing.get_context("spawn")
+    rows: list[dict[str, Any]] = []
+    for attention in ATTENTIONS:
+        os.environ[ENV_ATTENTION] = attention  # read by the child process at import
+        with context.Pool(1) as pool:
+            part = pool.apply(hertz_baseline, (batches, seconds_cap, prompt, backend))
+        rows += [r | {"attention": attention} for r in part]
+    fits = sorted(
+        ((r["sessions"], -r["p95_ms"], r["attention"]) for r in rows if "p95_ms" in r),
+        reverse=True,
+    )
+    fits = [f for f in fits if -f[1] <= HERTZ_BARE_MS]
+    if fits:
+        os.environ[ENV_ATTENTION] = fits[0][2]
+        sizes = sorted({f[0] for f in fits}, reverse=True)[:2]
+        extra = (f"--prompt={prompt}",)
+        row = server(seconds_cap, sizes, stream_s, procs, backend, extra=extra)
+        rows.append(row | {"attention": fits[0][2]})
+    return rows
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -261,7 +402,11 @@ def _points(specs: list[str]) -> list[tuple[int, list[int]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=("baseline", "server", "all"))
+    parser.add_argument("part", choices=("baseline", "server", "hertz", "all"))
+    parser.add_argument("--hertz-batches", default="1,44,48")
+    parser.add_argument("--hertz-stream-seconds", type=float, default=236.0)
+    parser.add_argument("--hertz-backend", default="hertz-dev", help="hertz-tiny: CPU smoke")
+    parser.add_argument("--hertz-cap", type=int, default=240)
     parser.add_argument("--points", nargs="*", default=["3000:1,40", "1500:80"])
     parser.add_argument("--seconds-cap", type=int, nargs="*", default=[240])
     parser.add_argument("--sessions", nargs="*", default=["40,38"])
@@ -272,6 +417,16 @@ def main() -> int:
     args = parser.parse_args()
 
     rows: list[dict[str, Any]] = []
+    if args.part in ("hertz", "all"):
+        batches = [int(b) for b in args.hertz_batches.split(",")]
+        rows += hertz(
+            batches,
+            args.hertz_cap,
+            args.hertz_stream_seconds,
+            args.client_procs,
+            args.hertz_backend,
+        )
+        print(_table(rows), flush=True)
     if args.part in ("baseline", "all"):
         # A child process: its GPU memory is gone before a server starts.
         # One child process per context length: its GPU memory (weights, compiled kernels,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicefleet import constants
 from voicefleet.runtime import limits
 
-FRAME_SECONDS = constants.MOSHI_FRAME_SAMPLES / constants.MOSHI_SAMPLE_RATE  # 0.08 s
+if TYPE_CHECKING:
+    from voicefleet.runtime.backends.base import FrameFormat
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,11 @@ class RuntimeConfig:
     drain_seconds: int = 30
     reconnect_url: str | None = None
     codec_workers: int = 1
-    # Input frames a session may queue before the oldest are dropped (2 s): enough to ride
+    # Audio a session may queue before the oldest is dropped (2 s), each way: enough to ride
     # out network jitter, little enough that a burst never turns into seconds of lag.
-    input_queue_frames: int = 25
-    output_queue_frames: int = 25
+    queue_seconds: float = 2.0
+    # Hertz-dev's voice prompt (a WAV file; None: a second of silence).
+    prompt: str | None = None
     seed: int = 42_424_242
     # Bounds on what callers may do; limits.py says why each default is what it is.
     idle_seconds: float = limits.IDLE_SECONDS
@@ -37,10 +39,9 @@ class RuntimeConfig:
     max_client_lag_seconds: float = limits.MAX_CLIENT_LAG_SECONDS
     input_burst_seconds: float = limits.INPUT_BURST_SECONDS
 
-    @property
-    def context_steps(self) -> int:
+    def context_steps(self, frame: FrameFormat) -> int:
         """KV-cache length per session: the whole conversation fits, never more."""
-        return max(1, math.ceil(self.max_session_seconds / FRAME_SECONDS))
+        return frame.steps(self.max_session_seconds)
 
 
 def read_token(token_file: Path | None, env_token: str | None) -> str | None:

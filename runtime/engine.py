@@ -1,17 +1,15 @@
-"""The batched session engine: one Mimi and one LM, a fixed number of slots, and a frame
-clock that steps every active slot together every 80 ms.
+"""The batched session engine: one backend, a fixed number of slots, and a frame clock that
+steps every active slot together once per frame of the backend (80 ms for Moshi, 125 ms for
+Hertz-dev).
 
 Why a dedicated thread: a step is GPU work plus a device-to-host copy that blocks until the
 GPU is done. On the asyncio loop it would stall every socket for tens of milliseconds;
 here the loop keeps moving bytes while the GPU computes, and hands frames over through
 thread-safe deques and one ``on_frame`` callback per tick.
 
-Joining and leaving never make another session wait: a new session's slot is reset with
-``reset_streaming(mask)`` (only that slot's caches and offsets), and ``set_exec_mask`` keeps
-free slots' state untouched, so the batch shape, and with it the CUDA graphs that moshi
-captures, stay fixed for the life of the process. ``LMGen`` runs with
-``support_out_of_sync=True``, because without it a reset rewinds a global step counter and
-holds back every slot's output for the model's delay.
+Joining and leaving never make another session wait: a new session's slot is reset by the
+backend (only that slot's state), and the backend freezes free slots, so the batch shape
+stays fixed for the life of the process (``backends/base.py`` is the contract).
 """
 
 from __future__ import annotations
@@ -22,24 +20,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from moshi.models.lm import LMGen
 
-from voicefleet import constants
-from voicefleet.runtime.backends.base import LoadedModel
-from voicefleet.runtime.config import FRAME_SECONDS
+from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput
 from voicefleet.runtime.frame_stats import FrameStats
 
 log = logging.getLogger(__name__)
-
-FRAME_SAMPLES = constants.MOSHI_FRAME_SAMPLES
-WARMUP_FRAMES = 4
-# Text temperature a session may ask for: below 0.1 the logits overflow bf16 when scaled,
-# above 1.5 the model's text degenerates.
-TEXT_TEMPERATURE_RANGE = (0.1, 1.5)
 
 
 @dataclass(frozen=True)
@@ -54,7 +42,7 @@ class SlotHandle:
 class FrameOutput:
     slot: int
     generation: int
-    pcm: np.ndarray[Any, np.dtype[np.float32]] | None  # None during the model's initial delay
+    pcm: Pcm | None  # None during the model's initial delay
     text: str | None
     ogg: bytes = b""  # the pcm as Ogg/Opus pages, filled in for Moshi-protocol sessions
 
@@ -67,15 +55,16 @@ class BatchedEngine:
 
     def __init__(
         self,
-        model: LoadedModel,
+        backend: Backend,
         capacity: int,
         *,
         on_frame: FrameCallback,
         stats: FrameStats,
-        input_queue_frames: int = 25,
+        queue_seconds: float = 2.0,
         on_step: Callable[[float, bool], None] | None = None,
     ) -> None:
-        self.model = model
+        self.backend = backend
+        self.frame = backend.frame
         self.capacity = capacity
         self._on_frame = on_frame
         self._on_step = on_step
@@ -90,20 +79,18 @@ class BatchedEngine:
         self._joining: set[int] = set()
         self._leaving: set[int] = set()
         self._active = np.zeros(capacity, dtype=bool)
-        self._inputs: list[deque[np.ndarray[Any, np.dtype[np.float32]]]] = [
-            deque(maxlen=input_queue_frames) for _ in range(capacity)
+        self._inputs: list[deque[Pcm]] = [
+            deque(maxlen=self.frame.steps(queue_seconds)) for _ in range(capacity)
         ]
-        self._text_temperature = np.full(capacity, model.temp_text, dtype=np.float32)
+        self._sampling = [Sampling()] * capacity
         self._thread: threading.Thread | None = None
-        self._lm_gen: Any = None
-        self._text_scale: Any = None
         self.silent_frames = 0
         self._last_late_log = 0.0
         # time.monotonic() of the clock loop's last pass: the supervisor's heartbeat.
         self.beat = time.monotonic()
 
     # --- called from the event loop ------------------------------------------------------
-    def acquire(self, text_temperature: float | None = None) -> SlotHandle | None:
+    def acquire(self, sampling: Sampling | None = None) -> SlotHandle | None:
         """Claim the lowest free slot, or None when full. The slot is reset on the next tick."""
         with self._lock:
             if not self._free or not self.ready.is_set():
@@ -115,11 +102,7 @@ class BatchedEngine:
             self._joining.add(slot)
             # A slot given back since the last tick is taken again: the join resets it anyway.
             self._leaving.discard(slot)
-            if text_temperature is not None:
-                low, high = TEXT_TEMPERATURE_RANGE
-                self._text_temperature[slot] = min(max(text_temperature, low), high)
-            else:
-                self._text_temperature[slot] = self.model.temp_text
+            self._sampling[slot] = sampling or Sampling()
             handle = SlotHandle(slot, self._generation[slot])
         self._wake.set()
         return handle
@@ -146,8 +129,9 @@ class BatchedEngine:
                 self._inputs[handle.slot].clear()
                 self._joining.add(handle.slot)
 
-    def push_input(self, handle: SlotHandle, frame: np.ndarray[Any, np.dtype[np.float32]]) -> bool:
-        """Queue one 1920-sample frame; False when the queue was full and the oldest dropped."""
+    def push_input(self, handle: SlotHandle, frame: Pcm) -> bool:
+        """Queue one frame of the backend's; False when the queue was full and the oldest
+        dropped."""
         queue = self._inputs[handle.slot]
         dropped = len(queue) == queue.maxlen
         queue.append(frame)
@@ -186,7 +170,9 @@ class BatchedEngine:
 
     def _run(self) -> None:
         try:
-            self._setup()
+            # Inference only, on this thread (grad mode is per thread).
+            torch.set_grad_enabled(False)
+            self.backend.start(self.capacity)
             self.beat = time.monotonic()
             self.ready.set()
             self._clock()
@@ -194,49 +180,6 @@ class BatchedEngine:
             log.exception("engine failed")
             self.failure = exc
             self.ready.clear()
-
-    def _setup(self) -> None:
-        model = self.model
-        torch.set_grad_enabled(False)
-        self._lm_gen = LMGen(
-            model.lm,
-            temp=model.temp,
-            temp_text=model.temp_text,
-            top_k=model.top_k,
-            top_k_text=model.top_k_text,
-            support_out_of_sync=True,
-            on_text_logits_hook=self._scale_text_logits,
-        )
-        self._text_scale = torch.ones(self.capacity, device=model.device, dtype=torch.float32)
-        # Page-locked staging buffers: the copies in and out run as DMA without an extra
-        # host copy, and the step needs one synchronisation instead of three.
-        pin = model.device.type == "cuda"
-        self._frames_host = torch.zeros((self.capacity, FRAME_SAMPLES), pin_memory=pin)
-        self._tokens_host = torch.zeros(
-            (self.capacity, model.lm.dep_q + 1), dtype=torch.long, pin_memory=pin
-        )
-        self._pcm_host = torch.zeros((self.capacity, FRAME_SAMPLES), pin_memory=pin)
-        model.mimi.streaming_forever(self.capacity)
-        self._lm_gen.streaming_forever(self.capacity)
-        # Warm up with every slot running: moshi captures its CUDA graphs on the first calls,
-        # which must happen here, in this thread, before any session is timed.
-        silence = np.zeros((self.capacity, FRAME_SAMPLES), dtype=np.float32)
-        for _ in range(WARMUP_FRAMES):
-            self._step(silence)
-        everything = torch.ones(self.capacity, dtype=torch.bool)
-        model.mimi.reset_streaming(everything)
-        self._lm_gen.reset_streaming(everything)
-        self._set_exec_mask(np.zeros(self.capacity, dtype=bool))
-
-    def _scale_text_logits(self, text_logits: Any) -> None:
-        # LMGen divides by its own temp_text after this hook; multiplying by
-        # temp_text / wanted first makes the effective temperature the session's own.
-        text_logits.mul_(self._text_scale.view(-1, 1, 1, 1).to(text_logits.dtype))
-
-    def _set_exec_mask(self, active: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
-        mask = torch.from_numpy(active.copy())
-        self.model.mimi.set_exec_mask(mask)
-        self._lm_gen.set_exec_mask(mask)
 
     def _clock(self) -> None:
         next_tick: float | None = None
@@ -259,11 +202,11 @@ class BatchedEngine:
             outputs = self._tick()
             ended = time.perf_counter()
             scheduled = next_tick
-            # Late: this frame's output came after its 80 ms slot was over, so the caller
+            # Late: this frame's output came after its slot (one frame) was over, so the caller
             # hears a gap.
-            late = ended > next_tick + FRAME_SECONDS
+            late = ended > next_tick + self.frame.seconds
             # Behind: restart the clock from now instead of bursting to catch up.
-            next_tick = max(next_tick + FRAME_SECONDS, ended)
+            next_tick = max(next_tick + self.frame.seconds, ended)
             step_ms = (ended - started) * 1000.0
             if late:
                 self._log_late(step_ms, (started - scheduled) * 1000.0)
@@ -287,7 +230,7 @@ class BatchedEngine:
             )
 
     def _tick(self) -> list[FrameOutput]:
-        frames = np.zeros((self.capacity, FRAME_SAMPLES), dtype=np.float32)
+        frames = np.zeros((self.capacity, self.frame.samples), dtype=np.float32)
         with self._lock:
             joining = sorted(self._joining)
             changed = bool(self._joining or self._leaving)
@@ -299,6 +242,7 @@ class BatchedEngine:
             self._leaving.clear()
             active = self._active.copy()
             generations = list(self._generation)
+            sampling = [self._sampling[slot] for slot in joining]
             for slot in np.flatnonzero(active):
                 queue = self._inputs[slot]
                 if queue:
@@ -306,49 +250,21 @@ class BatchedEngine:
                 else:
                     # No new input this frame: the slot hears silence, as on a quiet line.
                     self.silent_frames += 1
-            temperatures = self._text_temperature.copy()
         if joining:
-            mask = torch.zeros(self.capacity, dtype=torch.bool)
-            mask[joining] = True
-            self.model.mimi.reset_streaming(mask)
-            self._lm_gen.reset_streaming(mask)
-            scale = torch.from_numpy(self.model.temp_text / temperatures)
-            self._text_scale.copy_(scale)
+            self.backend.reset(joining, sampling)
         if changed:
-            self._set_exec_mask(active)
-        tokens, pcm = self._step(frames)
-        outputs: list[FrameOutput] = []
-        for slot in np.flatnonzero(active):
-            row = tokens[slot]
-            ready = bool((row[1:] >= 0).all())
-            text = self.model.text_piece(int(row[0])) if row[0] >= 0 else None
-            outputs.append(
-                FrameOutput(
-                    slot=int(slot),
-                    generation=generations[slot],
-                    pcm=pcm[slot] if ready else None,
-                    text=text,
-                )
+            self.backend.freeze(active)
+        step = self._step(frames)
+        return [
+            FrameOutput(
+                slot=int(slot),
+                generation=generations[slot],
+                pcm=step.pcm[slot] if step.audible[slot] else None,
+                text=step.text[slot],
             )
-        return outputs
+            for slot in np.flatnonzero(active)
+        ]
 
-    def _step(
-        self, frames: np.ndarray[Any, np.dtype[np.float32]]
-    ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float32]]]:
-        """Mimi encode, one LM step and Mimi decode for the whole batch; (tokens, pcm)."""
-        device = self.model.device
-        self._frames_host.numpy()[:] = frames
-        x = self._frames_host.to(device, non_blocking=True)[:, None, :]
-        codes = self.model.mimi.encode(x)
-        tokens = self._lm_gen.step(codes[:, :, :1])
-        # Slots still inside the model's delay carry "ungenerated" (negative) tokens; decode
-        # them as token 0 and drop the audio, so the batch shape never changes.
-        audio_tokens = tokens[:, 1:].clamp(min=0)
-        pcm = self.model.mimi.decode(audio_tokens)
-        self._tokens_host.copy_(tokens[:, :, 0], non_blocking=True)
-        self._pcm_host.copy_(pcm[:, 0].float(), non_blocking=True)
-        if device.type == "cuda":
-            torch.cuda.current_stream(device).synchronize()
-        # Copies: the staging buffers are overwritten by the next step while sessions still
-        # hold these frames.
-        return self._tokens_host.numpy().copy(), self._pcm_host.numpy().copy()
+    def _step(self, frames: Pcm) -> StepOutput:
+        """One batched step of the backend (a test's fault injection wraps this)."""
+        return self.backend.step(frames)

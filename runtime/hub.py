@@ -23,11 +23,19 @@ from voicefleet.api.runtime import (
     RuntimeStatus,
     SessionCounts,
 )
-from voicefleet.runtime.backends.base import LoadedModel
+from voicefleet.runtime.backends import frame_of
+from voicefleet.runtime.backends.base import Backend, Sampling
 from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.codec import CodecPool, CodecUnavailable
 from voicefleet.runtime.config import RuntimeConfig
 from voicefleet.runtime.drain import DrainState
+from voicefleet.runtime.endings import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    END_DRAIN,
+    END_ENGINE,
+    END_SHUTDOWN,
+)
 from voicefleet.runtime.engine import BatchedEngine, FrameOutput, SlotHandle
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.gpu import Gpu
@@ -37,14 +45,8 @@ from voicefleet.runtime.limits import (
     SESSION_STARTS_PER_SECOND,
 )
 from voicefleet.runtime.metrics import RuntimeMetrics
-from voicefleet.runtime.session import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    END_DRAIN,
-    END_ENGINE,
-    END_SHUTDOWN,
-    Session,
-)
+from voicefleet.runtime.services import Services, SessionLimits
+from voicefleet.runtime.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class Hub:
         self.codec = CodecPool(config.codec_workers)
         self.drain = DrainState()
         self.engine: BatchedEngine | None = None
-        self.model: LoadedModel | None = None
+        self.backend: Backend | None = None
         self.load_seconds: float | None = None
         self.load_error: str | None = None
         # Set when a part that cannot be replaced failed: /healthz fails and the process exits.
@@ -95,8 +97,8 @@ class Hub:
         self._loop = loop
         self.codec.start(loop)
 
-    def engine_loaded(self, model: LoadedModel, engine: BatchedEngine, seconds: float) -> None:
-        self.model = model
+    def engine_loaded(self, engine: BatchedEngine, seconds: float) -> None:
+        self.backend = engine.backend
         self.engine = engine
         self.load_seconds = seconds
         self.metrics.model_load_seconds.set(seconds)
@@ -123,7 +125,10 @@ class Hub:
             else:
                 session.push_frame(output)
         for worker, items in to_encode.items():
-            batch = [(session.id, output.pcm) for session, output in items]
+            batch = [
+                (session.id, None if output.pcm is None else session.opus_pcm(output.pcm))
+                for session, output in items
+            ]
             encoding = self.codec.encode_batch(worker, batch)
             # Replies of one worker come back in the order asked, so each session's frames
             # stay in order.
@@ -157,7 +162,7 @@ class Hub:
             and self.engine.free_slots > 0
         )
 
-    def claim(self, text_temperature: float | None) -> SlotHandle | Refusal:
+    def claim(self, sampling: Sampling | None) -> SlotHandle | Refusal:
         """A slot for a new caller, or why not (answered before the WebSocket upgrade)."""
         if self.failure is not None:
             refusal = Refusal(REFUSED_FAILED, "this server has failed; connect to another")
@@ -170,7 +175,7 @@ class Hub:
         elif not self._starts.take(1.0, time.monotonic()):
             refusal = Refusal(REFUSED_BUSY, "too many new sessions at once; retry in a second")
         else:
-            handle = self.engine.acquire(text_temperature)
+            handle = self.engine.acquire(sampling)
             if handle is not None:
                 return handle
             refusal = Refusal(REFUSED_FULL, "no free session slot on this server")
@@ -183,6 +188,16 @@ class Hub:
 
     def next_session_id(self) -> int:
         return next(self._ids)
+
+    def services(self) -> Services:
+        """What sessions may use of this server (only once the engine is loaded)."""
+        assert self.engine is not None
+        return Services(
+            limits=SessionLimits.of(self.config),
+            metrics=self.metrics,
+            slots=self.engine,
+            codec=self.codec,
+        )
 
     def join(self, session: Session) -> None:
         self.sessions[session.handle.slot] = session
@@ -281,7 +296,8 @@ class Hub:
                 memory_total_bytes=memory.total,
             )
         )
-        model = self.model
+        backend = self.backend
+        frame = backend.frame if backend else frame_of(self.config.backend)
         return RuntimeStatus(
             sessions=SessionCounts(active=len(self.sessions), capacity=self.config.max_sessions),
             draining=self.drain.draining,
@@ -290,11 +306,14 @@ class Hub:
             late_frames=self.stats.late_frames,
             model=ModelInfo(
                 backend=self.config.backend,
-                name=model.name if model else (self.config.weights or ""),
-                variant=model.variant if model else self.config.variant,
-                context_steps=self.config.context_steps,
+                name=backend.name if backend else (self.config.weights or ""),
+                variant=backend.variant if backend else self.config.variant,
+                context_steps=(
+                    backend.context_steps if backend else self.config.context_steps(frame)
+                ),
+                frame_seconds=frame.seconds,
                 max_session_seconds=self.config.max_session_seconds,
-                device=str(model.device) if model else self.config.device,
+                device=str(backend.device) if backend else self.config.device,
                 loaded=self.loaded,
                 load_seconds=self.load_seconds,
             ),

@@ -12,8 +12,9 @@ import json
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from voicefleet.runtime.backends.base import Sampling
 
 PROTOCOL_VERSION = 0
 MODEL_VERSION = 0
@@ -60,32 +61,14 @@ def error(message: str) -> bytes:
     return bytes([Kind.ERROR]) + message.encode("utf-8")
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling settings a session asked for, clamped to ranges that keep the model sane.
-
-    The text temperature applies per session. The audio settings and top-k values are baked
-    into the batched depformer step that all sessions share, so they are accepted, clamped
-    and reported back, and the process-wide values stay in force.
-    """
-
-    text_temperature: float | None = None
-    audio_temperature: float | None = None
-    text_topk: int | None = None
-    audio_topk: int | None = None
-
-    def wire(self) -> dict[str, float]:
-        values = {
-            "textTemperature": self.text_temperature,
-            "audioTemperature": self.audio_temperature,
-            "textTopk": self.text_topk,
-            "audioTopk": self.audio_topk,
-        }
-        return {key: float(value) for key, value in values.items() if value is not None}
-
-
 # name in the query string -> (low, high)
-_FLOAT_RANGES = {"text_temperature": (0.1, 1.5), "audio_temperature": (0.1, 1.5)}
+_FLOAT_RANGES = {
+    "text_temperature": (0.1, 1.5),
+    "audio_temperature": (0.1, 1.5),
+    # Hertz-dev's latent mixture: the component choice and the Gaussian's spread (0: its mean).
+    "categorical_temperature": (0.05, 1.5),
+    "gaussian_temperature": (0.0, 1.0),
+}
 _INT_RANGES = {"text_topk": (1, 500), "audio_topk": (1, 2048)}
 
 

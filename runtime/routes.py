@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse
+from voicefleet.runtime.backends.base import Sampling
 from voicefleet.runtime.drain import API
 from voicefleet.runtime.hub import (
     REFUSED_DRAINING,
@@ -44,7 +45,9 @@ from voicefleet.runtime.limits import (
 )
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES, parse_sampling
 from voicefleet.runtime.resample import SUPPORTED_RATES
+from voicefleet.runtime.services import Services
 from voicefleet.runtime.session import Connection, Session
+from voicefleet.runtime.ws_audio import AudioSession
 from voicefleet.runtime.ws_moshi import MoshiSession
 from voicefleet.runtime.ws_pcm import PcmSession
 
@@ -67,7 +70,14 @@ def _refuse(refusal: Refusal) -> web.Response:
     )
 
 
-SessionFactory = Callable[[Hub, Connection], Session]
+SessionFactory = Callable[[Services, Connection], Session]
+# The reference server's names for its temperatures (its POST /set_temperature), taken per
+# session from /audio's query string.
+AUDIO_QUERY_NAMES = {
+    "token_temp": "audio_temperature",
+    "categorical_temp": "categorical_temperature",
+    "gaussian_temp": "gaussian_temperature",
+}
 
 
 def _websocket() -> web.WebSocketResponse:
@@ -90,10 +100,10 @@ def _bound_buffers(transport: asyncio.Transport) -> None:
 
 
 async def _serve(
-    request: web.Request, factory: SessionFactory, text_temperature: float | None = None
+    request: web.Request, factory: SessionFactory, sampling: Sampling | None = None
 ) -> Any:
     hub = request.app[HUB_KEY]
-    claim = hub.claim(text_temperature)
+    claim = hub.claim(sampling)
     if isinstance(claim, Refusal):
         return _refuse(claim)
     ws = _websocket()
@@ -114,7 +124,7 @@ async def _serve(
         hub.metrics.upgrades_aborted.inc()
         return ws
     _bound_buffers(transport)
-    session = factory(hub, Connection(ws, transport, claim, hub.next_session_id()))
+    session = factory(hub.services(), Connection(ws, transport, claim, hub.next_session_id()))
     hub.join(session)
     try:
         await session.run()
@@ -125,11 +135,19 @@ async def _serve(
 
 async def moshi_chat(request: web.Request) -> Any:
     sampling = parse_sampling(request.query)
+    backend = request.app[HUB_KEY].backend
+    in_force = backend.sampling_in_force(sampling) if backend else sampling
 
-    def factory(hub: Hub, connection: Connection) -> Session:
-        return MoshiSession(hub, connection, sampling)
+    def factory(services: Services, connection: Connection) -> Session:
+        return MoshiSession(services, connection, in_force)
 
-    return await _serve(request, factory, sampling.text_temperature)
+    return await _serve(request, factory, sampling)
+
+
+async def audio_chat(request: web.Request) -> Any:
+    query = {ours: request.query[theirs] for theirs, ours in AUDIO_QUERY_NAMES.items()
+             if theirs in request.query}  # fmt: skip
+    return await _serve(request, AudioSession, parse_sampling(query))
 
 
 async def pcm_chat(request: web.Request) -> Any:
@@ -140,8 +158,8 @@ async def pcm_chat(request: web.Request) -> Any:
     if rate not in SUPPORTED_RATES:
         return _json({"error": f"rate must be one of {list(SUPPORTED_RATES)}"}, status=400)
 
-    def factory(hub: Hub, connection: Connection) -> Session:
-        return PcmSession(hub, connection, rate)
+    def factory(services: Services, connection: Connection) -> Session:
+        return PcmSession(services, connection, rate)
 
     return await _serve(request, factory)
 
@@ -222,6 +240,7 @@ async def drain(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get(constants.PATH_MOSHI_CHAT, moshi_chat)
     app.router.add_get(constants.PATH_PCM, pcm_chat)
+    app.router.add_get(constants.PATH_AUDIO, audio_chat)
     app.router.add_get(constants.PATH_HEALTHZ, healthz)
     app.router.add_get(constants.PATH_READYZ, readyz)
     app.router.add_get(constants.PATH_METRICS, metrics)

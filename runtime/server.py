@@ -91,13 +91,13 @@ def _load(hub: Hub) -> BatchedEngine:
     config = hub.config
     started = time.perf_counter()
     device = _device(config.device)
-    model = get_loader(config.backend)(config, device)
+    backend = get_loader(config.backend)(config, device)
     engine = BatchedEngine(
-        model,
+        backend,
         config.max_sessions,
         on_frame=hub.on_frame,
         stats=hub.stats,
-        input_queue_frames=config.input_queue_frames,
+        queue_seconds=config.queue_seconds,
         on_step=hub.on_step,
     )
     engine.start()
@@ -116,7 +116,7 @@ def _load(hub: Hub) -> BatchedEngine:
     # collection, whose pauses would otherwise land on random frames.
     gc.collect()
     gc.freeze()
-    hub.engine_loaded(model, engine, time.perf_counter() - started)
+    hub.engine_loaded(engine, time.perf_counter() - started)
     return engine
 
 
@@ -222,10 +222,11 @@ async def _main(config: RuntimeConfig) -> int:
                 exit_code = EXIT_LOAD_FAILED
                 return exit_code
             log.info(
-                "ready: %d slots, %d s per session (%d steps), loaded in %.1f s",
+                "ready: %d slots, %d s per session (%d frames of %g ms), loaded in %.1f s",
                 config.max_sessions,
                 config.max_session_seconds,
-                config.context_steps,
+                engine.backend.context_steps,
+                engine.frame.ms,
                 hub.load_seconds or 0.0,
             )
             await stopped

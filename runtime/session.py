@@ -26,12 +26,27 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from voicefleet.api.runtime import SessionLimitNotice
+from voicefleet.runtime.backends.base import Pcm
 from voicefleet.runtime.budget import TokenBucket
+from voicefleet.runtime.endings import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_UNSUPPORTED,
+    DROP_RATE,
+    END_CLIENT,
+    END_CODEC,
+    END_ERROR,
+    END_IDLE,
+    END_INPUT_RATE,
+    END_LIMIT,
+    END_TOO_SLOW,
+)
 from voicefleet.runtime.engine import FrameOutput, SlotHandle
 from voicefleet.runtime.lag import LagProbe
 from voicefleet.runtime.limits import (
@@ -41,33 +56,9 @@ from voicefleet.runtime.limits import (
     MESSAGE_COST_SECONDS,
     MESSAGES_PER_TURN,
 )
-
-if TYPE_CHECKING:
-    from voicefleet.runtime.hub import Hub
+from voicefleet.runtime.services import Services
 
 log = logging.getLogger(__name__)
-
-# Ended-by reasons (the label of voicefleet_runtime_sessions_ended_total).
-END_CLIENT = "client_closed"
-END_LIMIT = "session_limit"
-END_DRAIN = "drain_deadline"
-END_ERROR = "bad_input"
-END_SHUTDOWN = "shutdown"
-END_IDLE = "idle"
-END_TOO_SLOW = "too_slow"
-END_INPUT_RATE = "input_rate"
-END_CODEC = "codec_failure"
-END_ENGINE = "engine_failure"
-
-# Why input was dropped (the label of voicefleet_runtime_input_dropped_total).
-DROP_RATE = "rate"
-DROP_BACKLOG = "backlog"
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL_ERROR = 1011
 
 
 @dataclass(frozen=True)
@@ -111,9 +102,11 @@ class Session(ABC):
     # True when frames must arrive Opus-encoded (the hub encodes a tick's frames in batches).
     wants_opus: bool = False
 
-    def __init__(self, hub: Hub, connection: Connection) -> None:
+    def __init__(self, services: Services, connection: Connection) -> None:
         now = time.monotonic()
-        self.hub = hub
+        self.services = services
+        self.limits = services.limits
+        self.metrics = services.metrics
         self.ws = connection.ws
         self.transport = connection.transport
         self.handle = connection.handle
@@ -126,9 +119,10 @@ class Session(ABC):
         self.closing_since: float | None = None
         self.finished = False
         # Seconds of audio the caller may still send ahead of real time (limits.py).
-        self.budget = TokenBucket(hub.config.input_burst_seconds, INPUT_RATE_SLACK, now)
+        self.budget = TokenBucket(services.limits.input_burst_seconds, INPUT_RATE_SLACK, now)
         self.lag = LagProbe()
-        self._frames: deque[FrameOutput] = deque(maxlen=hub.config.output_queue_frames)
+        frames = services.slots.frame.steps(services.limits.queue_seconds)
+        self._frames: deque[FrameOutput] = deque(maxlen=frames)
         self._controls: deque[Control] = deque()
         self._wake = asyncio.Event()
         self._aborted = False
@@ -141,7 +135,7 @@ class Session(ABC):
 
     @abstractmethod
     async def send_frame(self, frame: FrameOutput) -> None:
-        """Write one 80 ms frame of model output (audio, text or both)."""
+        """Write one frame of model output (audio, text or both)."""
 
     @abstractmethod
     async def send_notice(self, payload: dict[str, Any]) -> None:
@@ -183,8 +177,14 @@ class Session(ABC):
             )
         return False
 
+    def push_frames(self, frames: list[Pcm]) -> None:
+        """Hand whole backend frames of caller audio to the engine, counting what it drops."""
+        for frame in frames:
+            if not self.services.slots.push_input(self.handle, frame):
+                self.metrics.queue_drops.labels("input").inc()
+
     def drop_input(self, reason: str) -> None:
-        self.hub.metrics.input_dropped.labels(reason).inc()
+        self.metrics.input_dropped.labels(reason).inc()
 
     def codec_failed(self, why: object) -> None:
         """The codec worker holding this session's Ogg streams is gone: they cannot go on."""
@@ -195,12 +195,16 @@ class Session(ABC):
             error=f"the audio codec failed ({why}); please reconnect",
         )
 
+    def opus_pcm(self, pcm: Pcm) -> Pcm:
+        """A frame of model audio at the Opus codec's rate (for ``wants_opus`` protocols)."""
+        return pcm
+
     # --- called by the hub and the supervisor ---------------------------------------------
     def push_frame(self, frame: FrameOutput) -> None:
         if self.closing_since is not None:
             return  # closing: audio would only delay the close
         if len(self._frames) == self._frames.maxlen:
-            self.hub.metrics.queue_drops.labels("output").inc()
+            self.metrics.queue_drops.labels("output").inc()
         self._frames.append(frame)
         self._wake.set()
 
@@ -233,7 +237,7 @@ class Session(ABC):
 
     def supervise(self, now: float) -> None:
         """One supervisor pass over this session's deadlines, most final first."""
-        config = self.hub.config
+        config = self.limits
         if self.closing_since is not None:
             if not self.finished and now - self.closing_since > CLOSE_TIMEOUT_SECONDS:
                 self.abort()
@@ -265,13 +269,13 @@ class Session(ABC):
             return
         self._aborted = True
         log.info("session %s: close not sent within %g s, aborting", self.id, CLOSE_TIMEOUT_SECONDS)
-        self.hub.metrics.transport_aborts.inc()
+        self.metrics.transport_aborts.inc()
         self.transport.abort()
 
     def audio_sent(self) -> None:
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
-            self.hub.metrics.time_to_first_audio.observe(self.first_audio_at - self.started)
+            self.metrics.time_to_first_audio.observe(self.first_audio_at - self.started)
 
     # --- the two loops ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -280,7 +284,7 @@ class Session(ABC):
         except ConnectionError:
             # The caller hung up during the upgrade: nothing to tell it, only to count.
             if self.closing_since is None:
-                self.hub.metrics.upgrades_aborted.inc()
+                self.metrics.upgrades_aborted.inc()
             self.end_reason = self.end_reason or END_CLIENT
             self._finish()
             return
@@ -326,7 +330,7 @@ class Session(ABC):
             if message.type == WSMsgType.PONG:
                 lag = self.lag.answered(message.data, time.monotonic())
                 if lag is not None:
-                    self.hub.metrics.client_lag.observe(lag)
+                    self.metrics.client_lag.observe(lag)
                 continue
             # Every message costs something, so a flood of tiny ones is dropped, not queued.
             if not self.admit(MESSAGE_COST_SECONDS):

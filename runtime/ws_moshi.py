@@ -6,22 +6,25 @@ Incoming audio is handed to the codec workers without waiting: a session has at 
 ``MAX_DECODE_BACKLOG_MESSAGES`` (and ``_BYTES``) decodes in flight, each charged to the input
 budget before it is sent (by the audio its Ogg/Opus headers announce, ``oggopus.py``) and
 after (by any audio it held beyond that). Results of one session come back in order, so its
-audio stays in order."""
+audio stays in order. The protocol's 24 kHz is resampled to and from the backend's rate (16 kHz
+for Hertz-dev, whose model text is none)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType
 
 from voicefleet import constants
 from voicefleet.api.runtime import SessionInfo
 from voicefleet.runtime import protocol
-from voicefleet.runtime.codec import CodecUnavailable, Pcm
-from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput
+from voicefleet.runtime.backends.base import Pcm, Sampling
+from voicefleet.runtime.codec import CodecUnavailable
+from voicefleet.runtime.endings import CLOSE_UNSUPPORTED, DROP_BACKLOG, END_ERROR
+from voicefleet.runtime.engine import FrameOutput
+from voicefleet.runtime.framing import FrameAssembler, to_caller
 from voicefleet.runtime.limits import (
     MAX_DECODE_BACKLOG_BYTES,
     MAX_DECODE_BACKLOG_MESSAGES,
@@ -29,18 +32,9 @@ from voicefleet.runtime.limits import (
     OPUS_MAX_BYTES_PER_SECOND,
 )
 from voicefleet.runtime.oggopus import ogg_opus_seconds
-from voicefleet.runtime.protocol import Control, Kind, Sampling
-from voicefleet.runtime.session import (
-    CLOSE_UNSUPPORTED,
-    DROP_BACKLOG,
-    END_ERROR,
-    BadInput,
-    Connection,
-    Session,
-)
-
-if TYPE_CHECKING:
-    from voicefleet.runtime.hub import Hub
+from voicefleet.runtime.protocol import Control, Kind
+from voicefleet.runtime.services import Services
+from voicefleet.runtime.session import BadInput, Connection, Session
 
 PROTOCOL_MOSHI = "moshi"
 
@@ -49,31 +43,34 @@ class MoshiSession(Session):
     protocol = PROTOCOL_MOSHI
     wants_opus = True
 
-    def __init__(self, hub: Hub, connection: Connection, sampling: Sampling) -> None:
-        super().__init__(hub, connection)
+    def __init__(self, services: Services, connection: Connection, sampling: Sampling) -> None:
+        super().__init__(services, connection)
+        # What the backend does with what was asked (reported in the session notice).
         self.sampling = sampling
-        self._pcm: np.ndarray[Any, np.dtype[np.float32]] = np.zeros(0, dtype=np.float32)
+        frame = services.slots.frame
+        self._frames_in = FrameAssembler(constants.MOSHI_SAMPLE_RATE, frame)
+        self._to_opus = to_caller(frame, constants.MOSHI_SAMPLE_RATE)
         self._decoding = 0  # messages sent to the codec, not yet back
         self._decoding_bytes = 0
 
     async def on_open(self) -> None:
         try:
-            await self.hub.codec.open(self.id)
+            await self.services.codec.open(self.id)
         except CodecUnavailable as exc:
             self.codec_failed(exc)
             return
         await self.ws.send_bytes(protocol.handshake())
         info = SessionInfo(
             session_id=str(self.id),
-            max_session_seconds=self.hub.config.max_session_seconds,
+            max_session_seconds=self.limits.max_session_seconds,
             sample_rate=constants.MOSHI_SAMPLE_RATE,
-            frame_ms=80.0,
+            frame_ms=self.services.slots.frame.ms,
             sampling=self.sampling.wire(),
         )
         await self.send_notice(info.wire())
 
     def on_close(self) -> None:
-        release = self.hub.codec.close(self.id)
+        release = self.services.codec.close(self.id)
         # Nobody waits for it: a worker that died took the state with it anyway.
         release.add_done_callback(lambda done: done.cancelled() or done.exception())
 
@@ -89,8 +86,7 @@ class MoshiSession(Session):
             self.heard()
             self._decode(message[1:])
         elif message[0] == Kind.CONTROL and message[1:2] == bytes([Control.RESTART]):
-            assert self.hub.engine is not None
-            self.hub.engine.restart(self.handle)
+            self.services.slots.restart(self.handle)
         # Handshake, text, metadata, ping, other controls and unknown kinds: nothing to do.
 
     def _decode(self, ogg: bytes) -> None:
@@ -111,7 +107,7 @@ class MoshiSession(Session):
             return
         self._decoding += 1
         self._decoding_bytes += len(ogg)
-        decoding = self.hub.codec.decode(self.id, ogg)
+        decoding = self.services.codec.decode(self.id, ogg)
         paid = max(MESSAGE_COST_SECONDS, seconds)
         decoding.add_done_callback(functools.partial(self._decoded, len(ogg), paid))
 
@@ -135,13 +131,10 @@ class MoshiSession(Session):
         # The rest of what the message held, now that it is known.
         if not self.admit(max(0.0, pcm.size / constants.MOSHI_SAMPLE_RATE - paid)):
             return
-        self._pcm = np.concatenate((self._pcm, pcm.reshape(-1).astype(np.float32, copy=False)))
-        engine = self.hub.engine
-        assert engine is not None
-        while self._pcm.size >= FRAME_SAMPLES:
-            frame, self._pcm = self._pcm[:FRAME_SAMPLES], self._pcm[FRAME_SAMPLES:]
-            if not engine.push_input(self.handle, frame):
-                self.hub.metrics.queue_drops.labels("input").inc()
+        self.push_frames(self._frames_in.push(pcm))
+
+    def opus_pcm(self, pcm: Pcm) -> Pcm:
+        return self._to_opus.process(pcm)
 
     async def send_frame(self, frame: FrameOutput) -> None:
         if frame.ogg:

@@ -1,27 +1,25 @@
 """``/ws/pcm?rate=16000|24000|8000``: raw 16-bit little-endian mono PCM both ways, for
-telephony-style callers. Binary messages of any size are accepted (80 ms chunks are best);
-the reply comes as one binary message per 80 ms frame at the caller's rate. Notices and model
+telephony-style callers. Binary messages of any size are accepted (one frame's worth is best:
+80 ms for Moshi, 125 ms for Hertz-dev); the reply comes as one binary message per frame of
+the backend at the caller's rate. Notices and model
 text come as JSON text messages (``{"type": "drain", ...}``, ``{"type": "text", ...}``).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType
 
-from voicefleet import constants
 from voicefleet.api.runtime import SessionInfo
-from voicefleet.runtime.engine import FRAME_SAMPLES, FrameOutput
+from voicefleet.runtime.engine import FrameOutput
+from voicefleet.runtime.framing import FrameAssembler, to_caller
 from voicefleet.runtime.limits import MESSAGE_COST_SECONDS
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES
-from voicefleet.runtime.resample import StreamResampler
+from voicefleet.runtime.services import Services
 from voicefleet.runtime.session import BadInput, Connection, Session
-
-if TYPE_CHECKING:
-    from voicefleet.runtime.hub import Hub
 
 PROTOCOL_PCM = "pcm"
 INT16_SCALE = 32768.0
@@ -31,21 +29,19 @@ BYTES_PER_SAMPLE = 2
 class PcmSession(Session):
     protocol = PROTOCOL_PCM
 
-    def __init__(self, hub: Hub, connection: Connection, rate: int) -> None:
-        super().__init__(hub, connection)
+    def __init__(self, services: Services, connection: Connection, rate: int) -> None:
+        super().__init__(services, connection)
         self.rate = rate
-        self._upsample = StreamResampler(self.rate, constants.MOSHI_SAMPLE_RATE)
-        self._downsample = StreamResampler(constants.MOSHI_SAMPLE_RATE, self.rate)
-        self._chunk = FRAME_SAMPLES * self.rate // constants.MOSHI_SAMPLE_RATE
+        self._frames_in = FrameAssembler(rate, services.slots.frame)
+        self._to_caller = to_caller(services.slots.frame, rate)
         self._pending = b""
-        self._pcm: np.ndarray[Any, np.dtype[np.float32]] = np.zeros(0, dtype=np.float32)
 
     async def on_open(self) -> None:
         info = SessionInfo(
             session_id=str(self.id),
-            max_session_seconds=self.hub.config.max_session_seconds,
+            max_session_seconds=self.limits.max_session_seconds,
             sample_rate=self.rate,
-            frame_ms=80.0,
+            frame_ms=self.services.slots.frame.ms,
             sampling={},
         )
         await self.send_notice(info.wire())
@@ -68,18 +64,11 @@ class PcmSession(Session):
         usable = len(raw) - len(raw) % BYTES_PER_SAMPLE
         self._pending = raw[usable:]
         samples = np.frombuffer(raw[:usable], dtype="<i2").astype(np.float32) / INT16_SCALE
-        self._pcm = np.concatenate((self._pcm, samples))
-        engine = self.hub.engine
-        assert engine is not None
-        while self._pcm.size >= self._chunk:
-            chunk, self._pcm = self._pcm[: self._chunk], self._pcm[self._chunk :]
-            frame = self._upsample.process(chunk)
-            if not engine.push_input(self.handle, frame[:FRAME_SAMPLES]):
-                self.hub.metrics.queue_drops.labels("input").inc()
+        self.push_frames(self._frames_in.push(samples))
 
     async def send_frame(self, frame: FrameOutput) -> None:
         if frame.pcm is not None:
-            pcm = self._downsample.process(frame.pcm)
+            pcm = self._to_caller.process(frame.pcm)
             pcm16 = np.clip(pcm * INT16_SCALE, -32768, 32767).astype("<i2")
             await self.ws.send_bytes(pcm16.tobytes())
             self.audio_sent()

@@ -123,6 +123,7 @@ RUNTIME_PORT: Final = 8998
 RUNTIME_PORT_NAME: Final = "voice"
 PATH_MOSHI_CHAT: Final = "/api/chat"
 PATH_PCM: Final = "/ws/pcm"
+PATH_AUDIO: Final = "/audio"  # the Hertz-dev reference server's protocol
 PATH_HEALTHZ: Final = "/healthz"
 PATH_READYZ: Final = "/readyz"
 PATH_METRICS: Final = "/metrics"
@@ -135,6 +136,8 @@ OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"
 # --- Audio ------------------------------------------------------------------------------------
 MOSHI_SAMPLE_RATE: Final = 24_000
 MOSHI_FRAME_SAMPLES: Final = 1920  # 80 ms at 24 kHz
+HERTZ_SAMPLE_RATE: Final = 16_000
+HERTZ_FRAME_SAMPLES: Final = 2000  # 125 ms at 16 kHz
 
 # --- Names derived from a pool's name (the bound on pool names follows from them) -----------
 SUFFIX_HEADLESS_SERVICE: Final = "-pods"

@@ -36,6 +36,8 @@ CONTAINER_NAME: Final = constants.RUNTIME_CONTAINER
 RUNTIME_COMMAND: Final = ("voicefleet", "runtime", "serve")
 MODELS_MOUNT: Final = "/var/lib/voicefleet/models"
 MODELS_VOLUME: Final = "models"
+PROMPT_MOUNT: Final = "/var/lib/voicefleet/prompt"
+PROMPT_VOLUME: Final = "prompt"
 # Time after the drain deadline for the process to close sockets and exit.
 DEFAULT_GRACE_MARGIN_SECONDS: Final = 30
 # The NVIDIA device plugin's conventional taint on GPU nodes.
@@ -114,13 +116,34 @@ def _weights(spec: VoiceAgentPoolSpec) -> tuple[str, list[dict[str, Any]], list[
     return source, [], []
 
 
-def runtime_args(spec: VoiceAgentPoolSpec, plan: PlanStatus, weights: str) -> list[str]:
-    """The runtime's command-line settings: slots, session cap, model, drain."""
+def _prompt(
+    spec: VoiceAgentPoolSpec,
+) -> tuple[str | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(--prompt value, volumes, mounts): ``pvc://claim/path`` is mounted read-only, in a
+    volume of its own (the claim may be the weights' one or another)."""
+    source = spec.model.prompt
+    if source is None or not source.startswith("pvc://"):
+        return source, [], []
+    claim, _, path = source.removeprefix("pvc://").partition("/")
+    volume = {
+        "name": PROMPT_VOLUME,
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+    }
+    mount = {"name": PROMPT_VOLUME, "mountPath": PROMPT_MOUNT, "readOnly": True}
+    return f"{PROMPT_MOUNT}/{path}", [volume], [mount]
+
+
+def runtime_args(
+    spec: VoiceAgentPoolSpec, plan: PlanStatus, weights: str, prompt: str | None = None
+) -> list[str]:
+    """The runtime's command-line settings: slots, session cap, model, prompt, drain."""
     profile, variant = resolve_model(spec.model)
     # A CPU model has no precision variants to pick, and must not look for a GPU.
     model = (
         ["--device", "cpu"] if profile.on_cpu else ["--variant", variant.name.rsplit("-", 1)[-1]]
     )
+    if prompt is not None:
+        model += ["--prompt", prompt]
     return [
         "--backend",
         spec.model.name,
@@ -167,12 +190,14 @@ def _container(
     spec: VoiceAgentPoolSpec, plan: PlanStatus, settings: PodSettings
 ) -> tuple[dict[str, Any], list[Any]]:
     weights, volumes, mounts = _weights(spec)
+    prompt, prompt_volumes, prompt_mounts = _prompt(spec)
+    volumes, mounts = [*volumes, *prompt_volumes], [*mounts, *prompt_mounts]
     drain = spec.capacity.interruption.drain_seconds
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.runtime.image or settings.runtime_image,
         "command": list(RUNTIME_COMMAND),
-        "args": runtime_args(spec, plan, weights),
+        "args": runtime_args(spec, plan, weights, prompt),
         "ports": [
             {
                 "name": constants.RUNTIME_PORT_NAME,

@@ -1,28 +1,54 @@
-"""Model backends behind one small interface: each turns a :class:`RuntimeConfig` into a
-:class:`LoadedModel` (one Mimi codec, one LM, a text-piece table) that the batched engine
-steps. Add a backend by adding a module and a line to ``LOADERS``."""
+"""Model backends behind one small contract (``base.Backend``): each loader turns a
+:class:`RuntimeConfig` into a backend that the batched engine steps. Add a backend by adding
+a module and a line to ``LOADERS``.
+
+Loaders are imported when asked for, so a Hertz-dev server never imports moshi and the
+protocol modules (which only need ``base``) never import torch models.
+"""
 
 from __future__ import annotations
 
-from voicefleet.runtime.backends.base import BackendLoadError, LoadedModel, Loader
-from voicefleet.runtime.backends.hertz import load_hertz
-from voicefleet.runtime.backends.moshi import load_moshi
-from voicefleet.runtime.backends.tiny import load_tiny
+import importlib
 
-LOADERS: dict[str, Loader] = {
-    "tiny": load_tiny,
-    "moshi": load_moshi,
-    "hertz-dev": load_hertz,
+from voicefleet import constants
+from voicefleet.runtime.backends.base import Backend, BackendLoadError, FrameFormat, Loader
+
+# backend name -> "module:function" under voicefleet.runtime.backends
+LOADERS: dict[str, str] = {
+    "tiny": "tiny:load_tiny",
+    "moshi": "moshi:load_moshi",
+    "hertz-dev": "hertz.load:load_hertz",
+    "hertz-tiny": "hertz.load:load_hertz_tiny",
 }
+
+_MOSHI = FrameFormat(constants.MOSHI_SAMPLE_RATE, constants.MOSHI_FRAME_SAMPLES)
+_HERTZ = FrameFormat(constants.HERTZ_SAMPLE_RATE, constants.HERTZ_FRAME_SAMPLES)
+FRAMES = {"tiny": _MOSHI, "moshi": _MOSHI, "hertz-dev": _HERTZ, "hertz-tiny": _HERTZ}
+
+
+def frame_of(backend: str) -> FrameFormat:
+    """A backend's frame, known before its model loads (Moshi's for an unknown name)."""
+    return FRAMES.get(backend, _MOSHI)
 
 
 def get_loader(backend: str) -> Loader:
     """The loader of ``backend``, or a load error that lists the ones that exist."""
     try:
-        return LOADERS[backend]
+        module, _, function = LOADERS[backend].partition(":")
     except KeyError:
         known = ", ".join(sorted(LOADERS))
         raise BackendLoadError(f"unknown backend {backend!r}; choose one of: {known}") from None
+    loader: Loader = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    return loader
 
 
-__all__ = ["LOADERS", "BackendLoadError", "LoadedModel", "Loader", "get_loader"]
+__all__ = [
+    "FRAMES",
+    "LOADERS",
+    "Backend",
+    "BackendLoadError",
+    "FrameFormat",
+    "Loader",
+    "frame_of",
+    "get_loader",
+]

@@ -1,45 +1,143 @@
-"""What every backend hands the engine, and the one error type a failed load raises."""
+"""The contract between the engine and a model backend, and the one error a failed load raises.
+
+The engine, the protocols, drain and metrics know a backend only through :class:`Backend`:
+its audio frame (sample rate and samples per step), one batched step over a fixed number of
+slots, per-slot reset (a new conversation starts in that slot) and per-slot freeze (a slot
+that is not active keeps its state and does not advance). Nothing else about a model leaks
+out: Moshi's 24 kHz / 1920-sample frames and Hertz-dev's 16 kHz / 2000-sample frames step
+under the same clock, admission and drain.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     import torch
 
     from voicefleet.runtime.config import RuntimeConfig
 
+Pcm = np.ndarray[Any, np.dtype[np.float32]]
+
 
 class BackendLoadError(Exception):
     """The model could not be loaded; the message says what to change."""
 
 
-@dataclass
-class LoadedModel:
-    """One Mimi codec and one LM of the Moshi architecture, ready to be put in streaming mode.
+@dataclass(frozen=True)
+class FrameFormat:
+    """A backend's audio: mono float PCM at ``sample_rate``, ``samples`` per step."""
 
-    ``text_piece`` maps a text token to what a client is shown (None for padding tokens);
-    ``mimi`` and ``lm`` are moshi's ``MimiModel`` and ``LMModel``.
+    sample_rate: int
+    samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    @property
+    def ms(self) -> float:
+        return 1000.0 * self.seconds
+
+    def steps(self, seconds: float) -> int:
+        """Frames in ``seconds`` of audio, rounded up (at least one)."""
+        return max(1, math.ceil(seconds / self.seconds - 1e-9))
+
+    def samples_at(self, rate: int) -> int:
+        """Samples of one frame at another rate; the rates the runtime offers divide evenly."""
+        samples = self.samples * rate / self.sample_rate
+        if not samples.is_integer():
+            raise ValueError(f"a {self.ms:g} ms frame is not a whole number of samples at {rate}")
+        return int(samples)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings a session asked for, already clamped by the protocol.
+
+    Each backend uses the ones it has per slot and reports back what it did with the others
+    (:meth:`Backend.sampling_in_force`): Moshi samples text per slot (``text_temperature``);
+    Hertz-dev samples its token (``audio_temperature``) and its latent mixture
+    (``categorical_temperature``, ``gaussian_temperature``) per slot.
     """
 
-    mimi: Any
-    lm: Any
-    text_piece: Callable[[int], str | None]
+    text_temperature: float | None = None
+    audio_temperature: float | None = None
+    text_topk: int | None = None
+    audio_topk: int | None = None
+    categorical_temperature: float | None = None
+    gaussian_temperature: float | None = None
+
+    def wire(self) -> dict[str, float]:
+        values = {
+            "textTemperature": self.text_temperature,
+            "audioTemperature": self.audio_temperature,
+            "textTopk": self.text_topk,
+            "audioTopk": self.audio_topk,
+            "categoricalTemperature": self.categorical_temperature,
+            "gaussianTemperature": self.gaussian_temperature,
+        }
+        return {key: float(value) for key, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """One step of every slot: ``pcm[slot]`` is audible only where ``audible[slot]`` (a model
+    may hold back audio for its first steps); ``text[slot]`` is a piece to show, or None."""
+
+    pcm: Pcm
+    audible: np.ndarray[Any, np.dtype[np.bool_]]
+    text: list[str | None]
+
+
+class Backend(ABC):
+    """A model that steps ``capacity`` slots together. :meth:`start`, :meth:`reset`,
+    :meth:`freeze` and :meth:`step` run on the engine thread only."""
+
     name: str
     variant: str
     device: torch.device
-    # Sampling defaults of the model (moshi's: temp 0.8, temp_text 0.7, top_k 250, 25).
-    temp: float = 0.8
-    temp_text: float = 0.7
-    top_k: int = 250
-    top_k_text: int = 25
+    frame: FrameFormat
+    context_steps: int
+
+    @abstractmethod
+    def start(self, capacity: int) -> None:
+        """Allocate every slot's streaming state and warm up (compile, capture graphs); all
+        slots end reset and frozen."""
+
+    @abstractmethod
+    def reset(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> None:
+        """Start a new conversation in each of ``slots`` (with its sampling); others untouched."""
+
+    @abstractmethod
+    def freeze(self, active: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
+        """From the next step on, only ``active`` slots advance; the others keep their state."""
+
+    @abstractmethod
+    def step(self, frames: Pcm) -> StepOutput:
+        """One frame of input per slot, ``(capacity, frame.samples)``; one frame out per slot."""
+
+    def sampling_in_force(self, asked: Sampling) -> Sampling:
+        """What a session asking for ``asked`` gets (reported back to its client)."""
+        return asked
 
 
-Loader = Callable[["RuntimeConfig", "torch.device"], LoadedModel]
+Loader = Callable[["RuntimeConfig", "torch.device"], Backend]
 
 
 def no_text(_token: int) -> str | None:
     """The text table of a model without a tokenizer: nothing to show."""
     return None
+
+
+def clamp(value: float | None, default: float, bounds: tuple[float, float]) -> float:
+    """``value`` within ``bounds``, or ``default`` when the session asked for nothing."""
+    if value is None:
+        return default
+    return min(max(value, bounds[0]), bounds[1])

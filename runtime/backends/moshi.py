@@ -23,7 +23,8 @@ import torch
 from huggingface_hub import snapshot_download
 from moshi.models import loaders
 
-from voicefleet.runtime.backends.base import BackendLoadError, LoadedModel, no_text
+from voicefleet.runtime.backends.base import BackendLoadError, no_text
+from voicefleet.runtime.backends.moshi_step import MOSHI_FRAME, MoshiBackend
 
 if TYPE_CHECKING:
     from voicefleet.runtime.config import RuntimeConfig
@@ -87,15 +88,15 @@ def _lm_kwargs(directory: Path | None, variant: str, context_steps: int) -> dict
     return kwargs
 
 
-def _check_memory(device: torch.device, config: RuntimeConfig) -> None:
+def _check_memory(device: torch.device, config: RuntimeConfig, context_steps: int) -> None:
     """Refuse at start, with numbers, when the slots' state cannot fit next to the weights."""
     if device.type != "cuda":
         return
     free, _total = torch.cuda.mem_get_info(device)
-    need = config.max_sessions * session_bytes(config.context_steps)
+    need = config.max_sessions * session_bytes(context_steps)
     if need > free:
         gib = 2**30
-        fit = max(0, free // session_bytes(config.context_steps))
+        fit = max(0, free // session_bytes(context_steps))
         raise BackendLoadError(
             f"--max-sessions {config.max_sessions} at --max-session-seconds "
             f"{config.max_session_seconds} needs {need / gib:.1f} GiB of session state, but "
@@ -104,13 +105,14 @@ def _check_memory(device: torch.device, config: RuntimeConfig) -> None:
         )
 
 
-def load_moshi(config: RuntimeConfig, device: torch.device) -> LoadedModel:
+def load_moshi(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
     if config.variant not in LM_FILES:
         raise BackendLoadError(f"--variant {config.variant}: choose one of {sorted(LM_FILES)}")
     weights = config.weights or RANDOM_WEIGHTS
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     directory = None if weights == RANDOM_WEIGHTS else _resolve_dir(weights)
-    lm_kwargs = _lm_kwargs(directory, config.variant, config.context_steps)
+    context_steps = config.context_steps(MOSHI_FRAME)
+    lm_kwargs = _lm_kwargs(directory, config.variant, context_steps)
     text_piece = no_text
     try:
         if directory is None:
@@ -136,14 +138,15 @@ def load_moshi(config: RuntimeConfig, device: torch.device) -> LoadedModel:
                 f"{config.variant} (is it a different model or variant?): {exc}"
             ) from exc
         raise
-    _check_memory(device, config)
-    return LoadedModel(
-        mimi=mimi,
-        lm=lm,
+    _check_memory(device, config, context_steps)
+    return MoshiBackend(
+        mimi,
+        lm,
         text_piece=text_piece,
         name=weights,
         variant=config.variant,
         device=device,
+        context_steps=context_steps,
     )
 
 

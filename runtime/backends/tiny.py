@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from moshi.models import loaders
 
-from voicefleet.runtime.backends.base import LoadedModel
+from voicefleet.runtime.backends.moshi_step import MOSHI_FRAME, MoshiBackend
 
 if TYPE_CHECKING:
     from voicefleet.runtime.config import RuntimeConfig
@@ -73,18 +73,20 @@ def tiny_text_piece(token: int) -> str | None:
     return f" w{token}"
 
 
-def load_tiny(config: RuntimeConfig, device: torch.device) -> LoadedModel:
+def load_tiny(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
     # Same weights in every process: tests and demos behave the same run after run.
     torch.manual_seed(config.seed)
-    mimi_config, lm_kwargs = tiny_configs(config.context_steps)
+    context_steps = config.context_steps(MOSHI_FRAME)
+    mimi_config, lm_kwargs = tiny_configs(context_steps)
     mimi = loaders.get_mimi(None, mimi_config, device=device, num_codebooks=8)
     lm = loaders.get_moshi_lm(None, lm_kwargs=lm_kwargs, device=device, dtype=torch.float32)
-    return LoadedModel(
-        mimi=mimi,
-        lm=lm,
+    return MoshiBackend(
+        mimi,
+        lm,
         text_piece=tiny_text_piece,
         name="random",
         variant="fp32",
         device=device,
+        context_steps=context_steps,
         top_k=50,
     )

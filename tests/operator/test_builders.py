@@ -133,6 +133,31 @@ def test_pvc_source_becomes_a_read_only_mount() -> None:
     assert args[args.index("--weights") + 1].endswith("/moshiko")
 
 
+def test_a_hertz_dev_prompt_reaches_the_runtime_and_a_pvc_one_is_mounted() -> None:
+    hub = template(model={"name": "hertz-dev", "prompt": "hf://org/voices/bob.wav"})
+    args = container(hub)["args"]
+    assert args[args.index("--backend") + 1] == "hertz-dev"
+    assert args[args.index("--prompt") + 1] == "hf://org/voices/bob.wav"
+    pod = template(
+        model={
+            "name": "hertz-dev",
+            "source": "pvc://weights/hertz",
+            "prompt": "pvc://voices/agents/bob.wav",
+        }
+    )
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}  # fmt: skip
+    assert sorted(c["claimName"] for c in claims.values()) == ["voices", "weights"]
+    assert all(c["readOnly"] for c in claims.values())
+    mounts = {m["name"]: m for m in container(pod)["volumeMounts"]}
+    (prompt_volume,) = [name for name, c in claims.items() if c["claimName"] == "voices"]
+    args = container(pod)["args"]
+    mount = mounts[prompt_volume]
+    assert mount["readOnly"]
+    assert args[args.index("--prompt") + 1] == f"{mount['mountPath']}/agents/bob.wav"
+    assert "--prompt" not in container(template(model={"name": "hertz-dev"}))["args"]
+
+
 def _terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
     affinity = pod["spec"]["affinity"]["nodeAffinity"]
     terms: list[dict[str, Any]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][

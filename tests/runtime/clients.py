@@ -4,6 +4,7 @@ aiohttp for the socket, sphn for Ogg/Opus (the same library ``moshi.client`` use
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -110,12 +111,14 @@ class PcmTranscript:
     close_code: int | None = None
 
 
-async def pcm_session(url: str, seconds: float, rate: int) -> PcmTranscript:
+async def pcm_session(
+    url: str, seconds: float, rate: int, chunk_seconds: float = FRAME_SECONDS
+) -> PcmTranscript:
     """Stream 16-bit PCM at ``rate`` in 80 ms chunks, in real time; collect the replies."""
     transcript = PcmTranscript()
     audio = tone(seconds, rate)
     pcm16 = (audio * 32767).astype("<i2")
-    chunk = int(rate * FRAME_SECONDS)
+    chunk = int(rate * chunk_seconds)
     started = time.monotonic()
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}?rate={rate}") as ws:
 
@@ -123,7 +126,7 @@ async def pcm_session(url: str, seconds: float, rate: int) -> PcmTranscript:
             for index in range(len(pcm16) // chunk):
                 await ws.send_bytes(pcm16[index * chunk : (index + 1) * chunk].tobytes())
                 await asyncio.sleep(
-                    max(0.0, started + (index + 1) * FRAME_SECONDS - time.monotonic())
+                    max(0.0, started + (index + 1) * chunk_seconds - time.monotonic())
                 )
             await asyncio.sleep(0.5)
             await ws.close()
@@ -134,6 +137,52 @@ async def pcm_session(url: str, seconds: float, rate: int) -> PcmTranscript:
                 transcript.chunks.append(len(message.data))
             elif message.type == aiohttp.WSMsgType.TEXT:
                 transcript.notices.append(json.loads(message.data))
+        transcript.close_code = ws.close_code
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return transcript
+
+
+@dataclass
+class AudioTranscript:
+    """What a client of Hertz-dev's reference protocol (``/audio``) received."""
+
+    samples: list[int] = field(default_factory=list)  # int16 samples per text message
+    not_audio: list[str] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    first_audio_seconds: float | None = None
+
+
+async def audio_session(url: str, seconds: float) -> AudioTranscript:
+    """The reference client's messages: ``data:audio/raw;base64,`` + 2000 int16 samples at
+    16 kHz, one every 125 ms, in real time; the replies are decoded the same way."""
+    transcript = AudioTranscript()
+    rate, chunk = 16_000, 2000
+    pcm16 = (tone(seconds, rate) * 32767).astype("<i2")
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+
+        async def send() -> None:
+            for index in range(len(pcm16) // chunk):
+                payload = base64.b64encode(pcm16[index * chunk : (index + 1) * chunk].tobytes())
+                await ws.send_str("data:audio/raw;base64," + payload.decode())
+                wake = started + (index + 1) * chunk / rate
+                await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            await asyncio.sleep(0.5)
+            await ws.close()
+
+        sender = asyncio.create_task(send())
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            text: str = message.data
+            if not text.startswith("data:audio/raw;base64,"):
+                transcript.not_audio.append(text)
+                continue
+            transcript.samples.append(len(base64.b64decode(text.split(",")[1])) // 2)
+            if transcript.first_audio_seconds is None:
+                transcript.first_audio_seconds = time.monotonic() - started
         transcript.close_code = ws.close_code
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)

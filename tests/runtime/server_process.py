@@ -1,5 +1,6 @@
-"""Starts ``voicefleet runtime serve --backend tiny`` as a real process on a loopback port,
-and stops it; the tests talk to it only over HTTP and WebSocket, like any caller."""
+"""Starts ``voicefleet runtime serve --backend tiny`` (or another backend) as a real process
+on a loopback port, and stops it; the tests talk to it only over HTTP and WebSocket, like any
+caller."""
 
 from __future__ import annotations
 
@@ -145,6 +146,7 @@ def start_server(
     extra_args: Sequence[str] = (),
     module: str = "voicefleet",
     environment: Mapping[str, str] | None = None,
+    backend: str = "tiny",
 ) -> RuntimeServer:
     """``module`` is what ``python -m`` runs: the real command, or a test's wrapper of it."""
     port = free_port()
@@ -161,7 +163,7 @@ def start_server(
         module,
         "runtime",
         "serve",
-        "--backend=tiny",
+        f"--backend={backend}",
         "--host=127.0.0.1",
         f"--port={port}",
         f"--max-sessions={max_sessions}",

@@ -141,7 +141,8 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     [
         (["--backend=moshi", "--weights=/nonexistent/moshi"], "no such directory"),
         (["--backend=moshi", "--weights=/"], "model.safetensors is missing"),
-        (["--backend=hertz-dev"], "not implemented yet"),
+        (["--backend=hertz-dev", "--weights=/nonexistent/hertz"], "no such directory"),
+        (["--backend=hertz-dev", "--max-session-seconds=300"], "lower --max-session-seconds"),
     ],
 )
 def test_load_errors_fail_at_start_and_say_what_to_change(

@@ -186,3 +186,20 @@ def test_pool_names_that_break_a_derived_name_are_refused_with_the_limit(
     long_message = refusal(kube_api, pool("p" * 59, namespace))
     assert "metadata.name must be at most 58 characters" in long_message
     assert "<name>-pods, which may be at most 63" in long_message
+
+
+def test_a_prompt_outside_hertz_dev_or_not_a_file_is_refused_in_the_same_words(
+    kube_api: client.ApiClient, voicefleet_crds: list[str], namespace: str
+) -> None:
+    for name, model in (
+        ("moshi-prompt", {"name": "moshi", "prompt": "hf://org/voices/bob.wav"}),
+        ("bad-prompt", {"name": "hertz-dev", "prompt": "s3://bucket/bob.wav"}),
+    ):
+        body = pool(name, namespace, model=model)
+        (problem,) = plan_problems(body)
+        assert problem in refusal(kube_api, body), name
+    created = create(
+        kube_api,
+        pool("voiced", namespace, model={"name": "hertz-dev", "prompt": "pvc://voices/bob.wav"}),
+    )
+    assert created["spec"]["model"]["prompt"] == "pvc://voices/bob.wav"

@@ -166,3 +166,29 @@ def test_crd_command_writes_what_is_checked_in(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     written = (tmp_path / "voicefleet.dev_voiceagentpools.yaml").read_text()
     assert written == (ROOT / "crds" / "voicefleet.dev_voiceagentpools.yaml").read_text()
+
+
+def test_plan_of_a_hertz_dev_pool_matches_the_measured_density(tmp_path: Path) -> None:
+    """The catalog's Hertz-dev profile against the GPU run it was calibrated from: the plan's
+    sessions per H100 within one of the density the server held (240 s, 0 late frames), and
+    the memory it predicts per conversation within 10% of the state the run measured."""
+    results = json.loads(
+        (ROOT / "bench" / "results" / "runtime_density_hertz_h100.json").read_text()
+    )
+    (server,) = [row for row in results["hertz"] if row["part"] == "server"]
+    assert server["late_frames"] == 0 and server["gpu"] == "NVIDIA H100 80GB HBM3"
+    measured_state = max(
+        row["state_gib_per_session"] for row in results["hertz"] if row["part"] == "hertz-bare"
+    )
+    pool = example_pool()
+    pool["spec"]["model"] = {"name": "hertz-dev"}
+    pool["spec"]["sessions"]["maxSessionSeconds"] = server["context"] // 8  # 8 frames a second
+    path = tmp_path / "hertz.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    done = voicefleet("plan", "-f", str(path), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["gpu"] == "H100-80GB"
+    assert abs(plan["sessionsPerPod"] - server["sessions"]) <= 1, plan
+    assert plan["perSessionGiB"] == pytest.approx(measured_state, rel=0.10)
+    assert not plan["estimate"]

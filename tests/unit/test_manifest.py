@@ -51,7 +51,8 @@ def test_cross_field_rules_use_the_crd_message_on_the_blamed_field() -> None:
 def test_every_catalog_model_is_an_allowed_model_name_and_has_rules() -> None:
     names = ModelSpec.model_fields["name"].annotation
     assert set(names.__args__) == set(catalog.models())  # type: ignore[union-attr]
-    assert len(ModelSpec.RULES) == len(catalog.models())
+    # One variant rule per model, and the prompt's.
+    assert len(ModelSpec.RULES) == len(catalog.models()) + 1
 
 
 def test_defaults_fill_a_minimal_pool() -> None:
@@ -209,3 +210,15 @@ def test_a_second_container_is_too_many_like_the_api_server_says() -> None:
     assert problems({"template": {"spec": {"containers": two}}}) == [
         "spec.template.spec.containers: Too many: 2: must have at most 1 item"
     ]
+
+
+def test_a_prompt_is_for_hertz_dev_only_and_must_name_a_file() -> None:
+    (message,) = problems({"model": {"name": "moshi", "prompt": "hf://org/voices/bob.wav"}})
+    assert message.startswith("spec.model.prompt: Invalid value: ")
+    assert "prompt is for model hertz-dev only" in message
+    for bad in ("s3://bucket/bob.wav", "hf://org/repo", "pvc://claim", "bob.wav"):
+        (message,) = problems({"model": {"name": "hertz-dev", "prompt": bad}})
+        assert message.startswith(f'spec.model.prompt: Invalid value: "{bad}"'), message
+        assert "should match" in message
+    parsed = parse_pool(pool({"model": {"name": "hertz-dev", "prompt": "pvc://voices/bob.wav"}}))
+    assert parsed.spec.model.prompt == "pvc://voices/bob.wav"

@@ -27,6 +27,9 @@ Strategy = Literal["on-demand", "spot-first", "spot-only"]
 ModelName = Literal["moshi", "hertz-dev", "tiny"]
 GPU_AUTO = "auto"
 DEFAULT_GPU = "NVIDIA-H100-80GB-HBM3"
+HERTZ_DEV = "hertz-dev"
+# A file in a hub repository (org/repo/path), on the node or image, or in a volume claim.
+PROMPT_PATTERN = r"^(hf://[^/]+/[^/]+/.+|file:///.+|pvc://[^/]+/.+)$"
 
 
 def _variant_rules() -> tuple[Rule[ModelSpec], ...]:
@@ -80,10 +83,33 @@ class ModelSpec(ApiModel):
         ),
     )
 
+    prompt: str | None = Field(
+        default=None,
+        pattern=PROMPT_PATTERN,
+        max_length=512,
+        description=(
+            "hertz-dev only: the voice prompt every conversation starts from, an audio file "
+            "(WAV; stereo: left the caller's side, right the model's; the last 10 s are used) "
+            "at hf://org/repo/path/file.wav, file:///path on the node or image, or "
+            "pvc://claim/path/file.wav. Hertz-dev is a base model: the prompt sets who speaks "
+            "and how. Unset: a second of silence."
+        ),
+    )
+
     RULES: ClassVar[tuple[Rule[Any], ...]] = ()  # filled below, once the catalog is read
 
 
-ModelSpec.RULES = _variant_rules()
+def _prompt_rule() -> Rule[ModelSpec]:
+    # Only Hertz-dev continues a prompt; Moshi's runtime has no such input.
+    return Rule(
+        cel=f"self.name == '{HERTZ_DEV}' || !has(self.prompt)",
+        message=f"prompt is for model {HERTZ_DEV} only; remove it or set name: {HERTZ_DEV}",
+        violated=lambda m: m.name != HERTZ_DEV and m.prompt is not None,
+        field_path=".prompt",
+    )
+
+
+ModelSpec.RULES = (*_variant_rules(), _prompt_rule())
 
 
 class SessionsSpec(ApiModel):

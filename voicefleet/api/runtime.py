@@ -35,17 +35,20 @@ class SessionCounts(ContractModel):
 
 
 class FrameMs(ContractModel):
-    """Duration of one batched step (Mimi encode, LM step, Mimi decode) over recent frames."""
+    """Duration of one batched step (codec encode, model step, codec decode) over recent frames."""
 
     p50: float = Field(ge=0)
     p95: float = Field(ge=0)
 
 
 class ModelInfo(ContractModel):
-    backend: str = Field(description="tiny | moshi | hertz-dev")
+    backend: str = Field(description="tiny | moshi | hertz-dev | hertz-tiny")
     name: str = Field(description="What was loaded: a weights path, a hub id, or 'random'.")
     variant: str = Field(description="bf16 | int8 | fp32")
-    context_steps: int = Field(ge=1, description="KV-cache length per session, in 80 ms steps.")
+    context_steps: int = Field(ge=1, description="KV-cache length per session, in frames.")
+    frame_seconds: float | None = Field(
+        default=None, gt=0, description="One frame (one step): 0.08 for Moshi, 0.125 for Hertz-dev."
+    )
     max_session_seconds: int = Field(ge=1)
     device: str
     loaded: bool
@@ -68,7 +71,7 @@ class RuntimeStatus(ContractModel):
     draining: bool
     ready: bool
     frame_ms: FrameMs
-    late_frames: int = Field(ge=0, description="Steps that finished after their 80 ms slot.")
+    late_frames: int = Field(ge=0, description="Steps that finished after their frame's slot.")
     model: ModelInfo
     gpu: GpuInfo
     drain_deadline_seconds: float | None = Field(

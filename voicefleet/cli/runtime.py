@@ -11,7 +11,7 @@ from pathlib import Path
 from voicefleet import constants
 from voicefleet.runtime import limits  # plain numbers: no torch
 
-BACKENDS = ("tiny", "moshi", "hertz-dev")
+BACKENDS = ("tiny", "moshi", "hertz-dev", "hertz-tiny")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="Serve Moshi's WebSocket protocol and raw PCM on one port.",
         description=(
-            "All sessions share one model and step together every 80 ms. "
-            f"Protocols: {constants.PATH_MOSHI_CHAT} (Moshi), {constants.PATH_PCM} (PCM16). "
+            "All sessions share one model and step together once per frame (80 ms for Moshi, "
+            f"125 ms for Hertz-dev). Protocols: {constants.PATH_MOSHI_CHAT} (Moshi), "
+            f"{constants.PATH_PCM} (PCM16), {constants.PATH_AUDIO} (Hertz-dev's reference). "
             f"Control: {constants.PATH_HEALTHZ}, {constants.PATH_READYZ}, "
             f"{constants.PATH_METRICS}, {constants.PATH_STATUS}, POST {constants.PATH_DRAIN}."
         ),
@@ -39,8 +40,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--weights",
-        help="moshi: a directory, file:///dir, hf://org/repo, or 'random' (full size, "
-        "random weights, for benchmarks)",
+        help="a directory, file:///dir, hf://org/repo, or 'random' (full size, random "
+        "weights, for benchmarks); hertz-dev reads safetensors made by convert-hertz",
+    )
+    serve.add_argument(
+        "--prompt",
+        help="hertz-dev: the voice prompt every conversation starts from (a WAV or other "
+        "audio file, a path, file:// or hf://org/repo/file; stereo: left the caller, right "
+        "the model; the last 10 s are used). Default: a second of silence",
     )
     serve.add_argument("--variant", choices=("bf16", "int8"), default="bf16")
     serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -62,6 +69,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_bounds(serve)
     serve.set_defaults(func=_serve)
+    convert = commands.add_parser(
+        "convert-hertz",
+        help="Convert Hertz-dev's published .pt checkpoints to safetensors, once.",
+        description=(
+            "Reads the four published checkpoints (codec, quantizer, resynthesizer, "
+            "backbone) from hf://si-pbc/hertz-dev or a directory, checks every tensor's name "
+            "and shape, folds the codec's weight norm and writes bf16 safetensors. The "
+            "runtime never unpickles; it reads what this writes."
+        ),
+    )
+    convert.add_argument("source", help="hf://si-pbc/hertz-dev, a directory or file:///dir")
+    convert.add_argument(
+        "--out",
+        type=Path,
+        help="where to write (default: beside the .pt files, or for hf:// the cache the "
+        "runtime reads: $VOICEFLEET_WEIGHTS_CACHE or ~/.cache/voicefleet/weights)",
+    )
+    convert.add_argument(
+        "--tiny", action="store_true", help="the toy architecture of --backend hertz-tiny"
+    )
+    convert.set_defaults(func=_convert)
 
 
 # Flags that bound what callers may do: (config field, default, help).
@@ -104,7 +132,7 @@ def _add_bounds(serve: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.backend == "tiny" or args.device == "cpu":
+    if args.backend in ("tiny", "hertz-tiny") or args.device == "cpu":
         # moshi torch.compile()s a few kernels at first use unless this is set at import
         # time. On the CPU that costs seconds of start-up and a C++ compiler, for nothing.
         os.environ.setdefault("NO_TORCH_COMPILE", "1")
@@ -133,6 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         reconnect_url=args.reconnect_url,
         codec_workers=args.codec_workers,
+        prompt=args.prompt,
         **{name: getattr(args, name) for name, _, _ in BOUNDS},
     )
     return serve(config)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from voicefleet.runtime.backends.hertz.convert import convert_command  # noqa: PLC0415
+
+    return convert_command(args.source, args.out, tiny=args.tiny)

@@ -1,0 +1,1 @@
+"""Hertz-dev (Standard Intelligence): codec, backbone and resynthesizer with per-slot state."""

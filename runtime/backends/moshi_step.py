@@ -1,0 +1,152 @@
+"""Moshi's batched step (one Mimi codec, one LM) behind the backend contract; the ``tiny`` and
+``moshi`` loaders both build one.
+
+Per-slot reset and freeze are moshi's own: ``reset_streaming(mask)`` resets only a joining
+slot's caches and offsets, and ``set_exec_mask`` keeps free slots' state untouched, so the batch
+shape, and with it the CUDA graphs that moshi captures, stay fixed for the life of the process.
+``LMGen`` runs with ``support_out_of_sync=True``, because without it a reset rewinds a global
+step counter and holds back every slot's output for the model's delay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from moshi.models.lm import LMGen
+
+from voicefleet.runtime.backends import FRAMES
+from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput, clamp
+
+MOSHI_FRAME = FRAMES["moshi"]
+WARMUP_FRAMES = 4
+# Text temperature a session may ask for: below 0.1 the logits overflow bf16 when scaled,
+# above 1.5 the model's text degenerates.
+TEXT_TEMPERATURE_RANGE = (0.1, 1.5)
+
+
+class MoshiBackend(Backend):
+    """``mimi`` and ``lm`` are moshi's ``MimiModel`` and ``LMModel``; ``text_piece`` maps a
+    text token to what a client is shown (None for padding tokens)."""
+
+    frame = MOSHI_FRAME
+
+    def __init__(
+        self,
+        mimi: Any,
+        lm: Any,
+        *,
+        text_piece: Callable[[int], str | None],
+        name: str,
+        variant: str,
+        device: torch.device,
+        context_steps: int,
+        top_k: int = 250,
+    ) -> None:
+        self.mimi = mimi
+        self.lm = lm
+        self.text_piece = text_piece
+        self.name = name
+        self.variant = variant
+        self.device = device
+        self.context_steps = context_steps
+        # Sampling defaults of the model (moshi's: temp 0.8, temp_text 0.7, top_k 250, 25).
+        self.temp = 0.8
+        self.temp_text = 0.7
+        self.top_k = top_k
+        self.top_k_text = 25
+        self.capacity = 0
+        self._lm_gen: Any = None
+        self._text_scale: Any = None
+
+    def sampling_in_force(self, asked: Sampling) -> Sampling:
+        """The text temperature applies per session. The audio settings and top-k values are
+        baked into the batched depformer step all sessions share: accepted, clamped and
+        reported back, while the process-wide values stay in force."""
+        return Sampling(
+            text_temperature=asked.text_temperature,
+            audio_temperature=asked.audio_temperature,
+            text_topk=asked.text_topk,
+            audio_topk=asked.audio_topk,
+        )
+
+    def start(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._lm_gen = LMGen(
+            self.lm,
+            temp=self.temp,
+            temp_text=self.temp_text,
+            top_k=self.top_k,
+            top_k_text=self.top_k_text,
+            support_out_of_sync=True,
+            on_text_logits_hook=self._scale_text_logits,
+        )
+        self._text_scale = torch.ones(capacity, device=self.device, dtype=torch.float32)
+        # Page-locked staging buffers: the copies in and out run as DMA without an extra
+        # host copy, and the step needs one synchronisation instead of three.
+        pin = self.device.type == "cuda"
+        samples = self.frame.samples
+        self._frames_host = torch.zeros((capacity, samples), pin_memory=pin)
+        self._tokens_host = torch.zeros(
+            (capacity, self.lm.dep_q + 1), dtype=torch.long, pin_memory=pin
+        )
+        self._pcm_host = torch.zeros((capacity, samples), pin_memory=pin)
+        self.mimi.streaming_forever(capacity)
+        self._lm_gen.streaming_forever(capacity)
+        # Warm up with every slot running: moshi captures its CUDA graphs on the first calls,
+        # which must happen here, in this thread, before any session is timed.
+        silence = np.zeros((capacity, samples), dtype=np.float32)
+        for _ in range(WARMUP_FRAMES):
+            self._run(silence)
+        everything = torch.ones(capacity, dtype=torch.bool)
+        self.mimi.reset_streaming(everything)
+        self._lm_gen.reset_streaming(everything)
+        self.freeze(np.zeros(capacity, dtype=bool))
+
+    def _scale_text_logits(self, text_logits: Any) -> None:
+        # LMGen divides by its own temp_text after this hook; multiplying by
+        # temp_text / wanted first makes the effective temperature the session's own.
+        text_logits.mul_(self._text_scale.view(-1, 1, 1, 1).to(text_logits.dtype))
+
+    def reset(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> None:
+        mask = torch.zeros(self.capacity, dtype=torch.bool)
+        mask[list(slots)] = True
+        self.mimi.reset_streaming(mask)
+        self._lm_gen.reset_streaming(mask)
+        for slot, asked in zip(slots, sampling, strict=True):
+            wanted = clamp(asked.text_temperature, self.temp_text, TEXT_TEMPERATURE_RANGE)
+            self._text_scale[slot] = self.temp_text / wanted
+
+    def freeze(self, active: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
+        mask = torch.from_numpy(active.copy())
+        self.mimi.set_exec_mask(mask)
+        self._lm_gen.set_exec_mask(mask)
+
+    def step(self, frames: Pcm) -> StepOutput:
+        tokens, pcm = self._run(frames)
+        # Slots still inside the model's delay carry "ungenerated" (negative) tokens.
+        audible = np.asarray((tokens[:, 1:] >= 0).all(axis=1), dtype=bool)
+        text = [self.text_piece(int(t)) if t >= 0 else None for t in tokens[:, 0]]
+        return StepOutput(pcm=pcm, audible=audible, text=text)
+
+    def _run(
+        self, frames: Pcm
+    ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float32]]]:
+        """Mimi encode, one LM step and Mimi decode for the whole batch; (tokens, pcm)."""
+        self._frames_host.numpy()[:] = frames
+        x = self._frames_host.to(self.device, non_blocking=True)[:, None, :]
+        codes = self.mimi.encode(x)
+        tokens = self._lm_gen.step(codes[:, :, :1])
+        # Slots still inside the model's delay carry "ungenerated" (negative) tokens; decode
+        # them as token 0 and drop the audio, so the batch shape never changes.
+        audio_tokens = tokens[:, 1:].clamp(min=0)
+        pcm = self.mimi.decode(audio_tokens)
+        self._tokens_host.copy_(tokens[:, :, 0], non_blocking=True)
+        self._pcm_host.copy_(pcm[:, 0].float(), non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        # Copies: the staging buffers are overwritten by the next step while sessions still
+        # hold these frames.
+        return self._tokens_host.numpy().copy(), self._pcm_host.numpy().copy()
