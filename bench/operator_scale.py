@@ -51,7 +51,7 @@ from tests.operator.harness import (
     service_account_kubeconfig,
     wait_for,
 )
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import manager, nodes
@@ -140,7 +140,7 @@ def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
     octets = [o for o in range(200, 255) if o != taken_octet]
     out = []
     for i in range(count):
-        kind = constants.CAPACITY_ON_DEMAND if i % 2 == 0 else constants.CAPACITY_SPOT
+        kind = constants.CapacityType.ON_DEMAND if i % 2 == 0 else constants.CapacityType.SPOT
         group = nodes.NodeGroup(count=1, capacity_type=kind)
         cidr = f"127.{octets[i // 250]}.{i % 250}.0/24"
         fake = nodes.FakeNode(f"bench-{kind}-{i}", group, cidr)
@@ -255,7 +255,7 @@ def measure(
 ) -> dict[str, Any]:
     assert operator.process is not None
     pid = operator.process.pid
-    replicas = plan(VoiceAgentPoolSpec.model_validate(POOL_SPEC)).replicas
+    replicas = plan(VoiceAgentPoolSpec.model_validate(POOL_SPEC), catalog.builtin()).replicas
     namespaces = [f"bench-{i}" for i in range(args.namespaces)]
     for ns in namespaces:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))

@@ -48,7 +48,7 @@ from e2e.standins import Kubelet
 from e2e.supervise import Supervisor
 from tests.operator import harness
 from tests.polling import poll
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import PlanStatus, VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import binaries, manager, nodes, processes
@@ -60,7 +60,7 @@ BURST_PREFIX: Final = "burst"
 # beside the big pool without taking its nodes.
 BURST_PRODUCT: Final = "NVIDIA-H200"
 BURST_NODES: Final = nodes.NodeGroup(
-    count=7, capacity_type=constants.CAPACITY_ON_DEMAND, gpus=8, product=BURST_PRODUCT
+    count=7, capacity_type=constants.CapacityType.ON_DEMAND, gpus=8, product=BURST_PRODUCT
 )
 # Spot nodes that a mass interruption leaves alone: fewer than the pool's spot pods, so some
 # replacements find spot capacity and the rest need on-demand stand-ins.
@@ -158,7 +158,7 @@ class Result:
 
 
 def planned(target: int) -> PlanStatus:
-    return plan(VoiceAgentPoolSpec.model_validate(pool_spec(target)))
+    return plan(VoiceAgentPoolSpec.model_validate(pool_spec(target)), catalog.builtin())
 
 
 def pool_spec(target: int, drain_seconds: int = Settings.drain_seconds) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def pool_spec(target: int, drain_seconds: int = Settings.drain_seconds) -> dict[
         "sessions": {"target": target},
         "gpu": {"product": nodes.DEFAULT_GPU_PRODUCT},
         "capacity": {
-            "strategy": constants.STRATEGY_SPOT_FIRST,
+            "strategy": constants.Strategy.SPOT_FIRST,
             "onDemandBase": 1,
             "spotPercentage": 80,
             "interruption": {"drainSeconds": drain_seconds},
@@ -178,7 +178,7 @@ def burst_spec() -> dict[str, Any]:
     return {
         "sessions": {"target": 10},
         "gpu": {"product": BURST_PRODUCT},
-        "capacity": {"strategy": constants.STRATEGY_ON_DEMAND},
+        "capacity": {"strategy": constants.Strategy.ON_DEMAND},
     }
 
 
@@ -393,12 +393,12 @@ class Chaos:
         spot_nodes = sorted(
             n.metadata.name
             for n in self.core.list_node(
-                label_selector=f"{constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE}={constants.CAPACITY_SPOT}"
+                label_selector=f"{constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE}={constants.CapacityType.SPOT}"
             ).items
         )
         pods = self._serving()
         used = sorted(
-            {p.node for p in pods if p.capacity_type == constants.CAPACITY_SPOT and p.node}
+            {p.node for p in pods if p.capacity_type == constants.CapacityType.SPOT and p.node}
         )
         spare = [n for n in spot_nodes if n not in used][:SPOT_NODES_SPARED]
         hit = [n for n in spot_nodes if n not in spare]
@@ -502,7 +502,7 @@ class Chaos:
     def pool_burst(self) -> Row:
         count = self.settings.pools
         names = [f"{BURST_PREFIX}-{i:02d}" for i in range(count)]
-        want = plan(VoiceAgentPoolSpec.model_validate(burst_spec())).replicas
+        want = plan(VoiceAgentPoolSpec.model_validate(burst_spec()), catalog.builtin()).replicas
         added = self._add_nodes(BURST_NODES)
         window = self.monitor.open(POOL, self._per_pod(), self._steady(self.target))
         failures: list[str] = []
@@ -660,8 +660,8 @@ class Chaos:
                 return False
             kinds = Counter(p.capacity_type for p in pods)
             return (
-                kinds[constants.CAPACITY_ON_DEMAND] == want.on_demand_replicas
-                and kinds[constants.CAPACITY_SPOT] == want.spot_replicas
+                kinds[constants.CapacityType.ON_DEMAND] == want.on_demand_replicas
+                and kinds[constants.CapacityType.SPOT] == want.spot_replicas
             )
 
         deadline = time.monotonic() + self.settings.settle_seconds
@@ -703,7 +703,7 @@ class Chaos:
         on_demand = [
             p
             for p in self.monitor.pool_pods(POOL)
-            if p.capacity_type == constants.CAPACITY_ON_DEMAND and p.serving
+            if p.capacity_type == constants.CapacityType.ON_DEMAND and p.serving
         ]
         return max(0, len(on_demand) - want)
 

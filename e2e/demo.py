@@ -113,7 +113,7 @@ def _drill(
     spot = [
         p
         for p in fleet.serving_pods(cluster, NAMESPACE, POOL)
-        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CAPACITY_SPOT
+        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.SPOT
     ]
     steps = []
     nodes = sorted({p.spec.node_name for p in spot})[:DRILL_NODES]

@@ -29,7 +29,7 @@ from kubernetes import client
 from tests.operator import harness
 from tests.operator.harness import Replicas, chart_replicas, service_account_kubeconfig, wait_for
 from voicefleet import constants
-from voicefleet.constants import CAPACITY_ON_DEMAND, CAPACITY_SPOT
+from voicefleet.constants import CapacityType
 from voicefleet.sandbox import netns
 from voicefleet.sandbox.nodes import NodeGroup
 
@@ -46,9 +46,9 @@ Log = Callable[[str], None]
 # it and the planner's spot surplus holds exactly. The drill's pool has 4 spot pods, the
 # scaled example up to 5, and every interrupted pod needs a replacement: 16 spot nodes.
 E2E_NODES = (
-    NodeGroup(count=2, capacity_type=CAPACITY_ON_DEMAND, gpus=8),
-    NodeGroup(count=16, capacity_type=CAPACITY_SPOT, gpus=1),
-    NodeGroup(count=1, capacity_type=CAPACITY_ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
+    NodeGroup(count=2, capacity_type=CapacityType.ON_DEMAND, gpus=8),
+    NodeGroup(count=16, capacity_type=CapacityType.SPOT, gpus=1),
+    NodeGroup(count=1, capacity_type=CapacityType.ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
 )
 
 

@@ -41,7 +41,9 @@ POOL_MANIFEST: dict[str, Any] = {
 }
 # Where replacements go once the real node is interrupted: a fake spot node, created only
 # then, so the pool's first pods all land on the real node.
-STANDBY_NODES = (nodes.NodeGroup(count=1, capacity_type=constants.CAPACITY_SPOT, gpus=0, cpu=16),)
+STANDBY_NODES = (
+    nodes.NodeGroup(count=1, capacity_type=constants.CapacityType.SPOT, gpus=0, cpu=16),
+)
 SIGNAL = {"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}}
 
 

@@ -26,7 +26,7 @@ from tests.fixtures.sandbox import Cluster as SandboxCluster
 from tests.fixtures.sandbox import wait_until
 from tests.operator import harness
 from tests.operator.harness import Operator
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import binaries
@@ -50,7 +50,7 @@ def planned(pool: str, **overrides: object) -> int:
     (manifest,) = [d for d in docs if d["kind"] == constants.KIND]
     spec = manifest["spec"]
     spec["sessions"] = {**spec.get("sessions", {}), **overrides}
-    return plan(VoiceAgentPoolSpec.model_validate(spec)).replicas
+    return plan(VoiceAgentPoolSpec.model_validate(spec), catalog.builtin()).replicas
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from tests.fixtures.sandbox import (
     wait_until,
 )
 from tests.operator.harness import draining, get_pool, is_ready, pool_pods, set_node_ready
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.cli.crd import crd_filename
 from voicefleet.operator.planner import plan
@@ -45,7 +45,7 @@ def pool_manifest(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def planned(**spec: Any) -> Any:
-    return plan(VoiceAgentPoolSpec.model_validate(spec))
+    return plan(VoiceAgentPoolSpec.model_validate(spec), catalog.builtin())
 
 
 def make_pool(apply: Apply, name: str, **spec: Any) -> dict[str, Any]:

@@ -12,9 +12,10 @@ Field names are snake_case here and camelCase on the wire (units in the name: ``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from voicefleet import catalog, constants
 from voicefleet.api.formats import ObjectName
@@ -23,10 +24,28 @@ from voicefleet.api.names import NAME_RULES
 from voicefleet.api.rules import Rule
 from voicefleet.api.template import PodTemplate
 
-Strategy = Literal["on-demand", "spot-first", "spot-only"]
-ModelName = Literal["moshi", "hertz-dev", "tiny"]
 GPU_AUTO = "auto"
 DEFAULT_GPU = "NVIDIA-H100-80GB-HBM3"
+
+
+def _known_model(name: str) -> str:
+    """A catalog model's name, or the error pydantic gives for an enum (same words)."""
+    known = [f"'{key}'" for key in catalog.models()]
+    if name not in catalog.models():
+        expected = ", ".join(known[:-1]) + f" or {known[-1]}" if len(known) > 1 else known[0]
+        raise PydanticCustomError(
+            "enum", "Input should be {expected} (the model catalog)", {"expected": expected}
+        )
+    return name
+
+
+# A catalog key: the names come from the model catalog (models.yaml), so a model added there
+# is accepted here and listed in the CRD's enum without a second list to keep equal.
+ModelName = Annotated[
+    str,
+    AfterValidator(_known_model),
+    Field(json_schema_extra={"enum": list(catalog.models())}),
+]
 
 
 def _variant_rules() -> tuple[Rule[ModelSpec], ...]:
@@ -218,8 +237,8 @@ class PricingSpec(ApiModel):
 class CapacitySpec(ApiModel):
     """How pods are split between on-demand and spot capacity."""
 
-    strategy: Strategy = Field(
-        default="on-demand",
+    strategy: constants.Strategy = Field(
+        default=constants.Strategy.ON_DEMAND,
         description=(
             "on-demand: every pod on on-demand nodes. spot-first: onDemandBase pods on "
             "on-demand nodes, spotPercentage of the rest on spot. spot-only: every pod on spot."
@@ -256,7 +275,7 @@ class CapacitySpec(ApiModel):
                 "spot-only pools run no on-demand pods: set onDemandBase to 0 "
                 "or use strategy spot-first"
             ),
-            violated=lambda c: c.strategy == constants.STRATEGY_SPOT_ONLY and c.on_demand_base > 0,
+            violated=lambda c: c.strategy == constants.Strategy.SPOT_ONLY and c.on_demand_base > 0,
             field_path=".onDemandBase",
         ),
     )
@@ -347,13 +366,13 @@ VoiceAgentPoolSpec.RULES = _context_rules()
 class PlanStatus(ApiModel):
     """The capacity plan: what the planner decided and why (same keys as `voicefleet plan`)."""
 
-    density: Literal["batched", "replicated"] = Field(
-        default="batched",
+    density: constants.DensityModel = Field(
+        default=constants.DensityModel.BATCHED,
         description="batched: all sessions of a pod share one model; replicated: one per session.",
     )
     gpu: str = Field(description="Short name of the GPU product planned for.")
     sessions_per_pod: int = Field(description="Conversations one pod holds.")
-    limited_by: Literal["memory", "compute", "policy"] = Field(
+    limited_by: constants.LimitedBy = Field(
         description="What bounds sessionsPerPod: memory, compute or policy."
     )
     memory_limit: int = Field(description="Sessions per pod that fit in GPU memory.")
@@ -386,7 +405,7 @@ class Condition(ApiModel):
     """A condition as in metav1.Condition."""
 
     type: str = Field(description="Ready, Progressing or Degraded.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    status: constants.ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason for the last transition.")
     message: str = Field(default="", description="What happened and what to change.")
     observed_generation: int | None = Field(
