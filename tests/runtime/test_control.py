@@ -15,10 +15,11 @@ import pytest
 import sphn
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.runtime.clients import moshi_session, tone
 from tests.runtime.conftest import TOKEN
-from tests.runtime.server_process import RuntimeServer, free_port, http, start_server
 from voicefleet.api.runtime import RuntimeStatus
+from voicefleet.testing.clients import moshi_session, tone
+from voicefleet.testing.loopback import free_port, http
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import TOKEN
-from tests.runtime.server_process import start_server
 from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import builders
 from voicefleet.operator.planner import plan
+from voicefleet.testing.runtime_process import start_server
 
 pytestmark = pytest.mark.runtime
 

@@ -6,7 +6,6 @@ import ipaddress
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from voicefleet.constants import (
 )
 from voicefleet.sandbox import binaries, build, nodes, processes
 from voicefleet.sandbox.versions import KUBERNETES_VERSION, staging_version
+from voicefleet.testing.polling import poll
 
 POD_NETWORK = "127.77.0.0/16"
 
@@ -158,7 +158,4 @@ def test_a_tied_process_dies_with_the_process_that_started_it(tmp_path: Path) ->
     assert processes.is_running(child)
     runner.kill()
     runner.wait()
-    deadline = time.monotonic() + 10
-    while processes.is_running(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not processes.is_running(child)
+    assert poll(lambda: not processes.is_running(child), 10, 0.05)
