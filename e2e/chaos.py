@@ -47,7 +47,8 @@ from e2e.observe import Limits, Monitor, PodSeen, Window
 from e2e.standins import Kubelet
 from e2e.supervise import Supervisor
 from voicefleet import catalog, constants
-from voicefleet.api.pool import PlanStatus, VoiceAgentPoolSpec
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import binaries, manager, nodes, processes
 from voicefleet.testing import kube_admin, operators, polling

@@ -34,7 +34,8 @@ from pydantic import ValidationError
 from voicefleet import catalog, constants
 from voicefleet.api import names
 from voicefleet.api.manifest import describe
-from voicefleet.api.pool import GPU_AUTO, PlanStatus, VoiceAgentPoolSpec
+from voicefleet.api.pool import GPU_AUTO, VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
 from voicefleet.operator import builders, interruption, metrics, pool_objects, scaling, status
 from voicefleet.operator.api_protocols import KubeApi
 from voicefleet.operator.background import Background

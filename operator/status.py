@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voicefleet import constants
-from voicefleet.api.pool import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
+from voicefleet.api.status import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
 from voicefleet.operator.scaling import PodView
 from voicefleet.rfc3339 import format_time
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from voicefleet import catalog, constants
-from voicefleet.api.pool import PlanStatus, VoiceAgentPoolSpec
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
 from voicefleet.operator import interruption
 from voicefleet.operator.builders.common import PoolRef, content_hash, metadata, selector_labels
 from voicefleet.operator.builders.merge import merge

@@ -18,11 +18,8 @@ from pydantic import BaseModel
 
 from voicefleet import constants
 from voicefleet.api.model import ApiModel
-from voicefleet.api.pool import (
-    VoiceAgentPool,
-    VoiceAgentPoolSpec,
-    VoiceAgentPoolStatus,
-)
+from voicefleet.api.pool import VoiceAgentPool, VoiceAgentPoolSpec
+from voicefleet.api.status import VoiceAgentPoolStatus
 
 # JSON Schema keys a structural schema has no room for: titles, references' targets, and
 # map key constraints (CEL rules check a map's keys instead).

@@ -16,7 +16,8 @@ from typing import Any
 
 from voicefleet import catalog, constants, yamlout
 from voicefleet.api.manifest import Document, ManifestError, documents, parse_pool
-from voicefleet.api.pool import PlanStatus, VoiceAgentPool
+from voicefleet.api.pool import VoiceAgentPool
+from voicefleet.api.status import PlanStatus
 from voicefleet.catalog import Catalog, CatalogError, PriceTable
 from voicefleet.operator.planner import PlanError, plan
 
