@@ -34,9 +34,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.runtime import attacks
-from tests.runtime.attacks import Outcome, chat, open_caller, stream_opus
-from tests.runtime.server_process import RuntimeServer, start_server
+from voicefleet.testing import attacks, polling
+from voicefleet.testing.attacks import Outcome, chat, open_caller, stream_opus
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 TOKEN = "bench-pool-token"
 DRAIN_SECONDS = 5
@@ -71,8 +71,11 @@ async def _observe(url: str, conn: Connection) -> None:
                     errors.append(message.data[1:].decode(errors="replace"))
 
         reading = asyncio.create_task(read())
-        while not arrivals or arrivals[-1] - arrivals[0] < OBSERVER_WARMUP_SECONDS:
-            await asyncio.sleep(0.05)
+        await polling.until(
+            lambda: arrivals and arrivals[-1] - arrivals[0] >= OBSERVER_WARMUP_SECONDS,
+            timeout=60 + OBSERVER_WARMUP_SECONDS,
+            interval=0.05,
+        )
         conn.send(sid)  # ready: audio is flowing
         await asyncio.to_thread(conn.recv)  # until told to stop
         streaming.cancel()

@@ -19,7 +19,7 @@ What it does, in order:
 Nothing answers on the fake pods' IPs, so each drain call fails fast (connection refused)
 as it would against a pod whose process died; the operator records it and moves on.
 
-Usage, from the repository root (it reuses the tests' operator harness):
+Usage, from the repository root (it runs the operator with voicefleet.testing's harness):
 ``python -m bench.operator_scale [--pools 100] [--nodes 1000]
 [--interruptions 30] [--out results.json]``. Prints one table.
 """
@@ -44,17 +44,14 @@ from typing import Any
 import yaml
 from kubernetes import client, config, watch
 
-from tests.operator.harness import (
-    Operator,
-    apply_manifest,
-    install_rbac,
-    service_account_kubeconfig,
-    wait_for,
-)
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import manager, nodes
+from voicefleet.testing import polling
+from voicefleet.testing.kube_admin import apply_manifest, install_rbac, service_account_kubeconfig
+from voicefleet.testing.operators import Operator
+from voicefleet.testing.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNAL_TAINT = "karpenter.sh/disrupted"
@@ -126,12 +123,8 @@ class PodWatch:
 
 
 def timed(predicate: Callable[[], bool], timeout: float, step: float = 0.005) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            return float("nan")
-        time.sleep(step)
-    return time.monotonic() - started
+    took = polling.seconds_until(predicate, timeout, step)
+    return float("nan") if took is None else took
 
 
 def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
@@ -140,7 +133,7 @@ def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
     octets = [o for o in range(200, 255) if o != taken_octet]
     out = []
     for i in range(count):
-        kind = constants.CAPACITY_ON_DEMAND if i % 2 == 0 else constants.CAPACITY_SPOT
+        kind = constants.CapacityType.ON_DEMAND if i % 2 == 0 else constants.CapacityType.SPOT
         group = nodes.NodeGroup(count=1, capacity_type=kind)
         cidr = f"127.{octets[i // 250]}.{i % 250}.0/24"
         fake = nodes.FakeNode(f"bench-{kind}-{i}", group, cidr)
@@ -255,7 +248,7 @@ def measure(
 ) -> dict[str, Any]:
     assert operator.process is not None
     pid = operator.process.pid
-    replicas = plan(VoiceAgentPoolSpec.model_validate(POOL_SPEC)).replicas
+    replicas = plan(VoiceAgentPoolSpec.model_validate(POOL_SPEC), catalog.builtin()).replicas
     namespaces = [f"bench-{i}" for i in range(args.namespaces)]
     for ns in namespaces:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
@@ -279,8 +272,7 @@ def measure(
     checker_stop = threading.Event()
 
     def check() -> None:
-        while not checker_stop.is_set() and not all_created():
-            time.sleep(0.02)
+        polling.poll(lambda: checker_stop.is_set() or all_created(), math.inf, 0.02)
 
     checker = threading.Thread(target=check, daemon=True)
     checker.start()

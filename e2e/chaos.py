@@ -46,12 +46,13 @@ from e2e import fleet
 from e2e.observe import Limits, Monitor, PodSeen, Window
 from e2e.standins import Kubelet
 from e2e.supervise import Supervisor
-from tests.operator import harness
-from tests.polling import poll
-from voicefleet import constants
-from voicefleet.api.pool import PlanStatus, VoiceAgentPoolSpec
+from voicefleet import catalog, constants
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import binaries, manager, nodes, processes
+from voicefleet.testing import kube_admin, operators, polling
+from voicefleet.testing.polling import poll
 
 NAMESPACE: Final = "chaos"
 POOL: Final = "chaos"
@@ -60,7 +61,7 @@ BURST_PREFIX: Final = "burst"
 # beside the big pool without taking its nodes.
 BURST_PRODUCT: Final = "NVIDIA-H200"
 BURST_NODES: Final = nodes.NodeGroup(
-    count=7, capacity_type=constants.CAPACITY_ON_DEMAND, gpus=8, product=BURST_PRODUCT
+    count=7, capacity_type=constants.CapacityType.ON_DEMAND, gpus=8, product=BURST_PRODUCT
 )
 # Spot nodes that a mass interruption leaves alone: fewer than the pool's spot pods, so some
 # replacements find spot capacity and the rest need on-demand stand-ins.
@@ -158,7 +159,7 @@ class Result:
 
 
 def planned(target: int) -> PlanStatus:
-    return plan(VoiceAgentPoolSpec.model_validate(pool_spec(target)))
+    return plan(VoiceAgentPoolSpec.model_validate(pool_spec(target)), catalog.builtin())
 
 
 def pool_spec(target: int, drain_seconds: int = Settings.drain_seconds) -> dict[str, Any]:
@@ -166,7 +167,7 @@ def pool_spec(target: int, drain_seconds: int = Settings.drain_seconds) -> dict[
         "sessions": {"target": target},
         "gpu": {"product": nodes.DEFAULT_GPU_PRODUCT},
         "capacity": {
-            "strategy": constants.STRATEGY_SPOT_FIRST,
+            "strategy": constants.Strategy.SPOT_FIRST,
             "onDemandBase": 1,
             "spotPercentage": 80,
             "interruption": {"drainSeconds": drain_seconds},
@@ -178,7 +179,7 @@ def burst_spec() -> dict[str, Any]:
     return {
         "sessions": {"target": 10},
         "gpu": {"product": BURST_PRODUCT},
-        "capacity": {"strategy": constants.STRATEGY_ON_DEMAND},
+        "capacity": {"strategy": constants.Strategy.ON_DEMAND},
     }
 
 
@@ -228,7 +229,7 @@ class Chaos:
         started = time.monotonic()
         load = os.getloadavg()[0]
         rows: list[Row] = []
-        replicas: harness.Replicas | None = None
+        replicas: operators.Replicas | None = None
         try:
             fleet.install_chart(
                 self.cluster,
@@ -324,7 +325,7 @@ class Chaos:
         # The first renewal after the outage (each stays the Lease's record for a retry
         # period, 2 s, and this polls every 0.1 s from the moment the API answers).
         back = supervisor.renewed_after(resumed, LEADER_BACK_SECONDS)
-        harness.wait_for(self._api_answers, 60, "the API server to answer again")
+        polling.wait_for(self._api_answers, 60, "the API server to answer again")
         self.monitor.set_limits(window, self._changing(self.target, new))
         changed = time.monotonic()
         self._set_target(new)
@@ -356,12 +357,12 @@ class Chaos:
         failures: list[str] = []
         before = len(supervisor.restarts)
         for i, new in enumerate(steps):
-            harness.wait_for(supervisor.all_running, 90, "every replica to run")
-            harness.wait_for(supervisor.leader, 60, "a replica to lead")
+            polling.wait_for(supervisor.all_running, 90, "every replica to run")
+            polling.wait_for(supervisor.leader, 60, "a replica to lead")
             changed = time.monotonic()
             self._set_target(new)
             time.sleep(self.rng.uniform(0.0, 2.5))
-            leader = harness.wait_for(supervisor.leader, 60, "a replica to lead")
+            leader = polling.wait_for(supervisor.leader, 60, "a replica to lead")
             late = (i + 1) % settings.late_restart_every == 0
             restart_after = settings.late_restart_seconds if late else 0.0
             killed_at = time.monotonic()
@@ -374,7 +375,7 @@ class Chaos:
             if self._settle(new) is None:
                 failures.append(f"kill {i + 1}: not settled at {new} sessions")
             self.target = new
-        harness.wait_for(supervisor.all_running, 90, "every replica to run")
+        polling.wait_for(supervisor.all_running, 90, "every replica to run")
         slowest = max((k.leader_back_seconds or 0.0) for k in self.kills)
         codes = Counter(r.exit_code for r in supervisor.restarts[before:])
         if any(k.leader_back_seconds is None for k in self.kills):
@@ -393,12 +394,12 @@ class Chaos:
         spot_nodes = sorted(
             n.metadata.name
             for n in self.core.list_node(
-                label_selector=f"{constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE}={constants.CAPACITY_SPOT}"
+                label_selector=f"{constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE}={constants.CapacityType.SPOT}"
             ).items
         )
         pods = self._serving()
         used = sorted(
-            {p.node for p in pods if p.capacity_type == constants.CAPACITY_SPOT and p.node}
+            {p.node for p in pods if p.capacity_type == constants.CapacityType.SPOT and p.node}
         )
         spare = [n for n in spot_nodes if n not in used][:SPOT_NODES_SPARED]
         hit = [n for n in spot_nodes if n not in spare]
@@ -502,7 +503,7 @@ class Chaos:
     def pool_burst(self) -> Row:
         count = self.settings.pools
         names = [f"{BURST_PREFIX}-{i:02d}" for i in range(count)]
-        want = plan(VoiceAgentPoolSpec.model_validate(burst_spec())).replicas
+        want = plan(VoiceAgentPoolSpec.model_validate(burst_spec()), catalog.builtin()).replicas
         added = self._add_nodes(BURST_NODES)
         window = self.monitor.open(POOL, self._per_pod(), self._steady(self.target))
         failures: list[str] = []
@@ -516,7 +517,7 @@ class Chaos:
                     sum(1 for p in self.monitor.pool_pods(n) if p.serving) == want for n in names
                 )
 
-            harness.wait_for(running, 180, f"{count} pools' pods to run")
+            polling.wait_for(running, 180, f"{count} pools' pods to run")
             up = time.monotonic() - created
             pools = {
                 str(b["metadata"]["name"]): str(b["metadata"]["uid"])
@@ -533,14 +534,14 @@ class Chaos:
 
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 list(pool.map(delete, names))
-            harness.wait_for(
+            polling.wait_for(
                 lambda: all(self._deleted(n, uid) is not None for n, uid in pools.items()),
                 120,
                 f"{count} pools and their pods to go",
             )
             took = {n: (self._deleted(n, uid) or 0.0) - asked[n] for n, uid in pools.items()}
             pool_gone = max(self.monitor.pool_gone[uid] - asked[n] for n, uid in pools.items())
-            harness.wait_for(
+            polling.wait_for(
                 lambda: not any(p.pool in names for p in self.monitor.pods.copy().values()),
                 120,
                 "the pools' pods to be gone",
@@ -633,10 +634,10 @@ class Chaos:
     def _nothing_happened(self, before: list[PodSeen], nodes_: list[str]) -> list[str]:
         """Once the nodes are Ready and untainted again and every runtime answered two more
         status polls (the operator looked again): the same pods, none drained."""
-        harness.wait_for(lambda: self._nodes_clear(nodes_), 60, "the nodes to be Ready again")
+        polling.wait_for(lambda: self._nodes_clear(nodes_), 60, "the nodes to be Ready again")
         uids = [p.uid for p in before]
         polls = self.kubelet.status_calls(uids)
-        harness.wait_for(
+        polling.wait_for(
             lambda: self.kubelet.status_calls(uids) >= polls + 2, 60, "two more status polls"
         )
         failures = []
@@ -660,16 +661,12 @@ class Chaos:
                 return False
             kinds = Counter(p.capacity_type for p in pods)
             return (
-                kinds[constants.CAPACITY_ON_DEMAND] == want.on_demand_replicas
-                and kinds[constants.CAPACITY_SPOT] == want.spot_replicas
+                kinds[constants.CapacityType.ON_DEMAND] == want.on_demand_replicas
+                and kinds[constants.CapacityType.SPOT] == want.spot_replicas
             )
 
-        deadline = time.monotonic() + self.settings.settle_seconds
-        while time.monotonic() < deadline:
-            if done():
-                return time.monotonic()
-            time.sleep(0.1)
-        return None
+        settled = polling.poll(done, self.settings.settle_seconds, 0.1)
+        return time.monotonic() if settled else None
 
     def _must_settle(self, target: int, what: str) -> None:
         if self._settle(target) is None:
@@ -703,7 +700,7 @@ class Chaos:
         on_demand = [
             p
             for p in self.monitor.pool_pods(POOL)
-            if p.capacity_type == constants.CAPACITY_ON_DEMAND and p.serving
+            if p.capacity_type == constants.CapacityType.ON_DEMAND and p.serving
         ]
         return max(0, len(on_demand) - want)
 
@@ -739,7 +736,7 @@ class Chaos:
         return max([gone, *(e for e in ends if e is not None)])
 
     def _degraded_for_nodes(self) -> bool:
-        pool = harness.get_pool(self.cluster.api, NAMESPACE, POOL)
+        pool = kube_admin.get_pool(self.cluster.api, NAMESPACE, POOL)
         return any(
             c.get("type") == constants.CONDITION_DEGRADED
             and c.get("reason") == constants.REASON_NODES_NOT_READY
@@ -786,8 +783,8 @@ class Chaos:
                 raise
             return True
 
-        harness.wait_for(created, 120, f"namespace {NAMESPACE} to be made afresh")
-        harness.wait_for(
+        polling.wait_for(created, 120, f"namespace {NAMESPACE} to be made afresh")
+        polling.wait_for(
             lambda: (
                 self.core.list_namespaced_service_account(
                     NAMESPACE, field_selector="metadata.name=default"
@@ -798,7 +795,7 @@ class Chaos:
         )
 
     def _apply(self, name: str, spec: dict[str, Any]) -> None:
-        harness.apply_manifest(self.cluster.api, _manifest(name, spec))
+        kube_admin.apply_manifest(self.cluster.api, _manifest(name, spec))
 
     def _set_target(self, target: int) -> None:
         self.objects.patch_namespaced_custom_object(
@@ -815,7 +812,7 @@ class Chaos:
         for name in names:
             if not ready:
                 self.not_ready.append(name)
-            harness.set_node_ready(self.core, name, ready)
+            kube_admin.set_node_ready(self.core, name, ready)
             if ready:
                 self.not_ready.remove(name)
 
@@ -831,7 +828,7 @@ class Chaos:
             self.core.create_node(nodes.node_manifest(fake))
             made.append(fake.name)
             self.added.append(fake.name)
-        harness.wait_for(lambda: self._nodes_clear(made), 60, "the added nodes to be Ready")
+        polling.wait_for(lambda: self._nodes_clear(made), 60, "the added nodes to be Ready")
         return made
 
     def _remove_nodes(self, names: Sequence[str]) -> None:
@@ -839,7 +836,7 @@ class Chaos:
             self.core.delete_node(name)
             self.added.remove(name)
 
-    def _teardown(self, replicas: harness.Replicas | None) -> None:
+    def _teardown(self, replicas: operators.Replicas | None) -> None:
         """Leave the cluster as the run found it, every step tried whatever failed before
         (a failure is one of the run's problems)."""
 
@@ -860,7 +857,7 @@ class Chaos:
 
         def restore_nodes() -> None:
             for name in self.not_ready:
-                harness.set_node_ready(self.core, name, True)
+                kube_admin.set_node_ready(self.core, name, True)
             for name in self.interrupted:
                 fleet.clear_node(self.cluster, name)
             self._remove_nodes(self.added)

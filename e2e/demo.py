@@ -26,10 +26,10 @@ from pathlib import Path
 from kubernetes import client, config
 
 from e2e import fleet, realpods
-from tests.operator import harness
 from voicefleet import constants, images
 from voicefleet.sandbox import binaries, manager
 from voicefleet.sandbox import node as real_node
+from voicefleet.testing import kube_admin, polling
 
 POOL_FILE = fleet.REPO / "examples" / "support-en.yaml"
 NAMESPACE = "voice"
@@ -109,11 +109,11 @@ def _on_cluster(kubeconfig: Path, kubectl: str, helm: str, work: Path) -> None:
 def _drill(
     cluster: fleet.Cluster, runtimes: fleet.Runtimes, callers: fleet.Callers
 ) -> list[fleet.DrillStep]:
-    token = harness.pool_token(cluster.api, NAMESPACE, POOL)
+    token = kube_admin.pool_token(cluster.api, NAMESPACE, POOL)
     spot = [
         p
         for p in fleet.serving_pods(cluster, NAMESPACE, POOL)
-        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CAPACITY_SPOT
+        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.SPOT
     ]
     steps = []
     nodes = sorted({p.spec.node_name for p in spot})[:DRILL_NODES]
@@ -127,9 +127,9 @@ def _drill(
             callers.call(pod.status.pod_ip)
         # An empty pod is deleted at once, not drained: signal once the operator saw them.
         live = len(on_node)
-        harness.wait_for(
+        polling.wait_for(
             lambda live=live: (  # type: ignore[misc]
-                harness.get_pool(cluster.api, NAMESPACE, POOL)["status"]["sessions"]["active"]
+                kube_admin.get_pool(cluster.api, NAMESPACE, POOL)["status"]["sessions"]["active"]
                 >= live
             ),
             30,

@@ -26,12 +26,14 @@ from typing import Any
 import aiohttp
 from kubernetes import client
 
-from tests.operator import harness
-from tests.operator.harness import Replicas, chart_replicas, service_account_kubeconfig, wait_for
 from voicefleet import constants
-from voicefleet.constants import CAPACITY_ON_DEMAND, CAPACITY_SPOT
+from voicefleet.constants import CapacityType
 from voicefleet.sandbox import netns
 from voicefleet.sandbox.nodes import NodeGroup
+from voicefleet.testing import kube_admin
+from voicefleet.testing.kube_admin import service_account_kubeconfig
+from voicefleet.testing.operators import Replicas, chart_replicas
+from voicefleet.testing.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "voicefleet"
@@ -46,9 +48,9 @@ Log = Callable[[str], None]
 # it and the planner's spot surplus holds exactly. The drill's pool has 4 spot pods, the
 # scaled example up to 5, and every interrupted pod needs a replacement: 16 spot nodes.
 E2E_NODES = (
-    NodeGroup(count=2, capacity_type=CAPACITY_ON_DEMAND, gpus=8),
-    NodeGroup(count=16, capacity_type=CAPACITY_SPOT, gpus=1),
-    NodeGroup(count=1, capacity_type=CAPACITY_ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
+    NodeGroup(count=2, capacity_type=CapacityType.ON_DEMAND, gpus=8),
+    NodeGroup(count=16, capacity_type=CapacityType.SPOT, gpus=1),
+    NodeGroup(count=1, capacity_type=CapacityType.ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
 )
 
 
@@ -136,8 +138,8 @@ def start_operators(
 
 def serving_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
     """Ready pods that take new conversations (not draining)."""
-    pods = harness.pool_pods(cluster.api, namespace, pool)
-    return [p for p in pods if harness.is_ready(p) and not harness.draining(p)]
+    pods = kube_admin.pool_pods(cluster.api, namespace, pool)
+    return [p for p in pods if kube_admin.is_ready(p) and not kube_admin.draining(p)]
 
 
 def wait_ready(cluster: Cluster, namespace: str, pool: str, timeout: float = 90) -> None:
@@ -322,7 +324,7 @@ def interrupt_node(
     timeout: float = 30,
 ) -> DrillStep:
     """Send one interruption signal to ``node`` and time the pool's reaction."""
-    status = harness.get_pool(cluster.api, namespace, pool)
+    status = kube_admin.get_pool(cluster.api, namespace, pool)
     per_pod = int(status["status"]["plan"]["sessionsPerPod"])
     target = int(status["spec"]["sessions"]["target"])
     before = len(serving_pods(cluster, namespace, pool))
@@ -346,12 +348,14 @@ def interrupt_node(
         time.sleep(0.05)
     if replaced is None:
         now = [
-            f"{p.metadata.name}@{p.spec.node_name or '-'} ready={harness.is_ready(p)} "
-            f"draining={harness.draining(p)}"
-            for p in harness.pool_pods(cluster.api, namespace, pool)
+            f"{p.metadata.name}@{p.spec.node_name or '-'} ready={kube_admin.is_ready(p)} "
+            f"draining={kube_admin.draining(p)}"
+            for p in kube_admin.pool_pods(cluster.api, namespace, pool)
         ]
         conditions = (
-            harness.get_pool(cluster.api, namespace, pool).get("status", {}).get("conditions", [])
+            kube_admin.get_pool(cluster.api, namespace, pool)
+            .get("status", {})
+            .get("conditions", [])
         )
         raise FleetError(
             f"{pool}: pods of {node} not replaced within {timeout:.0f} s; pods: {now}; "

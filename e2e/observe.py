@@ -233,7 +233,7 @@ class Window:
     def sample(self, pods: list[PodSeen], now: float) -> None:
         live = [p for p in pods if not p.deleting]
         staying = [p for p in live if not p.draining]
-        spot = sum(1 for p in staying if p.capacity_type == constants.CAPACITY_SPOT)
+        spot = sum(1 for p in staying if p.capacity_type == constants.CapacityType.SPOT)
         capacity = self.per_pod * sum(1 for p in live if p.serving)
         if self._last is not None and self._last[1] < self.limits.target:
             self.below_target_seconds += now - self._last[0]

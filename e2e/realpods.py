@@ -16,10 +16,10 @@ from typing import Any
 from kubernetes import client, watch
 
 from e2e import fleet
-from tests.operator import harness
-from tests.operator.harness import wait_for
 from voicefleet import constants
 from voicefleet.sandbox import manager, node, nodes
+from voicefleet.testing import kube_admin
+from voicefleet.testing.polling import wait_for
 
 APPS = "voice"
 POOL = "tiny"
@@ -41,7 +41,9 @@ POOL_MANIFEST: dict[str, Any] = {
 }
 # Where replacements go once the real node is interrupted: a fake spot node, created only
 # then, so the pool's first pods all land on the real node.
-STANDBY_NODES = (nodes.NodeGroup(count=1, capacity_type=constants.CAPACITY_SPOT, gpus=0, cpu=16),)
+STANDBY_NODES = (
+    nodes.NodeGroup(count=1, capacity_type=constants.CapacityType.SPOT, gpus=0, cpu=16),
+)
 SIGNAL = {"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}}
 
 
@@ -90,7 +92,7 @@ def install_operator(cluster: fleet.Cluster) -> client.V1Pod:
 
 
 def pods(cluster: fleet.Cluster) -> list[client.V1Pod]:
-    return harness.pool_pods(cluster.api, APPS, POOL)
+    return kube_admin.pool_pods(cluster.api, APPS, POOL)
 
 
 def apply_pool(cluster: fleet.Cluster) -> list[client.V1Pod]:
@@ -103,13 +105,13 @@ def apply_pool(cluster: fleet.Cluster) -> list[client.V1Pod]:
     fleet.wait_ready(cluster, APPS, POOL, timeout=240)
     found: list[client.V1Pod] = wait_for(
         lambda: (
-            (now := pods(cluster)) and len(now) == 2 and all(map(harness.is_ready, now)) and now
+            (now := pods(cluster)) and len(now) == 2 and all(map(kube_admin.is_ready, now)) and now
         ),
         120,
         "both runtime pods Ready",
     )
     wait_for(
-        lambda: harness.get_pool(cluster.api, APPS, POOL)["status"].get("readyReplicas") == 2,
+        lambda: kube_admin.get_pool(cluster.api, APPS, POOL)["status"].get("readyReplicas") == 2,
         60,
         "the pool's status to count both pods ready",
     )

@@ -1,7 +1,7 @@
 """Stand-in runtimes for every running pool pod of a chaos run: a fake kubelet.
 
 kwok runs no containers, so each pool pod, once it runs, gets an HTTP server bound to exactly
-its IP that keeps the runtime contract (``tests/operator/contract_server.py``): it holds live
+its IP that keeps the runtime contract (``voicefleet/testing/contract_server.py``): it holds live
 sessions until it is told to drain, when its callers hang up (as callers told to reconnect
 elsewhere do), and it records every drain call (with whether the pool's token was right)
 and every status poll. The records outlive the pods: the run checks afterwards that every pod
@@ -24,9 +24,9 @@ from aiohttp import web
 from kubernetes import client
 
 from e2e.observe import PodSeen
-from tests.operator.contract_server import Record, build_app
-from tests.operator.harness import pool_token
 from voicefleet import constants
+from voicefleet.testing.contract_server import Record, build_app
+from voicefleet.testing.kube_admin import pool_token
 
 CALL_SECONDS: Final = 10.0
 # A replica killed mid-call leaves a request cut off, which aiohttp logs with a traceback;

@@ -19,8 +19,9 @@ from typing import Final
 
 from kubernetes import client
 
-from tests.operator.harness import HarnessError, Operator, Replicas
 from voicefleet import constants
+from voicefleet.testing.operators import Operator, Replicas
+from voicefleet.testing.polling import HarnessError
 
 CHECK_SECONDS: Final = 0.2
 RETRY_START_SECONDS: Final = 2.0

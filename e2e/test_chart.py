@@ -14,10 +14,10 @@ from kubernetes import client
 
 from e2e import fleet
 from tests.fixtures.sandbox import Cluster, wait_until
-from tests.operator import harness
-from tests.operator.harness import service_account_kubeconfig
 from voicefleet import constants
 from voicefleet.sandbox import binaries
+from voicefleet.testing import kube_admin
+from voicefleet.testing.kube_admin import service_account_kubeconfig
 
 pytestmark = pytest.mark.sandbox
 
@@ -227,10 +227,10 @@ def test_watch_namespaces_with_two_replicas_reconcile_there_and_touch_nothing_el
         fleet.wait_ready(cluster, watched, "tenant")
         done = leader.reconciles()
         wait_until(lambda: leader.reconciles() >= done + 3, what="three more reconciles")
-        assert harness.pool_pods(kube_api, watched, "tenant")
+        assert kube_admin.pool_pods(kube_api, watched, "tenant")
         # The unwatched namespace's pool: never seen, never touched.
-        assert "status" not in harness.get_pool(kube_api, unwatched, "tenant")
-        assert harness.pool_pods(kube_api, unwatched, "tenant") == []
+        assert "status" not in kube_admin.get_pool(kube_api, unwatched, "tenant")
+        assert kube_admin.pool_pods(kube_api, unwatched, "tenant") == []
         assert leader.writes(unwatched) == 0
         assert standby.reconciles() == 0 and standby.writes(watched) == 0
 

@@ -24,12 +24,12 @@ from kubernetes import client
 from e2e import argocd, fleet
 from tests.fixtures.sandbox import Cluster as SandboxCluster
 from tests.fixtures.sandbox import wait_until
-from tests.operator import harness
-from tests.operator.harness import Operator
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import binaries
+from voicefleet.testing import kube_admin, operators
+from voicefleet.testing.operators import Operator
 
 pytestmark = pytest.mark.sandbox
 
@@ -50,7 +50,7 @@ def planned(pool: str, **overrides: object) -> int:
     (manifest,) = [d for d in docs if d["kind"] == constants.KIND]
     spec = manifest["spec"]
     spec["sessions"] = {**spec.get("sessions", {}), **overrides}
-    return plan(VoiceAgentPoolSpec.model_validate(spec)).replicas
+    return plan(VoiceAgentPoolSpec.model_validate(spec), catalog.builtin()).replicas
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def installed(cluster: fleet.Cluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def replicas(
     cluster: fleet.Cluster, installed: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[harness.Replicas]:
+) -> Iterator[operators.Replicas]:
     running = fleet.start_operators(cluster, tmp_path_factory.mktemp("operator"))
     yield running
     running.stop()
@@ -83,7 +83,7 @@ def replicas(
 
 
 @pytest.fixture(scope="module")
-def operator(replicas: harness.Replicas) -> Operator:
+def operator(replicas: operators.Replicas) -> Operator:
     """The replica that leads."""
     return replicas.leader()
 
@@ -108,7 +108,7 @@ def test_chart_installs_and_tells_what_to_apply_next(installed: str) -> None:
 
 
 def test_examples_become_ready_with_the_planned_pods(
-    cluster: fleet.Cluster, replicas: harness.Replicas, operator: Operator
+    cluster: fleet.Cluster, replicas: operators.Replicas, operator: Operator
 ) -> None:
     # The chart's default: two replicas, one leads.
     assert len(replicas.operators) == 2
@@ -123,7 +123,7 @@ def test_examples_become_ready_with_the_planned_pods(
         assert f"voiceagentpool.voicefleet.dev/{pool} created" in out
     for pool in POOLS:
         fleet.wait_ready(cluster, APPS, pool)
-        pods = harness.pool_pods(cluster.api, APPS, pool)
+        pods = kube_admin.pool_pods(cluster.api, APPS, pool)
         assert len(pods) == planned(pool), pool
         nodes = {n.metadata.name: n for n in client.CoreV1Api(cluster.api).list_node().items}
         for pod in pods:
@@ -145,19 +145,19 @@ def test_argocd_health_follows_the_pool_from_degraded_to_healthy(
     pytest.importorskip("torch", reason="the runtime needs torch")
     # kwok's pods run no containers: until a runtime answers on the pod's IP the operator
     # reports the pool Degraded, and Argo CD shows why.
-    status, message = argocd.health(harness.get_pool(cluster.api, APPS, "minimal"))
+    status, message = argocd.health(kube_admin.get_pool(cluster.api, APPS, "minimal"))
     assert (status, message.split(":")[0]) == ("Degraded", constants.REASON_RUNTIME_UNREACHABLE)
-    (pod,) = harness.pool_pods(cluster.api, APPS, "minimal")
-    runtimes.start(pod, harness.pool_token(cluster.api, APPS, "minimal"))
+    (pod,) = kube_admin.pool_pods(cluster.api, APPS, "minimal")
+    runtimes.start(pod, kube_admin.pool_token(cluster.api, APPS, "minimal"))
     runtimes.wait_serving()
     wait_until(
-        lambda: argocd.health(harness.get_pool(cluster.api, APPS, "minimal"))[0] == "Healthy",
+        lambda: argocd.health(kube_admin.get_pool(cluster.api, APPS, "minimal"))[0] == "Healthy",
         what="Argo CD's health of minimal to turn Healthy",
     )
     runtimes.stop()
     # Let the operator see the runtime gone before the next test counts its writes.
     wait_until(
-        lambda: argocd.health(harness.get_pool(cluster.api, APPS, "minimal"))[0] == "Degraded",
+        lambda: argocd.health(kube_admin.get_pool(cluster.api, APPS, "minimal"))[0] == "Degraded",
         what="minimal to be Degraded again",
     )
 
@@ -184,20 +184,24 @@ def test_operator_metrics_show_each_pool_by_capacity_type_and_cost(
     assert replicas[f'{{capacity="spot",{pool}}}'] == 4
     assert replicas[f'{{capacity="on-demand",{pool}}}'] == 2
     cost = operator.metric(f"{prefix}pool_cost_per_session_hour")[f"{{{pool}}}"]
-    status = harness.get_pool(cluster.api, APPS, "support-en")["status"]
+    status = kube_admin.get_pool(cluster.api, APPS, "support-en")["status"]
     assert cost == pytest.approx(status["plan"]["costPerSessionHour"])
 
 
 def test_reapplying_the_same_manifests_changes_nothing(
     cluster: fleet.Cluster, operator: Operator
 ) -> None:
-    before = {p.metadata.uid for pool in POOLS for p in harness.pool_pods(cluster.api, APPS, pool)}
+    before = {
+        p.metadata.uid for pool in POOLS for p in kube_admin.pool_pods(cluster.api, APPS, pool)
+    }
     writes = operator.writes(APPS)
     for path in POOLS.values():
         out = cluster.kubectl_run("apply", f"--namespace={APPS}", "-f", str(EXAMPLES / path))
         assert "created" not in out and "configured" not in out, out
     operator.wait_passes(3)  # three timer passes over every pool
-    after = {p.metadata.uid for pool in POOLS for p in harness.pool_pods(cluster.api, APPS, pool)}
+    after = {
+        p.metadata.uid for pool in POOLS for p in kube_admin.pool_pods(cluster.api, APPS, pool)
+    }
     assert after == before
     assert operator.writes(APPS) == writes
 
@@ -211,7 +215,7 @@ def test_kubectl_scale_sets_the_session_target(cluster: fleet.Cluster) -> None:
         what=f"{want} serving pods of outbound",
     )
     fleet.wait_ready(cluster, APPS, "outbound")
-    assert harness.get_pool(cluster.api, APPS, "outbound")["spec"]["sessions"]["target"] == 300
+    assert kube_admin.get_pool(cluster.api, APPS, "outbound")["spec"]["sessions"]["target"] == 300
 
 
 def test_interruption_drill(
@@ -222,9 +226,9 @@ def test_interruption_drill(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     pytest.importorskip("torch", reason="the runtime needs torch")
-    pods = harness.pool_pods(cluster.api, APPS, DRILL_POOL)
+    pods = kube_admin.pool_pods(cluster.api, APPS, DRILL_POOL)
     spot = [p for p in pods if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == "spot"]
-    token = harness.pool_token(cluster.api, APPS, DRILL_POOL)
+    token = kube_admin.pool_token(cluster.api, APPS, DRILL_POOL)
     nodes = sorted({p.spec.node_name for p in spot})
     steps = []
     try:
@@ -244,7 +248,7 @@ def test_interruption_drill(
             live = len(on_node)
 
             def seen(live: int = live) -> bool:
-                status = harness.get_pool(cluster.api, APPS, DRILL_POOL)["status"]
+                status = kube_admin.get_pool(cluster.api, APPS, DRILL_POOL)["status"]
                 return int(status["sessions"]["active"]) >= live
 
             wait_until(seen, what="the operator to see the live conversations")
@@ -282,7 +286,7 @@ def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> 
     core = client.CoreV1Api(cluster.api)
     selector = f"{constants.LABEL_POOL}=minimal"
     assert core.list_namespaced_service(APPS, label_selector=selector).items
-    assert not harness.get_pool(cluster.api, APPS, "minimal")["metadata"].get("finalizers")
+    assert not kube_admin.get_pool(cluster.api, APPS, "minimal")["metadata"].get("finalizers")
     started = time.monotonic()
     # kubectl delete waits until the object is gone.
     cluster.kubectl_run("delete", f"--namespace={APPS}", "voiceagentpool/minimal")
@@ -300,7 +304,9 @@ def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> 
     wait_until(gone, what="everything minimal owned to be garbage-collected")
 
 
-def test_helm_uninstall_strands_nothing(cluster: fleet.Cluster, replicas: harness.Replicas) -> None:
+def test_helm_uninstall_strands_nothing(
+    cluster: fleet.Cluster, replicas: operators.Replicas
+) -> None:
     remaining = [p["metadata"]["name"] for p in _pools(cluster)]
     assert remaining  # pools outlive the operator: nothing of theirs may wait for it
     assert not [p for p in _pools(cluster) if p["metadata"].get("finalizers")]

@@ -17,7 +17,7 @@ import yaml
 
 from e2e import fleet
 from tests.fixtures.sandbox import Cluster
-from voicefleet import constants, yamlout
+from voicefleet import catalog, constants, yamlout
 from voicefleet.api.pool import VoiceAgentPool
 from voicefleet.operator import builders
 from voicefleet.operator.planner import plan
@@ -65,9 +65,9 @@ def _operator_objects() -> Iterator[dict[str, Any]]:
         yield builders.build_service(ref)
         yield builders.build_headless_service(ref)
         yield builders.build_pdb(ref)
-        planned = plan(pool.spec)
+        planned = plan(pool.spec, catalog.builtin())
         template = builders.build_pod_template(
-            ref, pool.spec, planned, constants.CAPACITY_SPOT, pool.spec.gpu.product
+            ref, pool.spec, planned, constants.CapacityType.SPOT, pool.spec.gpu.product
         )
         yield builders.build_pod(template, ref, 0)
 

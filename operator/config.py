@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from voicefleet.catalog import Catalog, builtin
 from voicefleet.operator.builders import PodSettings
 from voicefleet.operator.interruption import SignalConfig
 
@@ -31,6 +32,9 @@ class OperatorConfig:
     runtime_port: int = 8998
     # A pod not ready this long after its creation makes the pool Degraded/PodsNotReady.
     not_ready_timeout_seconds: float = 600.0
+    # The GPU, model and price tables every plan reads (--gpu-catalog and --prices laid
+    # over the built-in ones, once at start-up).
+    catalog: Catalog = field(default_factory=builtin)
 
     def watches(self, namespace: str) -> bool:
         return self.all_namespaces or not self.namespaces or namespace in self.namespaces

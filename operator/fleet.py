@@ -235,7 +235,7 @@ class Fleet:
             del self._pod_digests[pod_key]
         for state_name in POD_STATES:
             _remove_gauge(metrics.PODS, namespace, name, state_name)
-        for capacity in (constants.CAPACITY_SPOT, constants.CAPACITY_ON_DEMAND):
+        for capacity in (constants.CapacityType.SPOT, constants.CapacityType.ON_DEMAND):
             _remove_gauge(metrics.POOL_REPLICAS, namespace, name, capacity)
         _remove_gauge(metrics.POOL_COST_PER_SESSION_HOUR, namespace, name)
         metrics.POOLS.set(len(self._locks))

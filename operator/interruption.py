@@ -62,11 +62,11 @@ TAINT_NOT_READY: Final = "node.kubernetes.io/not-ready"
 # Spot capacity labels: (key, value that means spot). AKS puts a taint of the same key on
 # spot nodes, which pods on spot must tolerate.
 SPOT_LABELS: Final[tuple[tuple[str, str], ...]] = (
-    (constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE, constants.CAPACITY_SPOT),
+    (constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE, constants.CapacityType.SPOT),
     (constants.NODE_LABEL_EKS_CAPACITY_TYPE, constants.EKS_CAPACITY_SPOT),
     (constants.NODE_LABEL_GKE_SPOT, "true"),
     (constants.NODE_LABEL_GKE_PREEMPTIBLE, "true"),
-    (constants.NODE_LABEL_AKS_PRIORITY, constants.CAPACITY_SPOT),
+    (constants.NODE_LABEL_AKS_PRIORITY, constants.CapacityType.SPOT),
 )
 
 
@@ -130,7 +130,7 @@ class NodeView:
         since: list[float] = []
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Ready":
-                ready = condition.get("status") == "True"
+                ready = condition.get("status") == constants.ConditionStatus.TRUE
                 if not ready:
                     since += _times(condition.get("lastTransitionTime"))
         taints = tuple(

@@ -34,7 +34,8 @@ from pydantic import ValidationError
 from voicefleet import catalog, constants
 from voicefleet.api import names
 from voicefleet.api.manifest import describe
-from voicefleet.api.pool import GPU_AUTO, PlanStatus, VoiceAgentPoolSpec
+from voicefleet.api.pool import GPU_AUTO, VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
 from voicefleet.operator import builders, interruption, metrics, pool_objects, scaling, status
 from voicefleet.operator.api_protocols import KubeApi
 from voicefleet.operator.background import Background
@@ -139,7 +140,7 @@ class PoolPass:
         actions: Actions | None = None
         hashes: dict[str, str] = {}
         if planned is not None:
-            templates = {
+            templates: dict[str, dict[str, Any]] = {
                 kind: builders.build_pod_template(
                     pool,
                     planned.spec,
@@ -158,8 +159,8 @@ class PoolPass:
                 pods=pods,
                 desired=scaling.Desired(
                     {
-                        constants.CAPACITY_ON_DEMAND: planned.plan.on_demand_replicas,
-                        constants.CAPACITY_SPOT: planned.plan.spot_replicas,
+                        constants.CapacityType.ON_DEMAND: planned.plan.on_demand_replicas,
+                        constants.CapacityType.SPOT: planned.plan.spot_replicas,
                     },
                     hashes,
                 ),
@@ -249,7 +250,7 @@ class PoolPass:
             )
         prices, prices_error = await self._prices(pool, spec)
         try:
-            planned = plan(spec, prices)
+            planned = plan(spec, self.config.catalog, prices)
         except PlanError as exc:
             raise SpecInvalid(str(exc)) from exc
         return Planned(spec, planned, prices_error)
@@ -262,8 +263,8 @@ class PoolPass:
             for n in self.watch.views.values()
             if n.name not in self.watch.signals
             and (
-                strategy == constants.STRATEGY_SPOT_FIRST
-                or interruption.is_spot(n.labels) == (strategy == constants.STRATEGY_SPOT_ONLY)
+                strategy == constants.Strategy.SPOT_FIRST
+                or interruption.is_spot(n.labels) == (strategy == constants.Strategy.SPOT_ONLY)
             )
         ]
         counts = interruption.gpu_products(usable)
@@ -280,20 +281,20 @@ class PoolPass:
     ) -> tuple[catalog.PriceTable, str | None]:
         name = spec.capacity.pricing.config_map_name
         if not name:
-            return catalog.default_prices(), None
+            return self.config.catalog.prices, None
         found = await self.kube.get("ConfigMap", pool.namespace, name)
         origin = f"ConfigMap {pool.namespace}/{name}"
         if found is None:
-            return catalog.default_prices(), f"{origin} not found"
+            return self.config.catalog.prices, f"{origin} not found"
         text = (found.get("data") or {}).get(constants.PRICES_CONFIGMAP_KEY)
         if text is None:
             key = constants.PRICES_CONFIGMAP_KEY
-            return catalog.default_prices(), f"{origin} has no key {key}"
+            return self.config.catalog.prices, f"{origin} has no key {key}"
         try:
             table = catalog.parse_prices(text, origin)
         except catalog.CatalogError as exc:
-            return catalog.default_prices(), str(exc)
-        return table.merged_over(catalog.default_prices()), None
+            return self.config.catalog.prices, str(exc)
+        return table.merged_over(self.config.catalog.prices), None
 
     async def _observe_pods(self, pool: builders.PoolRef, state: PoolState) -> list[PodView]:
         """The pool's own pods (owner reference to this pool's UID: a pod that merely
@@ -353,7 +354,7 @@ class PoolPass:
         self, pool: builders.PoolRef, pods: Sequence[PodView], plan: PlanStatus | None
     ) -> None:
         live = [p for p in pods if not p.deleting]
-        for capacity in (constants.CAPACITY_SPOT, constants.CAPACITY_ON_DEMAND):
+        for capacity in (constants.CapacityType.SPOT, constants.CapacityType.ON_DEMAND):
             count = sum(1 for p in live if p.capacity_type == capacity)
             metrics.POOL_REPLICAS.labels(pool.namespace, pool.name, capacity).set(count)
         if plan is not None and plan.cost_per_session_hour is not None:

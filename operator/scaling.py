@@ -33,7 +33,7 @@ from typing import Any, Final
 from voicefleet import constants
 from voicefleet.rfc3339 import parse_time
 
-CAPACITY_TYPES: Final = (constants.CAPACITY_ON_DEMAND, constants.CAPACITY_SPOT)
+CAPACITY_TYPES: Final = (constants.CapacityType.ON_DEMAND, constants.CapacityType.SPOT)
 SURGE_PERCENT: Final = 25
 REASON_SCALE_IN: Final = "scale-in"
 REASON_ROLLOUT: Final = "rollout"
@@ -94,10 +94,10 @@ class PodView:
         unschedulable_since = None
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Ready":
-                ready = condition.get("status") == "True"
+                ready = condition.get("status") == constants.ConditionStatus.TRUE
             if (
                 condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
+                and condition.get("status") == constants.ConditionStatus.FALSE
                 and condition.get("reason") == "Unschedulable"
             ):
                 unschedulable_since = parse_time(condition.get("lastTransitionTime"))
@@ -221,7 +221,7 @@ def _stuck_spot(pods: Sequence[PodView], inputs: Inputs) -> int:
     return sum(
         1
         for p in pods
-        if p.capacity_type == constants.CAPACITY_SPOT
+        if p.capacity_type == constants.CapacityType.SPOT
         and p.unschedulable_since is not None
         and inputs.now - p.unschedulable_since >= inputs.spot_fallback_seconds
     )
@@ -320,9 +320,11 @@ def decide(inputs: Inputs) -> Actions:
 
     # 4. Spot fallback.
     counts = dict(inputs.desired.counts)
-    stuck = min(_stuck_spot(live, inputs), counts.get(constants.CAPACITY_SPOT, 0))
+    stuck = min(_stuck_spot(live, inputs), counts.get(constants.CapacityType.SPOT, 0))
     if stuck:
-        counts[constants.CAPACITY_ON_DEMAND] = counts.get(constants.CAPACITY_ON_DEMAND, 0) + stuck
+        counts[constants.CapacityType.ON_DEMAND] = (
+            counts.get(constants.CapacityType.ON_DEMAND, 0) + stuck
+        )
         actions.spot_fallback = stuck
 
     # 5. Per capacity type; pods of a type the plan no longer wants are surplus. The pool

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voicefleet import constants
-from voicefleet.api.pool import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
+from voicefleet.api.status import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
 from voicefleet.operator.scaling import PodView
 from voicefleet.rfc3339 import format_time
 
@@ -47,7 +47,7 @@ class Observation:
 def _condition(kind: str, ok: bool, reason: str, message: str, gen: int) -> Condition:
     return Condition(
         type=kind,
-        status="True" if ok else "False",
+        status=constants.ConditionStatus.TRUE if ok else constants.ConditionStatus.FALSE,
         reason=reason,
         message=message,
         observed_generation=gen,
@@ -198,8 +198,10 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None = None) -> dict
         ready_replicas=sum(1 for p in live if p.ready and p.running),
         starting_replicas=len(live) - len(serving),
         draining_replicas=len(draining),
-        spot_replicas=sum(1 for p in pods if p.capacity_type == constants.CAPACITY_SPOT),
-        on_demand_replicas=sum(1 for p in pods if p.capacity_type == constants.CAPACITY_ON_DEMAND),
+        spot_replicas=sum(1 for p in pods if p.capacity_type == constants.CapacityType.SPOT),
+        on_demand_replicas=sum(
+            1 for p in pods if p.capacity_type == constants.CapacityType.ON_DEMAND
+        ),
         sessions=SessionsStatus(
             active=sum(p.sessions_active or 0 for p in pods), capacity=capacity
         ),

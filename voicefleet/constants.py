@@ -6,6 +6,7 @@ One module, so no string literal appears twice (KubeRay's ``utils/constant.go`` 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
 from voicefleet import __version__
@@ -61,23 +62,52 @@ NODE_LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
 EKS_CAPACITY_SPOT: Final = "SPOT"
 EKS_CAPACITY_ON_DEMAND: Final = "ON_DEMAND"
 
-# --- Capacity strategies and types ----------------------------------------------------------
-STRATEGY_ON_DEMAND: Final = "on-demand"
-STRATEGY_SPOT_FIRST: Final = "spot-first"
-STRATEGY_SPOT_ONLY: Final = "spot-only"
-CAPACITY_SPOT: Final = "spot"
-CAPACITY_ON_DEMAND: Final = "on-demand"
+# --- Vocabularies ---------------------------------------------------------------------------
+# Each is one StrEnum: the API models use it as the field type (so the CRD lists its values
+# as an enum), and code compares and writes its members (a member is its string value).
+
+
+class Strategy(StrEnum):
+    """spec.capacity.strategy: how pods are split between on-demand and spot capacity."""
+
+    ON_DEMAND = "on-demand"
+    SPOT_FIRST = "spot-first"
+    SPOT_ONLY = "spot-only"
+
+
+class CapacityType(StrEnum):
+    """The capacity a pod or node runs on (the LABEL_CAPACITY_TYPE and Karpenter values)."""
+
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+class LimitedBy(StrEnum):
+    """status.plan.limitedBy: what bounds the sessions one pod holds."""
+
+    MEMORY = "memory"
+    COMPUTE = "compute"
+    POLICY = "policy"
+
+
+class DensityModel(StrEnum):
+    """status.plan.density: batched (one model, all sessions) or replicated (one each)."""
+
+    BATCHED = "batched"
+    REPLICATED = "replicated"
+
+
+class ConditionStatus(StrEnum):
+    """The status of a condition, as in metav1.Condition and a Node's conditions."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
 
 # --- Prices ---------------------------------------------------------------------------------
 # The key of a price ConfigMap (spec.capacity.pricing.configMapName) holding a prices.yaml.
 PRICES_CONFIGMAP_KEY: Final = "prices.yaml"
-
-# --- Planner vocabulary (status.plan.limitedBy) -----------------------------------------------
-LIMITED_BY_MEMORY: Final = "memory"
-LIMITED_BY_COMPUTE: Final = "compute"
-LIMITED_BY_POLICY: Final = "policy"
-DENSITY_BATCHED: Final = "batched"
-DENSITY_REPLICATED: Final = "replicated"
 
 # --- Conditions (type, reasons) ---------------------------------------------------------------
 CONDITION_READY: Final = "Ready"

@@ -8,6 +8,7 @@ every generated file is written without them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -16,6 +17,14 @@ import yaml
 class _PlainDumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def _enum_value(dumper: yaml.SafeDumper, member: StrEnum) -> yaml.Node:
+    # A vocabulary member (constants.CapacityType.SPOT) in a built object is its string.
+    return dumper.represent_str(member.value)
+
+
+_PlainDumper.add_multi_representer(StrEnum, _enum_value)
 
 
 def dump(data: Any, **options: Any) -> str:

@@ -26,9 +26,9 @@ from kubernetes import client, config
 from e2e import fleet, realpods
 from e2e.realpods import APPS, POOL
 from tests.fixtures.sandbox import wait_until
-from tests.operator import harness
 from voicefleet import constants, images
 from voicefleet.sandbox import binaries, manager, netns, node
+from voicefleet.testing import kube_admin
 
 pytestmark = pytest.mark.sandbox
 
@@ -125,14 +125,14 @@ def test_a_full_pod_turns_unready_and_leaves_the_service(
 ) -> None:
     # The Service's conversation took a slot of one pod; fill the other one.
     inside = str(real.real_node_netns)
-    per_pod = harness.get_pool(cluster.api, APPS, POOL)["status"]["plan"]["sessionsPerPod"]
+    per_pod = kube_admin.get_pool(cluster.api, APPS, POOL)["status"]["plan"]["sessionsPerPod"]
     target = min(realpods.pods(cluster), key=lambda p: _active(inside, p))
     assert _active(inside, target) == 0
     for _ in range(per_pod):
         callers.call(target.status.pod_ip)
     core = client.CoreV1Api(cluster.api)
     wait_until(
-        lambda: not harness.is_ready(core.read_namespaced_pod(target.metadata.name, APPS)),
+        lambda: not kube_admin.is_ready(core.read_namespaced_pod(target.metadata.name, APPS)),
         what=f"{target.metadata.name} to turn unready when full",
     )
     wait_until(

@@ -23,8 +23,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Final
 
-from voicefleet import constants
-from voicefleet.api.pool import PlanStatus, VoiceAgentPoolSpec
+from voicefleet import catalog, constants
+from voicefleet.api.pool import VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
 from voicefleet.operator import interruption
 from voicefleet.operator.builders.common import PoolRef, content_hash, metadata, selector_labels
 from voicefleet.operator.builders.merge import merge
@@ -45,7 +46,7 @@ GPU_TAINT: Final = constants.RESOURCE_GPU
 # Taints that spot nodes carry on GKE (optional) and AKS (always).
 SPOT_TAINTS: Final[tuple[tuple[str, str], ...]] = (
     (constants.NODE_LABEL_GKE_SPOT, "true"),
-    (constants.NODE_LABEL_AKS_PRIORITY, constants.CAPACITY_SPOT),
+    (constants.NODE_LABEL_AKS_PRIORITY, constants.CapacityType.SPOT),
 )
 # preStop: start the drain through the runtime's own API, so it begins before the
 # endpoints controller and SIGTERM race; SIGTERM then joins the same drain.
@@ -98,7 +99,7 @@ def ordinal_of(pool: PoolRef, name: str) -> int | None:
 
 
 def weights_source(spec: VoiceAgentPoolSpec) -> str:
-    _profile, variant = resolve_model(spec.model)
+    _profile, variant = resolve_model(spec.model, catalog.models())
     return spec.model.source or variant.source
 
 
@@ -137,7 +138,7 @@ def runtime_args(
     spec: VoiceAgentPoolSpec, plan: PlanStatus, weights: str, prompt: str | None = None
 ) -> list[str]:
     """The runtime's command-line settings: slots, session cap, model, prompt, drain."""
-    profile, variant = resolve_model(spec.model)
+    profile, variant = resolve_model(spec.model, catalog.models())
     # A CPU model has no precision variants to pick, and must not look for a GPU.
     model = (
         ["--device", "cpu"] if profile.on_cpu else ["--variant", variant.name.rsplit("-", 1)[-1]]
@@ -177,7 +178,7 @@ def resources(spec: VoiceAgentPoolSpec) -> dict[str, Any]:
     pod is not BestEffort, evicted first), memory limited, one GPU unless the model runs on
     the CPU. No CPU limit: throttling would make the frame clock late. ``spec.template``'s
     resources are merged over these."""
-    profile, variant = resolve_model(spec.model)
+    profile, variant = resolve_model(spec.model, catalog.models())
     wanted = variant.resources
     requests = {"cpu": wanted.cpu, "memory": wanted.memory}
     limits = {"memory": wanted.memory_limit}
@@ -272,14 +273,14 @@ def placement(
         product_expr = [
             {"key": constants.NODE_LABEL_GPU_PRODUCT, "operator": "In", "values": [gpu_product]}
         ]
-    if capacity_type == constants.CAPACITY_SPOT:
+    if capacity_type == constants.CapacityType.SPOT:
         terms = _spot_terms(product_expr, settings)
     else:
         terms = _on_demand_terms(product_expr, settings)
     tolerations: list[dict[str, Any]] = (
         [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}] if gpu else []
     )
-    if capacity_type == constants.CAPACITY_SPOT:
+    if capacity_type == constants.CapacityType.SPOT:
         tolerations += [
             {"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"}
             for k, v in SPOT_TAINTS
@@ -307,7 +308,7 @@ def build_pod_template(
     """
     container, volumes = _container(spec, plan, settings)
     container["env"][0]["valueFrom"]["secretKeyRef"]["name"] = secret_name(pool)
-    profile, _variant = resolve_model(spec.model)
+    profile, _variant = resolve_model(spec.model, catalog.models())
     if profile.on_cpu:
         gpu_product = None
     affinity, tolerations = placement(capacity_type, gpu_product, settings, gpu=not profile.on_cpu)

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from voicefleet.catalog import ModelProfile, ModelVariant
-from voicefleet.constants import LIMITED_BY_COMPUTE, LIMITED_BY_MEMORY, LIMITED_BY_POLICY
+from voicefleet.constants import LimitedBy
 
 GIB = 1024**3
 
@@ -111,11 +111,11 @@ def batched(
     model = frame_model(gpu, variant, session_gib)
     by_compute = model.max_batch(profile.frame_ms) if model else None
     # Ties go to the physical limits first: they explain more than "policy" does.
-    candidates = [(by_memory, LIMITED_BY_MEMORY)]
+    candidates = [(by_memory, LimitedBy.MEMORY)]
     if by_compute is not None:
-        candidates.append((by_compute, LIMITED_BY_COMPUTE))
+        candidates.append((by_compute, LimitedBy.COMPUTE))
     if policy_cap is not None:
-        candidates.append((policy_cap, LIMITED_BY_POLICY))
+        candidates.append((policy_cap, LimitedBy.POLICY))
     sessions, limited_by = min(candidates, key=lambda c: c[0])
     return Density(
         sessions_per_pod=sessions,
@@ -143,9 +143,9 @@ def replicated(
     model = frame_model(gpu, variant, session_gib)
     by_compute = math.floor(profile.frame_ms / model.p95_ms(1)) if model else None
     if by_compute is not None and by_compute < by_memory:
-        sessions, limited_by = by_compute, LIMITED_BY_COMPUTE
+        sessions, limited_by = by_compute, LimitedBy.COMPUTE
     else:
-        sessions, limited_by = by_memory, LIMITED_BY_MEMORY
+        sessions, limited_by = by_memory, LimitedBy.MEMORY
     return Density(
         sessions_per_pod=sessions,
         limited_by=limited_by,

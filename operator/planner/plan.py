@@ -13,11 +13,13 @@ An impossible plan raises :class:`PlanError` with a message that says what to ch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from voicefleet import catalog, constants
-from voicefleet.api.pool import GPU_AUTO, GpuSpec, ModelSpec, PlanStatus, VoiceAgentPoolSpec
-from voicefleet.catalog import ModelProfile, ModelVariant, PriceTable
+from voicefleet.api.pool import GPU_AUTO, GpuSpec, ModelSpec, VoiceAgentPoolSpec
+from voicefleet.api.status import PlanStatus
+from voicefleet.catalog import Catalog, ModelProfile, ModelVariant, PriceTable
 from voicefleet.operator.planner import density, replicas
 from voicefleet.operator.planner.density import Density, Gpu
 
@@ -31,7 +33,7 @@ class PlanError(ValueError):
         self.message = message
 
 
-def resolve_gpu(spec: GpuSpec) -> Gpu:
+def resolve_gpu(spec: GpuSpec, tables: Catalog) -> Gpu:
     """The GPU to plan for: the catalog entry, with the spec's overrides laid over it."""
     if spec.product == GPU_AUTO:
         raise PlanError(
@@ -39,9 +41,9 @@ def resolve_gpu(spec: GpuSpec) -> Gpu:
             "auto is resolved by the operator from the nodes' nvidia.com/gpu.product labels; "
             f"to plan offline name a product, e.g. {GpuSpec().product}",
         )
-    known = catalog.find_gpu(spec.product)
+    known = tables.find_gpu(spec.product)
     if known is None and spec.memory_mib is None:
-        names = ", ".join(sorted(catalog.gpus()))
+        names = ", ".join(sorted(tables.gpus))
         raise PlanError(
             "gpu.product",
             f"{spec.product} is not in the GPU catalog ({names}); set gpu.memoryMiB and "
@@ -59,8 +61,10 @@ def resolve_gpu(spec: GpuSpec) -> Gpu:
     )
 
 
-def resolve_model(spec: ModelSpec) -> tuple[ModelProfile, ModelVariant]:
-    profile = catalog.models()[spec.name]
+def resolve_model(
+    spec: ModelSpec, models: Mapping[str, ModelProfile]
+) -> tuple[ModelProfile, ModelVariant]:
+    profile = models[spec.name]
     return profile, profile.variants[spec.variant or profile.default_variant]
 
 
@@ -114,7 +118,7 @@ def _on_cpu(variant: ModelVariant, policy_cap: int | None) -> Density:
     by_policy = policy_cap is not None and policy_cap < slots
     return Density(
         sessions_per_pod=policy_cap if by_policy and policy_cap is not None else slots,
-        limited_by=constants.LIMITED_BY_POLICY if by_policy else constants.LIMITED_BY_COMPUTE,
+        limited_by=constants.LimitedBy.POLICY if by_policy else constants.LimitedBy.COMPUTE,
         memory_limit=slots,
         compute_limit=slots,
         per_session_gib=0.0,
@@ -124,16 +128,18 @@ def _on_cpu(variant: ModelVariant, policy_cap: int | None) -> Density:
 
 def plan(
     spec: VoiceAgentPoolSpec,
+    tables: Catalog,
     prices: PriceTable | None = None,
-    model: str = constants.DENSITY_BATCHED,
+    model: constants.DensityModel = constants.DensityModel.BATCHED,
 ) -> PlanStatus:
-    """The plan for ``spec``. ``model`` picks the density model: batched or replicated."""
-    profile, variant = resolve_model(spec.model)
-    gpu = CPU if profile.on_cpu else resolve_gpu(spec.gpu)
+    """The plan for ``spec`` from the GPU, model and price ``tables``; ``prices`` (the
+    pool's own table) replaces ``tables.prices``. ``model`` picks the density model."""
+    profile, variant = resolve_model(spec.model, tables.models)
+    gpu = CPU if profile.on_cpu else resolve_gpu(spec.gpu, tables)
     sessions = spec.sessions
     if profile.on_cpu:
         found = _on_cpu(variant, sessions.max_per_pod)
-    elif model == constants.DENSITY_REPLICATED:
+    elif model == constants.DensityModel.REPLICATED:
         found = density.replicated(gpu, profile, variant, sessions.max_session_seconds)
     else:
         found = density.batched(
@@ -162,7 +168,7 @@ def plan(
 
     # GPU-hour prices say nothing about a CPU pod: its cost is left out (null).
     on_demand_price, spot_price = (
-        (None, None) if profile.on_cpu else _prices(spec, gpu, prices or catalog.default_prices())
+        (None, None) if profile.on_cpu else _prices(spec, gpu, prices or tables.prices)
     )
     cost: float | None = 0.0
     for count, price in ((pods.on_demand, on_demand_price), (pods.spot, spot_price)):
@@ -172,9 +178,7 @@ def plan(
             cost += count * (price or 0.0)
 
     return PlanStatus(
-        density=constants.DENSITY_REPLICATED
-        if model == constants.DENSITY_REPLICATED
-        else constants.DENSITY_BATCHED,
+        density=model,
         gpu=gpu.short_name,
         sessions_per_pod=per_pod,
         limited_by=found.limited_by,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from voicefleet.constants import STRATEGY_ON_DEMAND, STRATEGY_SPOT_ONLY
+from voicefleet.constants import Strategy
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ def split(
     spot_percentage: int,
 ) -> Replicas:
     """On-demand and spot pods for ``pods`` in total (the base always runs)."""
-    if strategy == STRATEGY_ON_DEMAND:
+    if strategy == Strategy.ON_DEMAND:
         total = max(pods, on_demand_base)
         return Replicas(total=total, on_demand=total, spot=0)
-    if strategy == STRATEGY_SPOT_ONLY:
+    if strategy == Strategy.SPOT_ONLY:
         return Replicas(total=pods, on_demand=0, spot=pods)
     total = max(pods, on_demand_base)
     spot = (total - on_demand_base) * spot_percentage // 100

@@ -16,14 +16,14 @@ from kubernetes import client
 
 from tests.fixtures.sandbox import Cluster
 from tests.operator import kit
-from tests.operator.harness import (
+from voicefleet.testing.kube_admin import (
     OPERATOR_NAMESPACE,
-    HarnessError,
-    Operator,
     install_rbac,
     pool_token,
     service_account_kubeconfig,
 )
+from voicefleet.testing.operators import Operator
+from voicefleet.testing.polling import HarnessError
 
 __all__ = ["OPERATOR_NAMESPACE", "Operator", "pool_token"]
 

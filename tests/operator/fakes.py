@@ -19,12 +19,12 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from tests.operator.contract_server import report
 from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse, RuntimeStatus
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.runtime_client import RuntimeCallError
 from voicefleet.rfc3339 import format_time
+from voicefleet.testing.contract_server import report
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,14 +21,15 @@ from tests.fixtures.sandbox import (
     PodProcesses,
     wait_until,
 )
-from tests.operator.harness import draining, get_pool, is_ready, pool_pods, set_node_ready
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.cli.crd import crd_filename
 from voicefleet.operator.planner import plan
+from voicefleet.testing.kube_admin import draining, get_pool, is_ready, pool_pods, set_node_ready
+from voicefleet.testing.polling import seconds_until
 
 # The pool, pod and node helpers are shared with the e2e suite and the benchmark
-# (harness.py); re-exported so the tests say kit.pool_pods(...).
+# (voicefleet/testing/cluster.py); re-exported so the tests say kit.pool_pods(...).
 __all__ = ["draining", "get_pool", "is_ready", "pool_pods", "set_node_ready"]
 
 GROUP_VERSION = (constants.GROUP, constants.VERSION)
@@ -45,7 +45,7 @@ def pool_manifest(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def planned(**spec: Any) -> Any:
-    return plan(VoiceAgentPoolSpec.model_validate(spec))
+    return plan(VoiceAgentPoolSpec.model_validate(spec), catalog.builtin())
 
 
 def make_pool(apply: Apply, name: str, **spec: Any) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def start_contract_server(
         [
             sys.executable,
             "-m",
-            "tests.operator.contract_server",
+            "voicefleet.testing.contract_server",
             "--host",
             "{ip}",
             "--token",
@@ -130,12 +130,10 @@ def http_ok(ip: str, path: str) -> bool:
 
 def elapsed_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> float:
     """Seconds until ``predicate()`` is true (fails the test after ``timeout``)."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not true after {timeout} s: {predicate}")
-        time.sleep(step)
-    return time.monotonic() - started
+    took = seconds_until(predicate, timeout, step)
+    if took is None:
+        raise AssertionError(f"not true after {timeout} s: {predicate}")
+    return took
 
 
 def events(kube_api: client.ApiClient, namespace: str, reason: str) -> list[client.CoreV1Event]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import builders
 from voicefleet.operator.builders.merge import merge
@@ -23,9 +23,11 @@ def spec(**overrides: Any) -> VoiceAgentPoolSpec:
     )
 
 
-def template(kind: str = constants.CAPACITY_SPOT, **overrides: Any) -> dict[str, Any]:
+def template(kind: str = constants.CapacityType.SPOT, **overrides: Any) -> dict[str, Any]:
     s = spec(**overrides)
-    return builders.build_pod_template(POOL, s, plan(s), kind, "NVIDIA-H100-80GB-HBM3")
+    return builders.build_pod_template(
+        POOL, s, plan(s, catalog.builtin()), kind, "NVIDIA-H100-80GB-HBM3"
+    )
 
 
 def container(pod: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +118,10 @@ def test_runtime_args_carry_slots_session_cap_and_source() -> None:
         model={"name": "moshi", "source": "hf://kyutai/moshika-pytorch-bf16"},
         sessions={"target": 100, "maxSessionSeconds": 120},
     )
-    p = plan(s)
-    args = container(builders.build_pod_template(POOL, s, p, constants.CAPACITY_SPOT, None))["args"]
+    p = plan(s, catalog.builtin())
+    args = container(builders.build_pod_template(POOL, s, p, constants.CapacityType.SPOT, None))[
+        "args"
+    ]
     pairs = dict(zip(args[::2], args[1::2], strict=True))
     assert pairs["--max-sessions"] == str(p.sessions_per_pod)
     assert pairs["--max-session-seconds"] == "120"
@@ -192,13 +196,13 @@ def test_spot_and_on_demand_affinity_match_each_clouds_labels(
 
         return any(all(ok(e) for e in t["matchExpressions"]) for t in _terms(pod))
 
-    assert matches(template(constants.CAPACITY_SPOT)) is spot
-    assert matches(template(constants.CAPACITY_ON_DEMAND)) is not spot
+    assert matches(template(constants.CapacityType.SPOT)) is spot
+    assert matches(template(constants.CapacityType.ON_DEMAND)) is not spot
 
 
 def test_spot_pods_tolerate_aks_and_gke_spot_taints() -> None:
-    spot_keys = {t["key"] for t in template(constants.CAPACITY_SPOT)["spec"]["tolerations"]}
-    od_keys = {t["key"] for t in template(constants.CAPACITY_ON_DEMAND)["spec"]["tolerations"]}
+    spot_keys = {t["key"] for t in template(constants.CapacityType.SPOT)["spec"]["tolerations"]}
+    od_keys = {t["key"] for t in template(constants.CapacityType.ON_DEMAND)["spec"]["tolerations"]}
     assert constants.NODE_LABEL_AKS_PRIORITY in spot_keys
     assert constants.NODE_LABEL_GKE_SPOT in spot_keys
     assert constants.NODE_LABEL_AKS_PRIORITY not in od_keys
@@ -309,7 +313,9 @@ def test_an_empty_runtime_image_is_the_operators_own_version_and_a_set_one_wins(
     assert container(template())["image"] == constants.DEFAULT_RUNTIME_IMAGE
     settings = builders.PodSettings(runtime_image="registry.example/voicefleet/runtime:9.9")
     s = spec()
-    pod = builders.build_pod_template(POOL, s, plan(s), "spot", None, settings=settings)
+    pod = builders.build_pod_template(
+        POOL, s, plan(s, catalog.builtin()), "spot", None, settings=settings
+    )
     assert container(pod)["image"] == "registry.example/voicefleet/runtime:9.9"
     # A new operator version changes the pods of pools that name no image: a rollout.
     assert pod["metadata"]["annotations"] != template()["metadata"]["annotations"]
@@ -319,7 +325,7 @@ def test_an_empty_runtime_image_is_the_operators_own_version_and_a_set_one_wins(
 
 def test_a_tiny_pool_runs_on_the_cpu_without_a_gpu() -> None:
     s = spec(model={"name": "tiny"}, sessions={"target": 3})
-    planned = plan(s)
+    planned = plan(s, catalog.builtin())
     assert (planned.sessions_per_pod, planned.gpu, planned.replicas) == (2, "CPU", 3)
     assert planned.cost_per_hour is None  # GPU-hour prices say nothing about CPU pods
     pod = builders.build_pod_template(POOL, s, planned, "spot", "NVIDIA-H100-80GB-HBM3")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.hostile import DRAINING, HOSTILE
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api import names
 from voicefleet.api.container import EnvVar, ResourceRequirements, RuntimeContainer
 from voicefleet.api.pool import VoiceAgentPoolSpec
@@ -27,7 +27,11 @@ POOL = builders.PoolRef(name="support-en", namespace="tenant-a", uid="uid-1")
 
 def build(spec: VoiceAgentPoolSpec) -> dict[str, Any]:
     template = builders.build_pod_template(
-        POOL, spec, plan(spec), constants.CAPACITY_SPOT, "NVIDIA-H100-80GB-HBM3"
+        POOL,
+        spec,
+        plan(spec, catalog.builtin()),
+        constants.CapacityType.SPOT,
+        "NVIDIA-H100-80GB-HBM3",
     )
     return builders.build_pod(template, POOL, 0)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.operator.fakes import FakeKube, FakeRuntimes
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import metrics
 from voicefleet.operator.config import OperatorConfig
@@ -25,7 +25,7 @@ NS = "voice"
 SPEC: dict[str, Any] = {"sessions": {"target": 100}}
 H100 = {
     constants.NODE_LABEL_GPU_PRODUCT: "NVIDIA-H100-80GB-HBM3",
-    constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE: constants.CAPACITY_ON_DEMAND,
+    constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE: constants.CapacityType.ON_DEMAND,
 }
 
 
@@ -56,7 +56,7 @@ async def test_a_pass_makes_the_pools_objects_and_a_second_pass_writes_nothing()
     fleet = await fleet_on(kube, runtimes)
     body = kube.pool(NS, "support", SPEC)
     await fleet.reconcile(body, trigger=TRIGGER_CREATE)
-    want = plan(VoiceAgentPoolSpec.model_validate(SPEC))
+    want = plan(VoiceAgentPoolSpec.model_validate(SPEC), catalog.builtin())
     assert len(kube.pods(NS)) == want.replicas
     kinds = {k for k, ns, _ in kube.objects if ns == NS}
     assert kinds == {"Pod", "Secret", "Service", "PodDisruptionBudget", constants.KIND}

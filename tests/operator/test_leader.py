@@ -14,10 +14,10 @@ import pytest
 from kubernetes import client
 
 from tests.fixtures.sandbox import Cluster
-from tests.operator.harness import free_port
-from tests.polling import until
 from voicefleet.operator.kube import Kube, load_credentials
 from voicefleet.operator.leader import LeaderElector, LeaseLost, LeaseSettings
+from voicefleet.testing.loopback import free_port
+from voicefleet.testing.polling import until
 
 pytestmark = pytest.mark.sandbox
 

@@ -16,10 +16,11 @@ import pytest
 from kubernetes import client
 
 from tests.fixtures.sandbox import Apply, wait_until
-from tests.operator import harness, kit
+from tests.operator import kit
 from tests.operator.conftest import OPERATOR_NAMESPACE, Operator
 from voicefleet import constants
 from voicefleet.operator.process import EXIT_LEASE_LOST
+from voicefleet.testing import kube_admin, operators, polling
 
 pytestmark = pytest.mark.sandbox
 
@@ -54,9 +55,9 @@ def _failover(
     stopped = time.monotonic()
     old.stop(sig)
     kit.patch_pool(kube_api, namespace, POOL, {"spec": {"sessions": {"target": target}}})
-    harness.wait_for(new.leading, 90, "the standby to take the lease")
+    polling.wait_for(new.leading, 90, "the standby to take the lease")
     leading = time.monotonic() - stopped
-    harness.wait_for(
+    polling.wait_for(
         lambda: len(kit.pool_pods(kube_api, namespace, POOL)) == want, 90, f"{want} pods"
     )
     return Failover(signal.Signals(sig).name, leading, time.monotonic() - stopped)
@@ -75,8 +76,8 @@ def test_two_replicas_elect_one_that_acts_and_a_standby_takes_over(  # noqa: PLR
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    deployment = harness.chart_deployment()
-    replicas = harness.chart_replicas(live_operator.kubeconfig, tmp_path, deployment)
+    deployment = operators.chart_deployment()
+    replicas = operators.chart_replicas(live_operator.kubeconfig, tmp_path, deployment)
     assert len(replicas.operators) == 2  # the chart's default
     args = replicas.operators[0].args
     duration = _flag(args, "--leader-elect-lease-duration")
@@ -125,12 +126,12 @@ def test_two_replicas_elect_one_that_acts_and_a_standby_takes_over(  # noqa: PLR
 
 def _seconds_to_exit(operator: Operator, cause: Callable[[], object]) -> float:
     """Seconds from ``cause()``, done while ``operator`` leads, until its process exits."""
-    harness.wait_for(operator.leading, 60, "the operator to lead")
+    polling.wait_for(operator.leading, 60, "the operator to lead")
     process = operator.process
     assert process is not None
     started = time.monotonic()
     cause()
-    harness.wait_for(lambda: process.poll() is not None, 30, "the operator to exit")
+    polling.wait_for(lambda: process.poll() is not None, 30, "the operator to exit")
     seconds = time.monotonic() - started
     operator.stop()  # notes its exit code
     return seconds
@@ -171,7 +172,7 @@ def test_a_deleted_lease_is_never_recreated_and_its_leader_stops(
         left = leases.list_namespaced_lease(OPERATOR_NAMESPACE).items
         assert LEASE not in [lease.metadata.name for lease in left]
     finally:
-        harness.install_rbac(kube_api)  # the Lease again, for the next tests
+        kube_admin.install_rbac(kube_api)  # the Lease again, for the next tests
     assert live_operator.exit_codes[-1] == EXIT_LEASE_LOST
     assert seconds < 10.0 + 2.0 + 3  # the renew deadline, one retry, and slack
     assert "Forbidden" in live_operator.logs[-1].read_text()

@@ -45,7 +45,7 @@ def test_a_pool_gets_its_secret_services_pdb_and_pods(
     pods = kit.pool_pods(kube_api, namespace, "support")
     assert len(pods) == want.replicas
     kinds = [p.metadata.labels[constants.LABEL_CAPACITY_TYPE] for p in pods]
-    assert kinds.count(constants.CAPACITY_SPOT) == want.spot_replicas
+    assert kinds.count(constants.CapacityType.SPOT) == want.spot_replicas
     nodes = {n.metadata.name: n for n in core.list_node().items}
     for pod in pods:
         node_labels = nodes[pod.spec.node_name].metadata.labels

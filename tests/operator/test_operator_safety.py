@@ -15,9 +15,9 @@ from kubernetes import client
 from tests.fixtures.sandbox import Apply, PodProcesses, wait_until
 from tests.operator import kit
 from tests.operator.conftest import Operator, pool_token
-from tests.operator.harness import NOT_READY_GRACE_SECONDS
 from voicefleet import constants
 from voicefleet.rfc3339 import format_time
+from voicefleet.testing.operators import NOT_READY_GRACE_SECONDS
 
 pytestmark = pytest.mark.sandbox
 

@@ -15,8 +15,8 @@ from voicefleet.operator import scaling
 from voicefleet.operator.scaling import Desired, Inputs, PodView, decide
 from voicefleet.rfc3339 import parse_time
 
-OD = constants.CAPACITY_ON_DEMAND
-SPOT = constants.CAPACITY_SPOT
+OD = constants.CapacityType.ON_DEMAND
+SPOT = constants.CapacityType.SPOT
 NOW = 1_000_000.0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import status
 from voicefleet.operator.planner import plan
@@ -12,12 +12,12 @@ from voicefleet.operator.scaling import PodView
 
 NOW = 2_000_000_000.0
 SPEC = VoiceAgentPoolSpec.model_validate({"sessions": {"target": 100}})
-PLAN = plan(SPEC)
+PLAN = plan(SPEC, catalog.builtin())
 
 
 def pod(name: str, **kw: object) -> PodView:
     base: dict[str, object] = {
-        "capacity_type": constants.CAPACITY_ON_DEMAND,
+        "capacity_type": constants.CapacityType.ON_DEMAND,
         "spec_hash": "h",
         "phase": "Running",
         "ip": "127.0.0.9",
@@ -35,7 +35,7 @@ def observe(pods: list[PodView], **kw: object) -> status.Observation:
         "selector": "a=b",
         "pods": pods,
         "plan": PLAN,
-        "desired_hashes": {constants.CAPACITY_ON_DEMAND: "h"},
+        "desired_hashes": {constants.CapacityType.ON_DEMAND: "h"},
         "target_sessions": 100,
         "now": NOW,
     }
@@ -64,7 +64,7 @@ def test_counts_by_state_and_capacity_type() -> None:
     pods = [
         pod("r"),
         pod("s", ready=False, phase="Pending", ip=None, sessions_active=None),
-        pod("d", draining=True, capacity_type=constants.CAPACITY_SPOT),
+        pod("d", draining=True, capacity_type=constants.CapacityType.SPOT),
         pod("gone", deleting=True),
     ]
     wire = status.compute(observe(pods))
@@ -143,7 +143,7 @@ def test_ready_when_the_slots_cover_the_target_even_with_pods_missing() -> None:
 def test_the_reason_that_matters_most_comes_first_and_the_rest_are_named() -> None:
     stuck_spot = pod(
         "s0",
-        capacity_type=constants.CAPACITY_SPOT,
+        capacity_type=constants.CapacityType.SPOT,
         ready=False,
         phase="Pending",
         ip=None,

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.polling import until
 from voicefleet.operator.ticker import Ticker
+from voicefleet.testing.polling import until
 
 INTERVAL = 0.02
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.server_process import RuntimeServer, start_server
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 TOKEN = "pool-token-for-tests"
 

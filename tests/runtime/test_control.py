@@ -15,10 +15,12 @@ import pytest
 import sphn
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.runtime.clients import moshi_session, tone
 from tests.runtime.conftest import TOKEN
-from tests.runtime.server_process import RuntimeServer, free_port, http, start_server
 from voicefleet.api.runtime import RuntimeStatus
+from voicefleet.testing.attacks import active, eventually
+from voicefleet.testing.clients import moshi_session, tone
+from voicefleet.testing.loopback import free_port, http
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 
@@ -89,7 +91,7 @@ async def test_drain_endpoint(tmp_path: Path) -> None:
     )
     try:
         live = asyncio.create_task(moshi_session(f"{server.ws}/api/chat", 20.0))
-        await asyncio.sleep(1.5)
+        assert await eventually(lambda: active(server) == 1, 60), "the session never started"
         body = {"deadlineSeconds": 2, "reason": "spot interruption"}
         assert http("POST", f"{server.http}/v1/drain", body, "wrong")[0] == 401
         assert http("POST", f"{server.http}/v1/drain", body)[0] == 401
@@ -106,8 +108,9 @@ async def test_drain_endpoint(tmp_path: Path) -> None:
         assert drains and drains[0]["reconnect"] == "wss://voice.example/api/chat"
         assert 0 <= drains[0]["deadlineSeconds"] <= 2
         assert transcript.close_code == 1001  # closed at the deadline, 18 s early
-        # Drained by the endpoint: the process stays up and unready until terminated.
-        await asyncio.sleep(1.0)
+        # Drained by the endpoint: the process stays up and unready until terminated (asked
+        # once the server has counted the slot free: the drain is over by then).
+        assert await eventually(lambda: active(server) == 0, 30)
         assert server.process.poll() is None
         status = server.status()
         assert status["draining"] is True
@@ -123,11 +126,11 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     try:
         stop = asyncio.Event()
         live = asyncio.create_task(moshi_session(f"{server.ws}/api/chat", 20.0, stop=stop))
-        await asyncio.sleep(1.5)
+        assert await eventually(lambda: active(server) == 1, 60), "the session never started"
         server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(1.0)
+        # Once the server shows it took the signal (unready), the live session holds it up.
+        assert await eventually(lambda: http("GET", f"{server.http}/readyz")[0] == 503, 30)
         assert server.process.poll() is None, "a live session holds the process up"
-        assert http("GET", f"{server.http}/readyz")[0] == 503
         stop.set()  # the caller hangs up, as told
         transcript = await asyncio.wait_for(live, 15)
         assert any(m["type"] == "drain" for m in transcript.metadata)
@@ -179,8 +182,12 @@ async def test_bursty_input_is_dropped_and_counted(shared_server: RuntimeServer)
             ogg = writer.append_pcm(burst[index * 1920 : (index + 1) * 1920])
             if ogg:
                 await ws.send_bytes(b"\x01" + ogg)
-        await asyncio.sleep(1.0)
-        # A burst, not a flood: the session stays open.
+        # Once the server has counted the burst's drops, the session is still open: a burst,
+        # not a flood.
+        assert await eventually(
+            lambda: shared_server.metric("input_dropped_total", reason="rate") > dropped_before,
+            30,
+        )
         assert not ws.closed
     healthy = await steady
     assert healthy.audio_samples >= 24_000

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.runtime.clients import audio_session, moshi_session, pcm_session
-from tests.runtime.server_process import RuntimeServer, start_server
+from voicefleet.testing.clients import audio_session, moshi_session, pcm_session
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.runtime.hertz_checkpoints import weight_normed, write_published
-from tests.runtime.server_process import free_port
 from voicefleet.runtime.backends.hertz.config import FULL, TINY
 from voicefleet.runtime.backends.hertz.models import HertzModel
 from voicefleet.runtime.backends.hertz.weights import PARTS, load_part
+from voicefleet.testing.loopback import free_port
 
 pytestmark = pytest.mark.runtime
 

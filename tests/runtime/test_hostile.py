@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime import attacks
-from tests.runtime.attacks import active, eventually
-from tests.runtime.clients import moshi_session
-from tests.runtime.server_process import RuntimeServer, start_server
 from voicefleet.runtime.limits import CLOSE_TIMEOUT_SECONDS
+from voicefleet.testing import attacks
+from voicefleet.testing.attacks import active, eventually
+from voicefleet.testing.clients import moshi_session
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 

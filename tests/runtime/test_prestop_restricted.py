@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import TOKEN
-from tests.runtime.server_process import start_server
-from voicefleet import constants
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import builders
 from voicefleet.operator.planner import plan
+from voicefleet.testing.runtime_process import start_server
 
 pytestmark = pytest.mark.runtime
 
@@ -24,7 +24,9 @@ POOL = builders.PoolRef(name="support-en", namespace="voice", uid="uid-1")
 
 def prestop_command() -> list[str]:
     spec = VoiceAgentPoolSpec.model_validate({"sessions": {"target": 40}})
-    pod = builders.build_pod_template(POOL, spec, plan(spec), constants.CAPACITY_SPOT, None)
+    pod = builders.build_pod_template(
+        POOL, spec, plan(spec, catalog.builtin()), constants.CapacityType.SPOT, None
+    )
     (container,) = pod["spec"]["containers"]
     context = container["securityContext"]
     assert context["allowPrivilegeEscalation"] is False

@@ -9,8 +9,8 @@ import struct
 import aiohttp
 import pytest
 
-from tests.runtime.clients import FRAME_SECONDS, moshi_session, pcm_session
-from tests.runtime.server_process import RuntimeServer
+from voicefleet.testing.clients import FRAME_SECONDS, moshi_session, pcm_session
+from voicefleet.testing.runtime_process import RuntimeServer
 
 pytestmark = pytest.mark.runtime
 

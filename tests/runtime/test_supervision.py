@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime import attacks
-from tests.runtime.attacks import eventually
-from tests.runtime.clients import MoshiTranscript, moshi_session
 from tests.runtime.fault_server import ENV_FAULT, FAULT_HANG, FAULT_RAISE
-from tests.runtime.server_process import RuntimeServer, http, start_server
 from tests.runtime.test_hostile import SLACK_SECONDS
+from voicefleet.testing import attacks
+from voicefleet.testing.attacks import eventually
+from voicefleet.testing.clients import MoshiTranscript, moshi_session
+from voicefleet.testing.loopback import http
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
 pytestmark = pytest.mark.runtime
 

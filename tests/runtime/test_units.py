@@ -11,7 +11,6 @@ import sphn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.runtime.oggpages import SilentStream, page, split_pages
 from voicefleet.api.runtime import DrainNotice, DrainRequest
 from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.drain import API, SIGNAL, DrainState
@@ -19,6 +18,7 @@ from voicefleet.runtime.lag import LagProbe
 from voicefleet.runtime.oggopus import ogg_opus_seconds, packet_seconds
 from voicefleet.runtime.protocol import parse_sampling
 from voicefleet.runtime.resample import StreamResampler
+from voicefleet.testing.oggpages import SilentStream, page, split_pages
 
 pytestmark = pytest.mark.runtime
 

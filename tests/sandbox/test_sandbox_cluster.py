@@ -19,8 +19,6 @@ from kubernetes.client.rest import ApiException
 from tests.fixtures.sandbox import Apply, Cluster, PodProcesses, wait_pod_ready, wait_until
 from voicefleet.constants import (
     API_VERSION,
-    CAPACITY_ON_DEMAND,
-    CAPACITY_SPOT,
     CRD_NAME,
     GROUP,
     KIND,
@@ -32,8 +30,9 @@ from voicefleet.constants import (
     PLURAL,
     RESOURCE_GPU,
     SINGULAR,
-    STRATEGY_SPOT_FIRST,
     VERSION,
+    CapacityType,
+    Strategy,
 )
 from voicefleet.sandbox.nodes import DEFAULT_GPU_PRODUCT, GPU_MEMORY_MIB, KWOK_NODE_ANNOTATION
 
@@ -53,7 +52,7 @@ def _pool(name: str, namespace: str) -> dict[str, Any]:
             "sessions": {"target": 200, "maxSessionSeconds": 240, "headroomPercent": 15},
             "gpu": {"product": DEFAULT_GPU_PRODUCT},
             "capacity": {
-                "strategy": STRATEGY_SPOT_FIRST,
+                "strategy": Strategy.SPOT_FIRST,
                 "onDemandBase": 1,
                 "spotPercentage": 80,
                 "interruption": {"drainSeconds": 100},
@@ -103,17 +102,17 @@ def test_fake_gpu_nodes_are_shaped_like_a_gpu_cluster(kube_api: client.ApiClient
     gpu = [n for n in fake if n.metadata.labels.get(NODE_LABEL_GPU_PRODUCT)]
     by_capacity = {
         kind: [n for n in gpu if n.metadata.labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == kind]
-        for kind in (CAPACITY_ON_DEMAND, CAPACITY_SPOT)
+        for kind in (CapacityType.ON_DEMAND, CapacityType.SPOT)
     }
-    assert len(by_capacity[CAPACITY_ON_DEMAND]) == 2
-    assert len(by_capacity[CAPACITY_SPOT]) == 4
+    assert len(by_capacity[CapacityType.ON_DEMAND]) == 2
+    assert len(by_capacity[CapacityType.SPOT]) == 4
     assert len(fake) - len(gpu) == 1  # the CPU node
     for node in gpu:
         labels = node.metadata.labels
         assert labels[NODE_LABEL_GPU_PRODUCT] == DEFAULT_GPU_PRODUCT
         assert labels[NODE_LABEL_GPU_MEMORY] == str(GPU_MEMORY_MIB[DEFAULT_GPU_PRODUCT])
         assert node.status.allocatable[RESOURCE_GPU] == labels[NODE_LABEL_GPU_COUNT]
-        spot = labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == CAPACITY_SPOT
+        spot = labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == CapacityType.SPOT
         assert labels[NODE_LABEL_EKS_CAPACITY_TYPE] == ("SPOT" if spot else "ON_DEMAND")
     for node in fake:
         ready = [c for c in node.status.conditions if c.type == "Ready"]
@@ -187,10 +186,10 @@ def test_kubectl_explain_shows_descriptions(sandbox: Cluster, voicefleet_crds: l
 def test_gpu_pod_with_spot_affinity_runs_on_a_spot_node(
     kube_api: client.ApiClient, apply: Apply, namespace: str
 ) -> None:
-    apply(_gpu_pod("spot-worker", CAPACITY_SPOT))
+    apply(_gpu_pod("spot-worker", CapacityType.SPOT))
     pod = wait_pod_ready(kube_api, namespace, "spot-worker")
     node = client.CoreV1Api(kube_api).read_node(pod.spec.node_name)
-    assert node.metadata.labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == CAPACITY_SPOT
+    assert node.metadata.labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == CapacityType.SPOT
     assert pod.status.phase == "Running"
     assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(node.spec.pod_cidr)
 
@@ -198,7 +197,7 @@ def test_gpu_pod_with_spot_affinity_runs_on_a_spot_node(
 def test_pod_that_asks_for_more_gpus_than_any_node_stays_pending(
     kube_api: client.ApiClient, apply: Apply, namespace: str
 ) -> None:
-    pod = _gpu_pod("greedy", CAPACITY_SPOT)
+    pod = _gpu_pod("greedy", CapacityType.SPOT)
     pod["spec"]["containers"][0]["resources"] = {"limits": {RESOURCE_GPU: "64"}}
     apply(pod)
     core = client.CoreV1Api(kube_api)
@@ -229,7 +228,7 @@ def test_deleting_the_owner_garbage_collects_dependents(
         "controller": True,
         "blockOwnerDeletion": True,
     }
-    apply(_gpu_pod("dependent", CAPACITY_ON_DEMAND, ownerReferences=[reference]))
+    apply(_gpu_pod("dependent", CapacityType.ON_DEMAND, ownerReferences=[reference]))
     wait_pod_ready(kube_api, namespace, "dependent")
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "owner")
     core = client.CoreV1Api(kube_api)
@@ -320,7 +319,7 @@ def _free_port(host: str) -> int:
 def test_a_process_on_the_pod_ip_is_reachable(
     kube_api: client.ApiClient, apply: Apply, namespace: str, pod_processes: PodProcesses
 ) -> None:
-    apply(_gpu_pod("runtime-0", CAPACITY_SPOT))
+    apply(_gpu_pod("runtime-0", CapacityType.SPOT))
     pod = wait_pod_ready(kube_api, namespace, "runtime-0")
     ip = pod.status.pod_ip
     assert ipaddress.ip_address(ip).is_loopback

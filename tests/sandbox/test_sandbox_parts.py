@@ -6,23 +6,22 @@ import ipaddress
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from voicefleet.constants import (
-    CAPACITY_ON_DEMAND,
-    CAPACITY_SPOT,
     NODE_LABEL_EKS_CAPACITY_TYPE,
     NODE_LABEL_GPU_COUNT,
     NODE_LABEL_GPU_MEMORY,
     NODE_LABEL_GPU_PRODUCT,
     NODE_LABEL_KARPENTER_CAPACITY_TYPE,
     RESOURCE_GPU,
+    CapacityType,
 )
 from voicefleet.sandbox import binaries, build, nodes, processes
 from voicefleet.sandbox.versions import KUBERNETES_VERSION, staging_version
+from voicefleet.testing.polling import poll
 
 POD_NETWORK = "127.77.0.0/16"
 
@@ -47,13 +46,15 @@ def test_default_nodes_are_two_on_demand_four_spot_and_a_cpu_node() -> None:
 
 
 def test_gpu_node_manifest_carries_gpu_feature_discovery_and_capacity_labels() -> None:
-    spot = nodes.plan_nodes([nodes.NodeGroup(count=1, capacity_type=CAPACITY_SPOT)], POD_NETWORK)
+    spot = nodes.plan_nodes(
+        [nodes.NodeGroup(count=1, capacity_type=CapacityType.SPOT)], POD_NETWORK
+    )
     manifest = nodes.node_manifest(spot[0])
     labels = manifest["metadata"]["labels"]
     assert labels[NODE_LABEL_GPU_PRODUCT] == "NVIDIA-H100-80GB-HBM3"
     assert labels[NODE_LABEL_GPU_MEMORY] == "81559"
     assert labels[NODE_LABEL_GPU_COUNT] == "8"
-    assert labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == CAPACITY_SPOT
+    assert labels[NODE_LABEL_KARPENTER_CAPACITY_TYPE] == CapacityType.SPOT
     assert labels[NODE_LABEL_EKS_CAPACITY_TYPE] == "SPOT"
     assert manifest["status"]["capacity"][RESOURCE_GPU] == "8"
     assert manifest["metadata"]["annotations"][nodes.KWOK_NODE_ANNOTATION] == "fake"
@@ -70,13 +71,13 @@ def test_cpu_node_has_no_gpu() -> None:
 def test_parse_group_reads_every_key() -> None:
     group = nodes.parse_group("count=3, capacity=spot, gpus=4, product=NVIDIA-L40S, cpu=64")
     assert group == nodes.NodeGroup(
-        count=3, capacity_type=CAPACITY_SPOT, gpus=4, product="NVIDIA-L40S", cpu=64
+        count=3, capacity_type=CapacityType.SPOT, gpus=4, product="NVIDIA-L40S", cpu=64
     )
     assert group.prefix == "l40s-spot"
     assert group.gpu_memory_mib == nodes.GPU_MEMORY_MIB["NVIDIA-L40S"]
     unknown = nodes.parse_group("count=1,product=NVIDIA-B200,memory=183359")
     assert unknown.gpu_memory_mib == 183359
-    assert nodes.parse_group("count=2").capacity_type == CAPACITY_ON_DEMAND
+    assert nodes.parse_group("count=2").capacity_type == CapacityType.ON_DEMAND
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,4 @@ def test_a_tied_process_dies_with_the_process_that_started_it(tmp_path: Path) ->
     assert processes.is_running(child)
     runner.kill()
     runner.wait()
-    deadline = time.monotonic() + 10
-    while processes.is_running(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not processes.is_running(child)
+    assert poll(lambda: not processes.is_running(child), 10, 0.05)

@@ -10,7 +10,7 @@ from voicefleet import catalog
 
 
 def test_every_priced_gpu_is_in_the_gpu_catalog() -> None:
-    assert set(catalog.default_prices().gpus) <= set(catalog.gpus())
+    assert set(catalog.builtin().prices.gpus) <= set(catalog.builtin().gpus)
 
 
 def test_every_model_variant_is_calibrated_on_a_catalog_gpu() -> None:
@@ -19,7 +19,7 @@ def test_every_model_variant_is_calibrated_on_a_catalog_gpu() -> None:
         if profile.on_cpu:  # runs without a GPU: no frame-time model to calibrate
             continue
         for variant in profile.variants.values():
-            assert variant.compute.calibrated_on in catalog.gpus()
+            assert variant.compute.calibrated_on in catalog.builtin().gpus
 
 
 def test_moshi_profile_matches_reference() -> None:
@@ -32,25 +32,38 @@ def test_moshi_profile_matches_reference() -> None:
 
 
 def test_aliases_find_the_catalog_entry() -> None:
-    gpu = catalog.find_gpu("nvidia-h100-80gb")
+    gpu = catalog.builtin().find_gpu("nvidia-h100-80gb")
     assert gpu is not None and gpu.product == "NVIDIA-H100-80GB-HBM3"
-    assert catalog.find_gpu("NVIDIA-B9000") is None
+    assert catalog.builtin().find_gpu("NVIDIA-B9000") is None
 
 
 def test_price_file_overrides_only_what_it_names(tmp_path: Path) -> None:
     path = tmp_path / "prices.yaml"
     path.write_text("gpus:\n  NVIDIA-H100-80GB-HBM3: {spotPerHour: 0.5}\n")
-    table = catalog.load_prices(path)
+    table = catalog.load(prices_file=path).prices
     h100 = table.gpus["NVIDIA-H100-80GB-HBM3"]
     assert (h100.on_demand_per_hour, h100.spot_per_hour) == (2.90, 0.5)
     assert table.gpus["NVIDIA-H200"].spot_per_hour == 1.19
+
+
+def test_a_gpu_file_adds_products_to_a_loaded_catalog_only(tmp_path: Path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(
+        "NVIDIA-B9000:\n  shortName: B9000\n  memoryMiB: 200000\n"
+        "  bandwidthGBps: 9000\n  overheadGiB: 2\n"
+    )
+    loaded = catalog.load(gpus_file=path)
+    assert loaded.find_gpu("NVIDIA-B9000") is not None
+    assert loaded.find_gpu("NVIDIA-H100-80GB-HBM3") is not None
+    # A value, not a process setting: the built-in tables are untouched.
+    assert catalog.builtin().find_gpu("NVIDIA-B9000") is None
 
 
 def test_bad_price_file_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "prices.yaml"
     path.write_text("gpus:\n  NVIDIA-H100-80GB-HBM3: {spotPerHour: -1}\n")
     with pytest.raises(catalog.CatalogError, match=r"spotPerHour"):
-        catalog.load_prices(path)
+        catalog.load(prices_file=path)
 
 
 def test_every_variant_asks_for_cpu_and_memory_and_limits_memory() -> None:

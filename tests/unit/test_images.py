@@ -77,7 +77,7 @@ def test_the_pod_network_is_a_bridge_in_a_range_routed_nowhere(tmp_path: Path) -
 def test_the_real_node_is_a_spot_gpu_node_by_its_labels() -> None:
     labels = node.node_labels()
     assert labels[constants.NODE_LABEL_GPU_PRODUCT] == "NVIDIA-H100-80GB-HBM3"
-    assert labels[constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE] == constants.CAPACITY_SPOT
+    assert labels[constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE] == constants.CapacityType.SPOT
     assert node.gpu_capacity_patch(4) == {"status": {"capacity": {constants.RESOURCE_GPU: "4"}}}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.catalog import GpuPrice, PriceTable
 from voicefleet.operator.planner import PlanError, plan
@@ -15,7 +16,7 @@ def spec(**sections: dict[str, object]) -> VoiceAgentPoolSpec:
 
 def test_h100_240s_sessions_hold_40_per_pod_limited_by_memory() -> None:
     # Measured: 40 sessions at 3000-step context peak at 74.1 GiB; 48 run out of memory.
-    result = plan(spec(sessions={"target": 200, "maxSessionSeconds": 240}))
+    result = plan(spec(sessions={"target": 200, "maxSessionSeconds": 240}), catalog.builtin())
     assert 39 <= result.sessions_per_pod <= 41
     assert result.limited_by == "memory"
     assert result.per_session_gib == pytest.approx(1.49, abs=0.01)
@@ -25,7 +26,7 @@ def test_h100_240s_sessions_hold_40_per_pod_limited_by_memory() -> None:
 
 def test_h100_120s_sessions_hold_about_80_per_pod() -> None:
     # Measured: 80 sessions at 1500-step context fit (74.8 GiB); 96 run out of memory.
-    result = plan(spec(sessions={"target": 200, "maxSessionSeconds": 120}))
+    result = plan(spec(sessions={"target": 200, "maxSessionSeconds": 120}), catalog.builtin())
     assert 78 <= result.sessions_per_pod <= 82
     assert result.per_session_gib == pytest.approx(0.75, abs=0.01)
 
@@ -33,13 +34,17 @@ def test_h100_120s_sessions_hold_about_80_per_pod() -> None:
 def test_predicted_frame_time_matches_measurement_at_40_sessions() -> None:
     # Measured p50 45.8 ms, p95 47.0 ms at 40 sessions; the planner predicts p95 with the
     # worst measured p95/p50 ratio, so it must be at or above the measured p95 and real-time.
-    result = plan(spec(sessions={"target": 40, "maxSessionSeconds": 240}))
+    result = plan(spec(sessions={"target": 40, "maxSessionSeconds": 240}), catalog.builtin())
     assert result.frame_ms_at_capacity is not None
     assert 47.0 <= result.frame_ms_at_capacity < 80.0
 
 
 def test_replicated_model_gives_the_seed_articles_3_to_4_sessions() -> None:
-    result = plan(spec(sessions={"target": 200, "maxSessionSeconds": 240}), model="replicated")
+    result = plan(
+        spec(sessions={"target": 200, "maxSessionSeconds": 240}),
+        catalog.builtin(),
+        model=constants.DensityModel.REPLICATED,
+    )
     assert 3 <= result.sessions_per_pod <= 4
     assert result.density == "replicated"
 
@@ -49,7 +54,8 @@ def test_design_example_splits_2_on_demand_and_4_spot() -> None:
         spec(
             sessions={"target": 200, "headroomPercent": 15},
             capacity={"strategy": "spot-first", "onDemandBase": 1, "spotPercentage": 80},
-        )
+        ),
+        catalog.builtin(),
     )
     # 200 x 1.15 = 230 sessions -> 6 pods of 40; base 1, 80% of the other 5 on spot.
     assert (result.replicas, result.on_demand_replicas, result.spot_replicas) == (6, 2, 4)
@@ -66,7 +72,8 @@ def test_spot_surplus_covers_the_loss_of_the_fullest_spot_node() -> None:
             sessions={"target": 200, "headroomPercent": 0},
             capacity={"strategy": "spot-only"},
             gpu={"gpusPerNode": 8},
-        )
+        ),
+        catalog.builtin(),
     )
     lost = min(result.spot_replicas, 8)
     assert (result.replicas - lost) * result.sessions_per_pod >= 200
@@ -74,30 +81,30 @@ def test_spot_surplus_covers_the_loss_of_the_fullest_spot_node() -> None:
 
 
 def test_policy_cap_limits_sessions_per_pod() -> None:
-    result = plan(spec(sessions={"target": 100, "maxPerPod": 10}))
+    result = plan(spec(sessions={"target": 100, "maxPerPod": 10}), catalog.builtin())
     assert (result.sessions_per_pod, result.limited_by) == (10, "policy")
     assert result.replicas == 12  # 115 sessions / 10
 
 
 def test_slow_gpu_is_limited_by_compute_and_marked_estimate() -> None:
-    result = plan(spec(gpu={"product": "NVIDIA-L40S"}))
+    result = plan(spec(gpu={"product": "NVIDIA-L40S"}), catalog.builtin())
     assert result.limited_by == "compute"
     assert result.compute_limit is not None and result.compute_limit < result.memory_limit
     assert result.estimate
 
 
 def test_gke_accelerator_alias_resolves_to_the_same_card() -> None:
-    assert plan(spec(gpu={"product": "nvidia-h100-80gb"})).gpu == "H100-80GB"
+    assert plan(spec(gpu={"product": "nvidia-h100-80gb"}), catalog.builtin()).gpu == "H100-80GB"
 
 
 def test_unknown_gpu_without_memory_override_says_what_to_set() -> None:
     with pytest.raises(PlanError, match=r"gpu.memoryMiB") as err:
-        plan(spec(gpu={"product": "NVIDIA-B200"}))
+        plan(spec(gpu={"product": "NVIDIA-B200"}), catalog.builtin())
     assert err.value.field == "gpu.product"
 
 
 def test_unknown_gpu_with_memory_override_is_planned_by_memory_only() -> None:
-    result = plan(spec(gpu={"product": "NVIDIA-B200", "memoryMiB": 183_359}))
+    result = plan(spec(gpu={"product": "NVIDIA-B200", "memoryMiB": 183_359}), catalog.builtin())
     assert result.compute_limit is None
     assert result.limited_by == "memory"
     assert result.cost_per_hour is None  # no price for an unknown card
@@ -106,29 +113,31 @@ def test_unknown_gpu_with_memory_override_is_planned_by_memory_only() -> None:
 
 def test_model_larger_than_gpu_is_an_error_naming_the_fix() -> None:
     with pytest.raises(PlanError, match="int8 variant"):
-        plan(spec(gpu={"product": "small-gpu", "memoryMiB": 16_384}))
+        plan(spec(gpu={"product": "small-gpu", "memoryMiB": 16_384}), catalog.builtin())
 
 
 def test_gpu_too_slow_for_real_time_is_an_error_naming_the_fix() -> None:
     # L4: the weights fit, but reading them once per frame at 300 GB/s leaves no real time.
     with pytest.raises(PlanError, match="more memory bandwidth"):
-        plan(spec(gpu={"product": "NVIDIA-L4"}))
+        plan(spec(gpu={"product": "NVIDIA-L4"}), catalog.builtin())
 
 
 def test_target_above_max_replicas_is_an_error_naming_both_fields() -> None:
     with pytest.raises(PlanError, match=r"raise sessions.maxReplicas or lower sessions.target"):
-        plan(spec(sessions={"target": 5000, "maxReplicas": 10}))
+        plan(spec(sessions={"target": 5000, "maxReplicas": 10}), catalog.builtin())
 
 
 def test_gpu_auto_cannot_be_planned_offline() -> None:
     with pytest.raises(PlanError, match="resolved by the operator"):
-        plan(spec(gpu={"product": "auto"}))
+        plan(spec(gpu={"product": "auto"}), catalog.builtin())
 
 
 def test_spec_prices_win_over_the_table() -> None:
     table = PriceTable(gpus={"NVIDIA-H100-80GB-HBM3": GpuPrice(on_demand_per_hour=1.0)})
     result = plan(
-        spec(sessions={"target": 40, "headroomPercent": 0}, capacity={"pricing": {}}), table
+        spec(sessions={"target": 40, "headroomPercent": 0}, capacity={"pricing": {}}),
+        catalog.builtin(),
+        table,
     )
     assert result.cost_per_hour == pytest.approx(1.0)
     result = plan(
@@ -136,21 +145,23 @@ def test_spec_prices_win_over_the_table() -> None:
             sessions={"target": 40, "headroomPercent": 0},
             capacity={"pricing": {"onDemandPerGpuHour": 5.0}},
         ),
+        catalog.builtin(),
         table,
     )
     assert result.cost_per_hour == pytest.approx(5.0)
 
 
 def test_int8_fits_more_sessions_than_bf16() -> None:
-    bf16 = plan(spec(model={"variant": "moshiko-bf16"}))
-    int8 = plan(spec(model={"variant": "moshiko-int8"}))
+    bf16 = plan(spec(model={"variant": "moshiko-bf16"}), catalog.builtin())
+    int8 = plan(spec(model={"variant": "moshiko-int8"}), catalog.builtin())
     assert int8.memory_limit > bf16.memory_limit
     assert int8.estimate
 
 
 def test_zero_target_runs_only_the_on_demand_base() -> None:
     result = plan(
-        spec(sessions={"target": 0}, capacity={"strategy": "spot-first", "onDemandBase": 1})
+        spec(sessions={"target": 0}, capacity={"strategy": "spot-first", "onDemandBase": 1}),
+        catalog.builtin(),
     )
     assert (result.replicas, result.on_demand_replicas, result.spot_replicas) == (1, 1, 0)
     assert result.cost_per_session_hour is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voicefleet import catalog
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import PlanError, plan
 
@@ -40,7 +41,7 @@ specs = st.fixed_dictionaries(
 @given(specs)
 def test_capacity_covers_target_and_the_split_adds_up(raw: dict[str, dict[str, object]]) -> None:
     spec = VoiceAgentPoolSpec.model_validate(raw)
-    result = plan(spec)
+    result = plan(spec, catalog.builtin())
     target = spec.sessions.target
     assert result.session_capacity >= target * (100 + spec.sessions.headroom_percent) // 100
     assert result.spot_replicas + result.on_demand_replicas == result.replicas
@@ -71,7 +72,7 @@ def test_more_gpu_memory_never_gives_fewer_sessions_per_pod(
             }
         )
         try:
-            return plan(spec).sessions_per_pod
+            return plan(spec, catalog.builtin()).sessions_per_pod
         except PlanError:
             return 0
 
@@ -83,7 +84,8 @@ def test_more_gpu_memory_never_gives_fewer_sessions_per_pod(
 def test_shorter_sessions_never_give_fewer_sessions_per_pod(seconds: int, shorter: int) -> None:
     def per_pod(s: int) -> int:
         return plan(
-            VoiceAgentPoolSpec.model_validate({"sessions": {"maxSessionSeconds": s}})
+            VoiceAgentPoolSpec.model_validate({"sessions": {"maxSessionSeconds": s}}),
+            catalog.builtin(),
         ).sessions_per_pod
 
     assert per_pod(max(1, seconds - shorter)) >= per_pod(seconds)

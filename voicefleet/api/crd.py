@@ -18,11 +18,8 @@ from pydantic import BaseModel
 
 from voicefleet import constants
 from voicefleet.api.model import ApiModel
-from voicefleet.api.pool import (
-    VoiceAgentPool,
-    VoiceAgentPoolSpec,
-    VoiceAgentPoolStatus,
-)
+from voicefleet.api.pool import VoiceAgentPool, VoiceAgentPoolSpec
+from voicefleet.api.status import VoiceAgentPoolStatus
 
 # JSON Schema keys a structural schema has no room for: titles, references' targets, and
 # map key constraints (CEL rules check a map's keys instead).
@@ -81,10 +78,12 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
         if "$ref" in node:
             name = node["$ref"].rsplit("/", 1)[-1]
             target = convert(defs[name], name)
-            # Keep the description written on the field, not the one on the class.
+            # Keep the description written on the field, not the one on the class; a
+            # StrEnum field's default sits beside its reference (written first, as pydantic
+            # writes them for an inline type).
             if "description" in node:
                 target["description"] = node["description"]
-            return target
+            return {"default": node["default"], **target} if "default" in node else target
         if "anyOf" in node:
             # Optional[T]: the API server leaves the field out instead of storing null.
             branches = [b for b in node["anyOf"] if b.get("type") != "null"]

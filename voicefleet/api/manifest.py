@@ -99,7 +99,7 @@ def describe(error: ErrorDetails, prefix: tuple[str, ...] = ()) -> str:
     if kind == "extra_forbidden":
         parent, _, field = path.rpartition(".")
         return f'{parent or "<root>"}: unknown field "{field}"'
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         expected = ctx.get("expected", "").replace("'", '"').replace(" or ", ", ")
         return f"{path}: Unsupported value: {given}: supported values: {expected}"
     if kind in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):

@@ -1,4 +1,5 @@
-"""The VoiceAgentPool API (voicefleet.dev/v1alpha1): spec and status as pydantic models.
+"""The VoiceAgentPool API (voicefleet.dev/v1alpha1): the spec as pydantic models (the status
+is in ``status.py``).
 
 These models are the single source of the CRD (``voicefleet crd`` renders them to
 ``crds/``): field descriptions become ``kubectl explain`` text, bounds and enums become the
@@ -12,24 +13,44 @@ Field names are snake_case here and camelCase on the wire (units in the name: ``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from voicefleet import catalog, constants
 from voicefleet.api.formats import ObjectName
 from voicefleet.api.model import ApiModel, RuledModel
 from voicefleet.api.names import NAME_RULES
 from voicefleet.api.rules import Rule
+from voicefleet.api.status import VoiceAgentPoolStatus
 from voicefleet.api.template import PodTemplate
 
-Strategy = Literal["on-demand", "spot-first", "spot-only"]
-ModelName = Literal["moshi", "hertz-dev", "tiny"]
 GPU_AUTO = "auto"
 DEFAULT_GPU = "NVIDIA-H100-80GB-HBM3"
 HERTZ_DEV = "hertz-dev"
 # A file in a hub repository (org/repo/path), on the node or image, or in a volume claim.
 PROMPT_PATTERN = r"^(hf://[^/]+/[^/]+/.+|file:///.+|pvc://[^/]+/.+)$"
+
+
+def _known_model(name: str) -> str:
+    """A catalog model's name, or the error pydantic gives for an enum (same words)."""
+    known = [f"'{key}'" for key in catalog.models()]
+    if name not in catalog.models():
+        expected = ", ".join(known[:-1]) + f" or {known[-1]}" if len(known) > 1 else known[0]
+        raise PydanticCustomError(
+            "enum", "Input should be {expected} (the model catalog)", {"expected": expected}
+        )
+    return name
+
+
+# A catalog key: the names come from the model catalog (models.yaml), so a model added there
+# is accepted here and listed in the CRD's enum without a second list to keep equal.
+ModelName = Annotated[
+    str,
+    AfterValidator(_known_model),
+    Field(json_schema_extra={"enum": list(catalog.models())}),
+]
 
 
 def _variant_rules() -> tuple[Rule[ModelSpec], ...]:
@@ -244,8 +265,8 @@ class PricingSpec(ApiModel):
 class CapacitySpec(ApiModel):
     """How pods are split between on-demand and spot capacity."""
 
-    strategy: Strategy = Field(
-        default="on-demand",
+    strategy: constants.Strategy = Field(
+        default=constants.Strategy.ON_DEMAND,
         description=(
             "on-demand: every pod on on-demand nodes. spot-first: onDemandBase pods on "
             "on-demand nodes, spotPercentage of the rest on spot. spot-only: every pod on spot."
@@ -282,7 +303,7 @@ class CapacitySpec(ApiModel):
                 "spot-only pools run no on-demand pods: set onDemandBase to 0 "
                 "or use strategy spot-first"
             ),
-            violated=lambda c: c.strategy == constants.STRATEGY_SPOT_ONLY and c.on_demand_base > 0,
+            violated=lambda c: c.strategy == constants.Strategy.SPOT_ONLY and c.on_demand_base > 0,
             field_path=".onDemandBase",
         ),
     )
@@ -365,91 +386,6 @@ class VoiceAgentPoolSpec(ApiModel):
 
 
 VoiceAgentPoolSpec.RULES = _context_rules()
-
-
-# --- status --------------------------------------------------------------------------------
-
-
-class PlanStatus(ApiModel):
-    """The capacity plan: what the planner decided and why (same keys as `voicefleet plan`)."""
-
-    density: Literal["batched", "replicated"] = Field(
-        default="batched",
-        description="batched: all sessions of a pod share one model; replicated: one per session.",
-    )
-    gpu: str = Field(description="Short name of the GPU product planned for.")
-    sessions_per_pod: int = Field(description="Conversations one pod holds.")
-    limited_by: Literal["memory", "compute", "policy"] = Field(
-        description="What bounds sessionsPerPod: memory, compute or policy."
-    )
-    memory_limit: int = Field(description="Sessions per pod that fit in GPU memory.")
-    compute_limit: int | None = Field(
-        default=None, description="Sessions per pod that stay real-time; absent if unknown."
-    )
-    replicas: int = Field(description="Pods the pool runs.")
-    on_demand_replicas: int = Field(description="Pods on on-demand nodes.")
-    spot_replicas: int = Field(description="Pods on spot nodes.")
-    session_capacity: int = Field(description="Conversations the pool holds: replicas x per pod.")
-    cost_per_hour: float | None = Field(
-        default=None, description="Price of the pool per hour; absent when a price is unknown."
-    )
-    cost_per_session_hour: float | None = Field(
-        default=None, description="costPerHour divided by the session target."
-    )
-    per_session_gib: float = Field(description="GPU memory one conversation's state takes.")
-    weights_gib: float = Field(description="GPU memory of the model weights.")
-    frame_ms_at_capacity: float | None = Field(
-        default=None,
-        description="Predicted p95 step time of a full pod, in ms (real time: below the frame).",
-    )
-    frame_budget_ms: float = Field(description="One audio frame, in ms: the real-time budget.")
-    estimate: bool = Field(
-        description="True when the GPU or model profile was not measured, only estimated."
-    )
-
-
-class Condition(ApiModel):
-    """A condition as in metav1.Condition."""
-
-    type: str = Field(description="Ready, Progressing or Degraded.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason for the last transition.")
-    message: str = Field(default="", description="What happened and what to change.")
-    observed_generation: int | None = Field(
-        default=None, description="The spec generation this condition was computed for."
-    )
-    last_transition_time: str | None = Field(
-        default=None, description="When the status last changed (RFC 3339)."
-    )
-
-
-class SessionsStatus(ApiModel):
-    active: int = Field(default=0, description="Live conversations, summed from pod reports.")
-    capacity: int = Field(default=0, description="Conversations the ready pods can hold.")
-
-
-class VoiceAgentPoolStatus(ApiModel):
-    """Observed state of the pool, written by the operator."""
-
-    observed_generation: int | None = Field(
-        default=None, description="The spec generation the status reflects."
-    )
-    plan: PlanStatus | None = Field(default=None, description="The capacity plan.")
-    replicas: int = Field(default=0, description="Pods that exist.")
-    ready_replicas: int = Field(default=0, description="Pods ready for conversations.")
-    starting_replicas: int = Field(default=0, description="Pods not ready yet.")
-    draining_replicas: int = Field(default=0, description="Pods draining live conversations.")
-    spot_replicas: int = Field(default=0, description="Pods on spot nodes.")
-    on_demand_replicas: int = Field(default=0, description="Pods on on-demand nodes.")
-    sessions: SessionsStatus = Field(
-        default_factory=SessionsStatus, description="Live conversations and capacity."
-    )
-    selector: str | None = Field(
-        default=None, description="Label selector of the pool's pods (for the scale subresource)."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Progressing and Degraded, with reasons."
-    )
 
 
 class ObjectMeta(BaseModel):

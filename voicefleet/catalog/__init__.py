@@ -7,6 +7,8 @@ ConfigMap; ``voicefleet plan --prices FILE`` reads one from disk).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -152,16 +154,6 @@ def _builtin_gpus() -> dict[str, GpuProduct]:
     return _gpu_table(_read_packaged("gpus.yaml"), "gpus.yaml")
 
 
-# A cluster's own tables, laid over the built-in ones for this process (the operator's
-# --gpu-catalog and --prices; voicefleet plan's --gpu-catalog). Set once at start-up.
-_extra_gpus: dict[str, GpuProduct] = {}
-_price_override: PriceTable | None = None
-
-
-def gpus() -> dict[str, GpuProduct]:
-    return {**_builtin_gpus(), **_extra_gpus}
-
-
 @cache
 def models() -> dict[str, ModelProfile]:
     raw: dict[str, dict[str, Any]] = _read_packaged("models.yaml")
@@ -177,12 +169,6 @@ def models() -> dict[str, ModelProfile]:
 @cache
 def _builtin_prices() -> PriceTable:
     return PriceTable.model_validate(_read_packaged("prices.yaml"))
-
-
-def default_prices() -> PriceTable:
-    """The built-in prices, with the process-wide override (if any) laid over them."""
-    base = _builtin_prices()
-    return _price_override.merged_over(base) if _price_override else base
 
 
 def parse_prices(text: str, origin: str) -> PriceTable:
@@ -214,27 +200,38 @@ def load_gpus(path: Path) -> dict[str, GpuProduct]:
     return _gpu_table(raw, str(path))
 
 
-def install_overrides(*, gpus_file: Path | None = None, prices_file: Path | None = None) -> None:
-    """Lay a cluster's GPU and price tables over the built-in ones, for this process."""
-    global _price_override  # noqa: PLW0603 (process configuration, set once at start-up)
-    if gpus_file is not None:
-        _extra_gpus.clear()
-        _extra_gpus.update(load_gpus(gpus_file))
+@dataclass(frozen=True)
+class Catalog:
+    """The GPU, model and price tables a plan reads: a value its caller loads and passes in
+    (the operator once at start-up, ``voicefleet plan`` per run), never a process global."""
+
+    gpus: Mapping[str, GpuProduct]
+    models: Mapping[str, ModelProfile]
+    prices: PriceTable
+
+    def find_gpu(self, product: str) -> GpuProduct | None:
+        """The entry for a product label value or one of its aliases."""
+        if product in self.gpus:
+            return self.gpus[product]
+        for gpu in self.gpus.values():
+            if product in gpu.aliases:
+                return gpu
+        return None
+
+
+@cache
+def builtin() -> Catalog:
+    """The tables shipped beside this module."""
+    return Catalog(gpus=_builtin_gpus(), models=models(), prices=_builtin_prices())
+
+
+def load(*, gpus_file: Path | None = None, prices_file: Path | None = None) -> Catalog:
+    """The built-in tables with a cluster's own laid over them (``--gpu-catalog``: products
+    added or replaced; ``--prices``: entries merged over the built-in prices)."""
+    base = builtin()
+    gpus = {**base.gpus, **load_gpus(gpus_file)} if gpus_file is not None else base.gpus
+    prices = base.prices
     if prices_file is not None:
-        _price_override = parse_prices(_read(prices_file, "price file"), str(prices_file))
-
-
-def load_prices(path: Path) -> PriceTable:
-    """The default prices with the file at ``path`` laid over them."""
-    return parse_prices(_read(path, "price file"), str(path)).merged_over(default_prices())
-
-
-def find_gpu(product: str) -> GpuProduct | None:
-    """The catalog entry for a product label value or one of its aliases."""
-    table = gpus()
-    if product in table:
-        return table[product]
-    for gpu in table.values():
-        if product in gpu.aliases:
-            return gpu
-    return None
+        table = parse_prices(_read(prices_file, "price file"), str(prices_file))
+        prices = table.merged_over(base.prices)
+    return Catalog(gpus=gpus, models=base.models, prices=prices)

@@ -250,7 +250,7 @@ def run_operator(args: argparse.Namespace) -> int:
     )
 
     try:
-        catalog.install_overrides(gpus_file=args.gpu_catalog, prices_file=args.prices)
+        tables = catalog.load(gpus_file=args.gpu_catalog, prices_file=args.prices)
     except catalog.CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -283,6 +283,7 @@ def run_operator(args: argparse.Namespace) -> int:
         runtime_timeout_seconds=args.runtime_timeout,
         runtime_port=args.runtime_port,
         not_ready_timeout_seconds=args.not_ready_timeout,
+        catalog=tables,
     )
     kopf.configure(
         verbose=args.verbose,

@@ -16,12 +16,13 @@ from typing import Any
 
 from voicefleet import catalog, constants, yamlout
 from voicefleet.api.manifest import Document, ManifestError, documents, parse_pool
-from voicefleet.api.pool import PlanStatus, VoiceAgentPool
-from voicefleet.catalog import CatalogError, PriceTable
+from voicefleet.api.pool import VoiceAgentPool
+from voicefleet.api.status import PlanStatus
+from voicefleet.catalog import Catalog, CatalogError, PriceTable
 from voicefleet.operator.planner import PlanError, plan
 
 EXIT_BAD_INPUT = 2
-DENSITIES = (constants.DENSITY_BATCHED, constants.DENSITY_REPLICATED)
+DENSITIES = (constants.DensityModel.BATCHED, constants.DensityModel.REPLICATED)
 
 
 def register(subparsers: Any) -> None:
@@ -75,9 +76,7 @@ def _pools(filename: str) -> tuple[list[VoiceAgentPool], list[Document]]:
     return [parse_pool(d) for d in pools_docs], [d for d in docs if not d.is_pool]
 
 
-def _pool_prices(
-    pool: VoiceAgentPool, others: list[Document], base: PriceTable | None
-) -> PriceTable | None:
+def _pool_prices(pool: VoiceAgentPool, others: list[Document], base: PriceTable) -> PriceTable:
     """``base`` with the pool's price ConfigMap laid over it, when the file holds that map.
 
     The operator reads the same ConfigMap from the cluster; offline, the manifest file that
@@ -91,7 +90,7 @@ def _pool_prices(
         if doc.body.get("kind") == "ConfigMap" and meta.get("name") == wanted:
             text = (doc.body.get("data") or {}).get(constants.PRICES_CONFIGMAP_KEY, "")
             table = catalog.parse_prices(str(text), f"ConfigMap/{wanted}")
-            return table.merged_over(base or catalog.default_prices())
+            return table.merged_over(base)
     print(
         f"note: {pool.metadata.name}: ConfigMap/{wanted} is not in this file; "
         "planning with the default prices",
@@ -101,16 +100,16 @@ def _pool_prices(
 
 
 def _plans(
-    pool: VoiceAgentPool, prices: PriceTable | None, compare: bool
+    pool: VoiceAgentPool, tables: Catalog, prices: PriceTable, compare: bool
 ) -> dict[str, PlanStatus | PlanError]:
     out: dict[str, PlanStatus | PlanError] = {}
     for density in DENSITIES if compare else DENSITIES[:1]:
         try:
-            out[density] = plan(pool.spec, prices, model=density)
+            out[density] = plan(pool.spec, tables, prices, model=density)
         except PlanError as exc:
             # The batched plan is the one that matters; a replicated comparison that cannot
             # be built (e.g. it needs more than maxReplicas) is shown, not fatal.
-            if density == constants.DENSITY_BATCHED:
+            if density == constants.DensityModel.BATCHED:
                 raise
             out[density] = exc
     return out
@@ -174,11 +173,11 @@ def format_table(rows: list[list[str]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        catalog.install_overrides(gpus_file=args.gpu_catalog)
-        prices = catalog.load_prices(args.prices) if args.prices else None
+        tables = catalog.load(gpus_file=args.gpu_catalog, prices_file=args.prices)
         pools, others = _pools(args.filename)
         results = [
-            (pool, _plans(pool, _pool_prices(pool, others, prices), args.compare)) for pool in pools
+            (pool, _plans(pool, tables, _pool_prices(pool, others, tables.prices), args.compare))
+            for pool in pools
         ]
     except (ManifestError, CatalogError, PlanError) as exc:
         problems = exc.problems if isinstance(exc, ManifestError) else [str(exc)]
@@ -200,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             d: r.wire() if isinstance(r, PlanStatus) else {"error": str(r)}
             for d, r in plans.items()
         }
-        return wired if args.compare else wired[constants.DENSITY_BATCHED]
+        return wired if args.compare else wired[constants.DensityModel.BATCHED]
 
     data: Any = (
         shape(results[0][1])

@@ -41,13 +41,13 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from voicefleet.constants import (
-    CAPACITY_SPOT,
     EKS_CAPACITY_SPOT,
     NODE_LABEL_EKS_CAPACITY_TYPE,
     NODE_LABEL_GPU_COUNT,
     NODE_LABEL_GPU_PRODUCT,
     NODE_LABEL_KARPENTER_CAPACITY_TYPE,
     RESOURCE_GPU,
+    CapacityType,
 )
 from voicefleet.sandbox import netns
 from voicefleet.sandbox.components import SERVICE_CIDR
@@ -154,7 +154,7 @@ def node_labels(product: str = DEFAULT_GPU_PRODUCT) -> dict[str, str]:
     return {
         NODE_LABEL_GPU_PRODUCT: product,
         NODE_LABEL_GPU_COUNT: "1",
-        NODE_LABEL_KARPENTER_CAPACITY_TYPE: CAPACITY_SPOT,
+        NODE_LABEL_KARPENTER_CAPACITY_TYPE: CapacityType.SPOT,
         NODE_LABEL_EKS_CAPACITY_TYPE: EKS_CAPACITY_SPOT,
         LABEL_SANDBOX_GROUP: "real",
     }

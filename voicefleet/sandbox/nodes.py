@@ -18,8 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from voicefleet.constants import (
-    CAPACITY_ON_DEMAND,
-    CAPACITY_SPOT,
     EKS_CAPACITY_ON_DEMAND,
     EKS_CAPACITY_SPOT,
     NODE_LABEL_EKS_CAPACITY_TYPE,
@@ -31,6 +29,7 @@ from voicefleet.constants import (
     NODE_LABEL_INSTANCE_TYPE,
     NODE_LABEL_KARPENTER_CAPACITY_TYPE,
     RESOURCE_GPU,
+    CapacityType,
 )
 from voicefleet.sandbox.versions import KUBERNETES_VERSION
 
@@ -58,7 +57,10 @@ GPU_FAMILY: Final[dict[str, str]] = {
     "NVIDIA-L4": "ada-lovelace",
     "NVIDIA-GeForce-RTX-4090": "ada-lovelace",
 }
-EKS_CAPACITY: Final = {CAPACITY_SPOT: EKS_CAPACITY_SPOT, CAPACITY_ON_DEMAND: EKS_CAPACITY_ON_DEMAND}
+EKS_CAPACITY: Final[dict[str, str]] = {
+    CapacityType.SPOT: EKS_CAPACITY_SPOT,
+    CapacityType.ON_DEMAND: EKS_CAPACITY_ON_DEMAND,
+}
 MAX_NODES: Final = 250  # one /24 of pod IPs per node inside a /16
 
 
@@ -67,7 +69,7 @@ class NodeGroup:
     """``count`` identical nodes; ``gpus`` is per node, 0 for a CPU-only node."""
 
     count: int
-    capacity_type: str = CAPACITY_ON_DEMAND
+    capacity_type: str = CapacityType.ON_DEMAND
     gpus: int = 8
     product: str = DEFAULT_GPU_PRODUCT
     memory_mib: int | None = None
@@ -90,13 +92,13 @@ class NodeGroup:
 
 
 DEFAULT_NODES: Final = (
-    NodeGroup(count=2, capacity_type=CAPACITY_ON_DEMAND),
-    NodeGroup(count=4, capacity_type=CAPACITY_SPOT),
-    NodeGroup(count=1, capacity_type=CAPACITY_ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
+    NodeGroup(count=2, capacity_type=CapacityType.ON_DEMAND),
+    NodeGroup(count=4, capacity_type=CapacityType.SPOT),
+    NodeGroup(count=1, capacity_type=CapacityType.ON_DEMAND, gpus=0, cpu=16, memory_gib=64),
 )
 NODES_HELP: Final = (
     "a group of fake nodes, as comma-separated key=value: count (required), "
-    f"capacity ({CAPACITY_ON_DEMAND}|{CAPACITY_SPOT}, default {CAPACITY_ON_DEMAND}), "
+    f"capacity ({CapacityType.ON_DEMAND}|{CapacityType.SPOT}, default {CapacityType.ON_DEMAND}), "
     "gpus per node (default 8; 0 for a CPU node), "
     f"product (default {DEFAULT_GPU_PRODUCT}), memory (GPU MiB, for products not known), "
     "cpu, memory-gib. Repeat for several groups; replaces the default "

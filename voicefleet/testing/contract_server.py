@@ -10,7 +10,7 @@ In process, :func:`build_app` takes a :class:`Record` to keep what the runtime s
 chaos run's stand-ins read it directly), and ``callers_leave_on_drain`` makes the live
 sessions hang up at an authorized drain, as callers told to reconnect elsewhere do.
 
-Run: ``python -m tests.operator.contract_server --host IP --port 8998 --token T --active N``
+Run: ``python -m voicefleet.testing.contract_server --host IP --port 8998 --token T --active N``
 """
 
 from __future__ import annotations

@@ -1,171 +1,35 @@
-"""Running the operator as a real process under its own ServiceAccount, for the tests and
-the benchmark (``bench/operator_scale.py``): no pytest here, so both can use it."""
+"""Running the operator as a real process under its own ServiceAccount, one or as a
+Deployment's replicas, for the tests, the demo and the benchmark (no pytest here)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, dynamic
+from kubernetes import client
 
-from tests.polling import poll
 from voicefleet import constants
-from voicefleet.operator import rbac
-from voicefleet.rfc3339 import format_time
 from voicefleet.sandbox import binaries
-from voicefleet.sandbox.nodes import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
+from voicefleet.testing.kube_admin import OPERATOR_NAMESPACE
+from voicefleet.testing.loopback import free_port
+from voicefleet.testing.polling import HarnessError, wait_for
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "voicefleet"
-OPERATOR_NAMESPACE = "voicefleet-system"
-FIELD_MANAGER = "voicefleet-tests"
 # Fast enough for tests: drains progress and spot fallback within seconds.
 POLL_SECONDS = 1.0
 SPOT_FALLBACK_SECONDS = 4.0
 # Short, so a NotReady node is judged within a test; blips in the tests stay well below it.
 NOT_READY_GRACE_SECONDS = 4.0
-
-
-class HarnessError(RuntimeError):
-    """The operator did not start or exited."""
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """``predicate()``'s first truthy result; HarnessError after ``timeout`` seconds."""
-    result = poll(predicate, timeout, 0.1)
-    if not result:
-        raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
-    return result
-
-
-def get_pool(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    objects = client.CustomObjectsApi(kube_api)
-    result: dict[str, Any] = objects.get_namespaced_custom_object(
-        constants.GROUP, constants.VERSION, namespace, constants.PLURAL, name
-    )
-    return result
-
-
-def pool_pods(
-    kube_api: client.ApiClient, namespace: str, pool: str, *, live: bool = True
-) -> list[client.V1Pod]:
-    """The pool's pods, by name; ``live`` leaves out those being deleted."""
-    core = client.CoreV1Api(kube_api)
-    items = core.list_namespaced_pod(
-        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
-    ).items
-    if live:
-        items = [p for p in items if p.metadata.deletion_timestamp is None]
-    return sorted(items, key=lambda p: p.metadata.name)
-
-
-def is_ready(pod: client.V1Pod) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
-def draining(pod: client.V1Pod) -> bool:
-    return constants.ANNOTATION_DRAINING in (pod.metadata.annotations or {})
-
-
-def set_node_ready(core: client.CoreV1Api, node: str, ready: bool) -> None:
-    """The node's Ready condition, as a kubelet (or the node lifecycle controller) posts
-    it; the controller then adds or removes its not-ready taints by itself. A NotReady node
-    is taken out of kwok's hands first (kwok would post Ready again within a second, as a
-    live kubelet would), and handed back once Ready."""
-    if not ready:
-        core.patch_node(node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: None}}})
-    status = "True" if ready else "False"
-    condition = {
-        "type": "Ready",
-        "status": status,
-        "reason": "KubeletReady" if ready else "TestNotReady",
-        "lastTransitionTime": format_time(),
-        "lastHeartbeatTime": format_time(),
-    }
-    core.patch_node_status(node, {"status": {"conditions": [condition]}})
-    if ready:
-        core.patch_node(
-            node, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE}}}
-        )
-
-
-def pool_token(kube_api: client.ApiClient, namespace: str, pool: str) -> str:
-    """The pool's token, read as admin (the operator itself never reads it back)."""
-    secret = client.CoreV1Api(kube_api).read_namespaced_secret(f"{pool}-token", namespace)
-    return base64.b64decode(secret.data[constants.POOL_TOKEN_KEY]).decode()
-
-
-def install_rbac(kube_api: client.ApiClient) -> None:
-    """The operator's namespace, ServiceAccount, RBAC and Lease, as admin."""
-    core = client.CoreV1Api(kube_api)
-    try:
-        core.create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE))
-        )
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-    for manifest in rbac.manifests(OPERATOR_NAMESPACE):
-        apply_manifest(kube_api, manifest)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def apply_manifest(kube_api: client.ApiClient, body: dict[str, Any]) -> Any:
-    api = dynamic.DynamicClient(kube_api)
-    resource = api.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-    meta = body["metadata"]
-    return resource.server_side_apply(
-        body=body,
-        name=meta["name"],
-        namespace=meta.get("namespace"),
-        field_manager=FIELD_MANAGER,
-        force_conflicts=True,
-    )
-
-
-def service_account_kubeconfig(
-    admin_kubeconfig: Path,
-    kube_api: client.ApiClient,
-    path: Path,
-    *,
-    account: str = rbac.SERVICE_ACCOUNT,
-    namespace: str = OPERATOR_NAMESPACE,
-) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
-    core = client.CoreV1Api(kube_api)
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=24 * 3600)
-    )
-    token = core.create_namespaced_service_account_token(account, namespace, request).status.token
-    admin = yaml.safe_load(admin_kubeconfig.read_text())
-    cluster_entry = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "sandbox", "cluster": cluster_entry}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "sandbox", "user": "operator"}}],
-        "current-context": "operator",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def default_args() -> list[str]:

@@ -7,45 +7,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from voicefleet.testing.loopback import free_port, http
+from voicefleet.testing.polling import poll
 
 # Model load and warm-up take seconds alone, far more when other work shares the two cores.
 READY_TIMEOUT_SECONDS = 180.0
 METRIC_PREFIX = "voicefleet_runtime_"
-
-
-def http(
-    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one plain HTTP request; error statuses are answers too."""
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -100,14 +76,14 @@ class RuntimeServer:
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Until every slot is free again (a leave takes effect on the next tick)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def idle() -> bool:
             sessions = self.status()["sessions"]
             assert isinstance(sessions, dict)
-            if sessions["active"] == 0 and http("GET", f"{self.http}/readyz")[0] == 200:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"sessions still active: {self.status()}")
+            return sessions["active"] == 0 and http("GET", f"{self.http}/readyz")[0] == 200
+
+        if not poll(idle, timeout, 0.1):
+            raise TimeoutError(f"sessions still active: {self.status()}")
 
     def codec_worker_pids(self) -> list[int]:
         """The codec worker processes: children started by multiprocessing's spawn."""
