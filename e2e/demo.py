@@ -27,8 +27,7 @@ from kubernetes import client, config
 
 from e2e import fleet, realpods
 from voicefleet import constants, images
-from voicefleet.sandbox import binaries, manager
-from voicefleet.sandbox import node as real_node
+from voicefleet.sandbox import binaries, manager, node_host, node_images
 from voicefleet.testing import kube_admin, polling
 
 POOL_FILE = fleet.REPO / "examples" / "support-en.yaml"
@@ -146,8 +145,8 @@ def _drill(
 
 
 def _on_real_node(work: Path, kubectl: str, helm: str) -> None:
-    built = {oci.name for oci, _tag, _digest in real_node.layout_images(images.default_out())}
-    missing = real_node.missing_tools()
+    built = {oci.name for oci, _tag, _digest in node_images.layout_images(images.default_out())}
+    missing = node_host.missing_tools()
     if missing or not {"operator", "runtime"} <= built:
         step("real pods: skipped")
         print(

@@ -27,7 +27,7 @@ from e2e import fleet, realpods
 from e2e.realpods import APPS, POOL
 from tests.fixtures.sandbox import wait_until
 from voicefleet import constants, images
-from voicefleet.sandbox import binaries, manager, netns, node
+from voicefleet.sandbox import binaries, manager, netns, node, node_host, node_images
 from voicefleet.testing import kube_admin
 
 pytestmark = pytest.mark.sandbox
@@ -37,10 +37,12 @@ GRACE_MARGIN_SECONDS = 30  # the operator's default --grace-margin-seconds
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.Sandbox]:
-    missing = node.missing_tools()
+    missing = node_host.missing_tools()
     if missing:
         pytest.fail(f"the real node needs {', '.join(missing)}", pytrace=False)
-    built = {Path(oci).name for oci, _tag, _digest in node.layout_images(images.default_out())}
+    built = {
+        Path(oci).name for oci, _tag, _digest in node_images.layout_images(images.default_out())
+    }
     if not {"operator", "runtime"} <= built:
         pytest.fail("no images: run scripts/build-images.sh --base debian", pytrace=False)
     state = tmp_path_factory.mktemp("real") / "state"

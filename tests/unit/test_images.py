@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 from voicefleet import constants, images
-from voicefleet.sandbox import node
+from voicefleet.sandbox import node, oci
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,11 +85,11 @@ def test_the_pause_image_is_one_static_binary(tmp_path: Path) -> None:
     binary = tmp_path / "pause"
     binary.write_bytes(b"\x7fELF")
     archive = tmp_path / "pause.tar"
-    node.write_single_binary_image(binary, "/pause", archive, tag="3.10")
+    oci.write_single_binary_image(binary, "/pause", archive, tag="3.10")
     with tarfile.open(archive) as tar:
         index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
         (entry,) = index["manifests"]
-        assert entry["annotations"][node.IMAGE_REF_ANNOTATION] == "3.10"
+        assert entry["annotations"][oci.IMAGE_REF_ANNOTATION] == "3.10"
         manifest = json.loads(
             tar.extractfile(f"blobs/sha256/{entry['digest'].split(':')[1]}").read()  # type: ignore[union-attr]
         )
@@ -101,7 +101,7 @@ def test_the_pause_image_is_one_static_binary(tmp_path: Path) -> None:
     assert config["config"]["Entrypoint"] == ["/pause"]
     # The same bytes in, the same archive out.
     again = tmp_path / "again.tar"
-    node.write_single_binary_image(binary, "/pause", again, tag="3.10")
+    oci.write_single_binary_image(binary, "/pause", again, tag="3.10")
     assert again.read_bytes() == archive.read_bytes()
 
 

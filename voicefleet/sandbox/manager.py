@@ -27,7 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from voicefleet.sandbox import binaries, kubeconfig, netns, node, nodes, pki, processes
+from voicefleet.sandbox import (
+    binaries,
+    kubeconfig,
+    netns,
+    node,
+    node_host,
+    node_images,
+    nodes,
+    pki,
+    processes,
+)
 from voicefleet.sandbox.api import ApiError, Client, Credentials, get_text, unverified_context
 from voicefleet.sandbox.build import Progress
 from voicefleet.sandbox.components import (
@@ -226,7 +236,7 @@ def _stop_all(sandbox: Sandbox, log: Progress | None = None) -> None:
     )
     for process in kubelet_first:
         if process.name == node.CONTAINERD and sandbox.real_node_images:
-            node.stop_containers(_node_layout(sandbox))
+            node_host.stop_containers(_node_layout(sandbox))
         if log is not None and processes.is_running(process):
             log(f"stopping {process.name} (pid {process.pid})")
         processes.stop(process)
@@ -241,10 +251,10 @@ def _clean_real_node(sandbox: Sandbox) -> None:
     if sandbox.real_node_netns is None:
         return
     layout = _node_layout(sandbox)
-    node.unmount_netns(layout)
-    node.unmount_under(sandbox.state_dir)
+    node_host.unmount_netns(layout)
+    node_host.unmount_under(sandbox.state_dir)
     netns.delete(sandbox.real_node_netns)
-    node.remove_cgroups(node.cgroup_parent(sandbox.state_dir))
+    node_host.remove_cgroups(node.cgroup_parent(sandbox.state_dir))
 
 
 def _start_real_node(
@@ -280,9 +290,9 @@ def _start_real_node(
         credentials=keys.kube_proxy,
     )
     parent = node.cgroup_parent(sandbox.state_dir)
-    node.write_configs(layout, keys.ca.cert, parent, proxy_kubeconfig)
-    node.setup_network(name)
-    node.make_cgroups(parent)
+    node_host.write_configs(layout, keys.ca.cert, parent, proxy_kubeconfig)
+    node_host.setup_network(name)
+    node_host.make_cgroups(parent)
 
     def start(component: str, argv: list[str], *, inside: bool = True) -> Process:
         log(f"starting {component} (real node)")
@@ -313,7 +323,7 @@ def _start_real_node(
         # It enters the namespace itself to listen there, and connects from the host's.
         inside=False,
     )
-    node.wait_for(
+    node_host.wait_for(
         lambda: "relaying" in relay.log.read_text(errors="replace"),
         30,
         "the API server relay did not start",
@@ -322,22 +332,22 @@ def _start_real_node(
     containerd = start(
         node.CONTAINERD, [str(shutil.which("containerd")), f"--config={layout.containerd_config}"]
     )
-    node.wait_for(
+    node_host.wait_for(
         lambda: layout.socket.exists() and _ctr_answers(layout),
         60,
         "containerd did not answer",
         containerd.log,
     )
-    with node.temporary_dir() as work:
-        node.pause_image(layout, Path(work), log)
-    loaded = node.load_images(layout, image_dir or default_image_dir(), log)
+    with node_images.temporary_dir() as work:
+        node_images.pause_image(layout, Path(work), log)
+    loaded = node_images.load_images(layout, image_dir or default_image_dir(), log)
     log(f"images on the real node: {', '.join(loaded) or 'none built yet'}")
     kubelet = start(
         node.KUBELET,
         node.kubelet_argv(found["kubelet"], layout, kubelet_kubeconfig, node.node_labels()),
     )
     client = sandbox.client()
-    node.wait_for(
+    node_host.wait_for(
         lambda: node.NODE_NAME in _ready_nodes(client, selector=False),
         node.READY_TIMEOUT,
         "the real node's kubelet did not make its Node Ready",
@@ -357,7 +367,7 @@ def _start_real_node(
 
 def _ctr_answers(layout: node.NodeLayout) -> bool:
     try:
-        node.ctr(layout, "version")
+        node_images.ctr(layout, "version")
     except node.NodeError:
         return False
     return True
@@ -458,7 +468,7 @@ def up(
             _stop_all(existing)
         _remove_state(state_dir, keep_logs=False)
         wanted = [*binaries.CONTROL_PLANE, *(binaries.REAL_NODE if real_node else ())]
-        if real_node and (missing := node.missing_tools()):
+        if real_node and (missing := node_host.missing_tools()):
             raise SandboxError(
                 f"the real node needs {', '.join(missing)} (Debian: apt-get install "
                 "containerd runc containernetworking-plugins iptables iproute2 golang)"
