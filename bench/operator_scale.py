@@ -48,6 +48,7 @@ from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import manager, nodes
+from voicefleet.sandbox.state import Sandbox
 from voicefleet.testing import polling
 from voicefleet.testing.kube_admin import apply_manifest, install_rbac, service_account_kubeconfig
 from voicefleet.testing.operators import Operator
@@ -192,7 +193,7 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2))
 
 
-def run(args: argparse.Namespace, sandbox: manager.Sandbox, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, sandbox: Sandbox, work: Path) -> dict[str, Any]:
     api = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
     core = client.CoreV1Api(api)
     print(f"[bench] creating {args.nodes} nodes", flush=True)

@@ -36,7 +36,7 @@ def containerd(tmp_path: Path) -> Iterator[node.NodeLayout]:
     )
     try:
         node_host.wait_for(
-            lambda: layout.socket.exists() and _answers(layout),
+            lambda: node_images.answers(layout),
             60,
             "containerd did not answer",
             tmp_path / "containerd.log",
@@ -47,14 +47,6 @@ def containerd(tmp_path: Path) -> Iterator[node.NodeLayout]:
         process.wait(timeout=30)
         log.close()
         node_host.unmount_under(tmp_path)
-
-
-def _answers(layout: node.NodeLayout) -> bool:
-    try:
-        node_images.ctr(layout, "version")
-    except node.NodeError:
-        return False
-    return True
 
 
 def build(out: Path, name: str, content: bytes) -> str:

@@ -46,6 +46,17 @@ def ctr(layout: NodeLayout, *args: str, stdin: IO[bytes] | None = None) -> str:
     return done.stdout.decode()
 
 
+def answers(layout: NodeLayout) -> bool:
+    """containerd listens on its socket and answers."""
+    if not layout.socket.exists():
+        return False
+    try:
+        ctr(layout, "version")
+    except NodeError:
+        return False
+    return True
+
+
 def image_digests(layout: NodeLayout) -> dict[str, str]:
     """name -> manifest digest of every image containerd holds."""
     listed: dict[str, str] = {}
