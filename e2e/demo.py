@@ -26,7 +26,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from e2e import fleet, realpods
-from voicefleet import constants, images
+from voicefleet import constants, image_store
 from voicefleet.sandbox import binaries, manager, node_host, node_images
 from voicefleet.testing import kube_admin, polling
 
@@ -145,7 +145,9 @@ def _drill(
 
 
 def _on_real_node(work: Path, kubectl: str, helm: str) -> None:
-    built = {oci.name for oci, _tag, _digest in node_images.layout_images(images.default_out())}
+    built = {
+        oci.name for oci, _tag, _digest in node_images.layout_images(image_store.default_out())
+    }
     missing = node_host.missing_tools()
     if missing or not {"operator", "runtime"} <= built:
         step("real pods: skipped")

@@ -26,7 +26,7 @@ from kubernetes import client, config
 from e2e import fleet, realpods
 from e2e.realpods import APPS, POOL
 from tests.fixtures.sandbox import wait_until
-from voicefleet import constants, images
+from voicefleet import constants, image_store, images
 from voicefleet.sandbox import binaries, manager, netns, node, node_host, node_images
 from voicefleet.sandbox.state import Sandbox, SandboxError
 from voicefleet.testing import kube_admin
@@ -42,7 +42,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     if missing:
         pytest.fail(f"the real node needs {', '.join(missing)}", pytrace=False)
     built = {
-        Path(oci).name for oci, _tag, _digest in node_images.layout_images(images.default_out())
+        Path(oci).name
+        for oci, _tag, _digest in node_images.layout_images(image_store.default_out())
     }
     if not {"operator", "runtime"} <= built:
         pytest.fail("no images: run scripts/build-images.sh --base debian", pytrace=False)

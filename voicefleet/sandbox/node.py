@@ -271,7 +271,7 @@ def layout_for(state_dir: Path, images_root: Path) -> NodeLayout:
 
 def default_images_root() -> Path:
     """containerd's root beside build-images' store (same cache, one copy of each image)."""
-    from voicefleet.images import default_store  # noqa: PLC0415
+    from voicefleet.image_store import default_store  # noqa: PLC0415
 
     return default_store().parent / "containerd"
 

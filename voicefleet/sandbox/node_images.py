@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
+from voicefleet.oci_layout import OCI_REF_NAME
 from voicefleet.sandbox.node import PAUSE_IMAGE, Log, NodeError, NodeLayout
-from voicefleet.sandbox.oci import IMAGE_REF_ANNOTATION, write_single_binary_image
+from voicefleet.sandbox.oci import write_single_binary_image
 
 K8S_NAMESPACE: Final = "k8s.io"  # containerd's namespace of the CRI plugin
 
@@ -72,7 +73,7 @@ def layout_images(directory: Path) -> list[tuple[Path, str, str]]:
     found = []
     for index in sorted(directory.glob("*/index.json")):
         for descriptor in json.loads(index.read_text()).get("manifests", []):
-            tag = descriptor.get("annotations", {}).get(IMAGE_REF_ANNOTATION)
+            tag = descriptor.get("annotations", {}).get(OCI_REF_NAME)
             if tag:
                 found.append((index.parent, tag, str(descriptor["digest"])))
     return found

@@ -139,6 +139,6 @@ def start(
 
 
 def default_image_dir() -> Path:
-    from voicefleet.images import default_out  # noqa: PLC0415
+    from voicefleet.image_store import default_out  # noqa: PLC0415
 
     return default_out()

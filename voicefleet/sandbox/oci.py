@@ -9,9 +9,8 @@ import io
 import json
 import tarfile
 from pathlib import Path
-from typing import Final
 
-IMAGE_REF_ANNOTATION: Final = "org.opencontainers.image.ref.name"
+from voicefleet.oci_layout import OCI_REF_NAME
 
 
 def write_single_binary_image(binary: Path, target: str, archive: Path, *, tag: str) -> None:
@@ -67,7 +66,7 @@ def write_single_binary_image(binary: Path, target: str, archive: Path, *, tag: 
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": manifest_digest,
                 "size": len(manifest),
-                "annotations": {IMAGE_REF_ANNOTATION: tag},
+                "annotations": {OCI_REF_NAME: tag},
                 "platform": {"architecture": "amd64", "os": "linux"},
             }
         ],
