@@ -33,7 +33,7 @@ from voicefleet.sandbox.nodes import NodeGroup
 from voicefleet.testing import kube_admin
 from voicefleet.testing.kube_admin import service_account_kubeconfig
 from voicefleet.testing.operators import Replicas, chart_replicas
-from voicefleet.testing.polling import wait_for
+from voicefleet.testing.polling import poll, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "voicefleet"
@@ -267,6 +267,7 @@ class Callers:
     async def _speak(ws: aiohttp.ClientWebSocketResponse, frame: bytes) -> None:
         while not ws.closed:
             await ws.send_bytes(frame)
+            # Pacing, not a wait: one 80 ms frame per 80 ms, as a live caller speaks.
             await asyncio.sleep(0.08)
 
     def close(self) -> None:
@@ -336,16 +337,19 @@ def interrupt_node(
     client.CoreV1Api(cluster.api).patch_node(node, signal[1])
     min_capacity = _capacity(cluster, namespace, pool, per_pod)
     replaced: float | None = None
-    while time.monotonic() - started < timeout:
+
+    def done() -> bool:
+        """Replaced and every live caller noticed; samples the capacity each time."""
+        nonlocal min_capacity, replaced
         serving = serving_pods(cluster, namespace, pool)
         min_capacity = min(min_capacity, len(serving) * per_pod)
         fresh = [p for p in serving if p.metadata.name not in names]
         if replaced is None and len(fresh) >= before:
             replaced = time.monotonic() - started
         noticed = all(ip in callers.notices for ip in ips if ip in callers.connected)
-        if replaced is not None and noticed:
-            break
-        time.sleep(0.05)
+        return replaced is not None and noticed
+
+    poll(done, timeout, 0.05)
     if replaced is None:
         now = [
             f"{p.metadata.name}@{p.spec.node_name or '-'} ready={kube_admin.is_ready(p)} "
