@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from e2e import fleet, realpods
+from e2e import drill, fleet, realpods
 from voicefleet import constants, image_store
 from voicefleet.sandbox import binaries, manager, node_host, node_images
 from voicefleet.testing import kube_admin, polling
@@ -100,14 +100,14 @@ def _on_cluster(kubeconfig: Path, kubectl: str, helm: str, work: Path) -> None:
         finally:
             runtimes.stop()
             callers.close()
-        print(fleet.drill_table(steps))
+        print(drill.drill_table(steps))
         print("\nafter the drill:")
         print(cluster.kubectl_run("get", "vap", f"-n={NAMESPACE}").rstrip())
 
 
 def _drill(
     cluster: fleet.Cluster, runtimes: fleet.Runtimes, callers: fleet.Callers
-) -> list[fleet.DrillStep]:
+) -> list[drill.DrillStep]:
     token = kube_admin.pool_token(cluster.api, NAMESPACE, POOL)
     spot = [
         p
@@ -116,7 +116,7 @@ def _drill(
     ]
     steps = []
     nodes = sorted({p.spec.node_name for p in spot})[:DRILL_NODES]
-    for node, signal in zip(nodes, fleet.DRILL_SIGNALS, strict=False):
+    for node, signal in zip(nodes, drill.DRILL_SIGNALS, strict=False):
         on_node = [p for p in spot if p.spec.node_name == node]
         print(f"{node}: starting a tiny runtime and a live conversation on {len(on_node)} pod(s)")
         for pod in on_node:
@@ -136,7 +136,7 @@ def _drill(
         )
         print(f"{node}: {signal[0]}")
         steps.append(
-            fleet.interrupt_node(
+            drill.interrupt_node(
                 cluster, NAMESPACE, POOL, node=node, signal=signal, callers=callers
             )
         )

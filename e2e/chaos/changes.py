@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes import client
 
-from e2e import fleet
+from e2e import drill, fleet
 from e2e.chaos.settings import NAMESPACE, POOL, manifest
 from e2e.chaos.view import PoolView
 from voicefleet import constants
@@ -120,7 +120,7 @@ class Changes:
         for name in list(self.not_ready):
             kube_admin.set_node_ready(self.core, name, True)
         for name in self.interrupted:
-            fleet.clear_node(self.cluster, name)
+            drill.clear_node(self.cluster, name)
         self.remove_nodes(self.added)
 
 

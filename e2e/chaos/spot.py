@@ -6,7 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from e2e import fleet
+from e2e import drill
 from e2e.chaos import report
 from e2e.chaos.context import Run
 from e2e.chaos.report import Row
@@ -38,7 +38,7 @@ def mass_spot_interruption(run: Run) -> Row:
     )
     window = run.monitor.open(POOL, run.per_pod, limits)
     started = time.monotonic()
-    signals = [fleet.DRILL_SIGNALS[i % len(fleet.DRILL_SIGNALS)][1] for i in range(len(hit))]
+    signals = [drill.DRILL_SIGNALS[i % len(drill.DRILL_SIGNALS)][1] for i in range(len(hit))]
     with concurrent.futures.ThreadPoolExecutor(len(hit)) as pool:
         list(pool.map(run.view.core.patch_node, hit, signals))
     signalled = time.monotonic() - started
@@ -83,7 +83,7 @@ def mass_spot_interruption(run: Run) -> Row:
         )
     if stand_ins < len(stuck):
         failures.append(f"{len(stuck)} spot pods wait but only {stand_ins} stand-ins run")
-    kinds = len({s for s, _ in fleet.DRILL_SIGNALS[: len(hit)]})
+    kinds = len({s for s, _ in drill.DRILL_SIGNALS[: len(hit)]})
     done = (
         f"{len(hit)} of {len(spot_nodes)} spot nodes signalled within {signalled:.1f} s "
         f"({kinds} kinds of signal), {len(used)} spot pods on them; then {len(stuck)} spot "
@@ -112,7 +112,7 @@ def spot_recovery(run: Run) -> Row:
     )
     changed = time.monotonic()
     for name in hit:
-        fleet.clear_node(run.cluster, name)
+        drill.clear_node(run.cluster, name)
     run.changes.interrupted = []
     settled = run.view.settle(run.target)
     failures = [] if settled is not None else [f"not settled at {run.target} sessions"]
