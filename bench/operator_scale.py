@@ -1,5 +1,6 @@
 """Operator benchmark in the sandbox: reconcile latency and interruption reaction time with
-many pools over many fake GPU nodes, and the operator's memory.
+many pools over many fake GPU nodes, and the operator's memory. Its pod watch is
+``bench/scale_watch.py``, its numbers and table ``bench/scale_report.py``.
 
 What it does, in order:
 
@@ -30,24 +31,24 @@ import argparse
 import ipaddress
 import json
 import math
-import os
 import platform
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
+from bench.scale_report import cores, histogram_mean, memory_kib, print_table
+from bench.scale_watch import PodWatch, timed
 from voicefleet import catalog, constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
 from voicefleet.sandbox import manager, nodes
+from voicefleet.sandbox.state import Sandbox
 from voicefleet.testing import polling
 from voicefleet.testing.kube_admin import apply_manifest, install_rbac, service_account_kubeconfig
 from voicefleet.testing.operators import Operator
@@ -61,72 +62,6 @@ POOL_SPEC: dict[str, Any] = {
 }
 
 
-@dataclass
-class PodSeen:
-    pool: str
-    node: str | None
-    draining: bool
-    deleting: bool
-
-
-@dataclass
-class PodWatch:
-    """Every pool pod as the last watch event showed it, plus when each pool first had
-    ``n`` pods."""
-
-    pods: dict[tuple[str, str], PodSeen] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, core: client.CoreV1Api) -> None:
-        try:
-            self._watch(core)
-        except Exception:
-            # The sandbox going down at the end cuts the stream; anything before is real.
-            if not self.stop.is_set():
-                raise
-
-    def _watch(self, core: client.CoreV1Api) -> None:
-        while not self.stop.is_set():
-            stream = watch.Watch().stream(
-                core.list_pod_for_all_namespaces,
-                label_selector=constants.LABEL_POOL,
-                timeout_seconds=30,
-            )
-            for event in stream:
-                pod = event["object"]
-                key = (pod.metadata.namespace, pod.metadata.name)
-                with self.lock:
-                    if event["type"] == "DELETED":
-                        self.pods.pop(key, None)
-                    else:
-                        annotations = pod.metadata.annotations or {}
-                        self.pods[key] = PodSeen(
-                            pool=pod.metadata.labels[constants.LABEL_POOL],
-                            node=pod.spec.node_name,
-                            draining=constants.ANNOTATION_DRAINING in annotations,
-                            deleting=pod.metadata.deletion_timestamp is not None,
-                        )
-                if self.stop.is_set():
-                    return
-
-    def snapshot(self) -> dict[tuple[str, str], PodSeen]:
-        with self.lock:
-            return dict(self.pods)
-
-    def live(self, namespace: str, pool: str) -> int:
-        return sum(
-            1
-            for (ns, _name), p in self.snapshot().items()
-            if ns == namespace and p.pool == pool and not p.draining and not p.deleting
-        )
-
-
-def timed(predicate: Callable[[], bool], timeout: float, step: float = 0.005) -> float:
-    took = polling.seconds_until(predicate, timeout, step)
-    return float("nan") if took is None else took
-
-
 def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
     """``count`` 8-GPU nodes, pod CIDRs in 127.0.0.0/8 away from the sandbox's own /16."""
     taken_octet = int(str(ipaddress.ip_network(taken).network_address).split(".")[1])
@@ -138,33 +73,6 @@ def bench_nodes(count: int, taken: str) -> list[dict[str, Any]]:
         cidr = f"127.{octets[i // 250]}.{i % 250}.0/24"
         fake = nodes.FakeNode(f"bench-{kind}-{i}", group, cidr)
         out.append(nodes.node_manifest(fake))
-    return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(v for v in values if not math.isnan(v))
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def histogram_mean(text: str, name: str) -> tuple[float, int]:
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith(f"{name}_sum "):
-            total = float(line.split()[1])
-        if line.startswith(f"{name}_count "):
-            count = float(line.split()[1])
-    return (total / count if count else float("nan")), int(count)
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
     return out
 
 
@@ -192,7 +100,7 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2))
 
 
-def run(args: argparse.Namespace, sandbox: manager.Sandbox, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, sandbox: Sandbox, work: Path) -> dict[str, Any]:
     api = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
     core = client.CoreV1Api(api)
     print(f"[bench] creating {args.nodes} nodes", flush=True)
@@ -315,7 +223,7 @@ def measure(
     )
     memory = memory_kib(pid)
     return {
-        "machine": f"{platform.node()} {platform.machine()}, {_cores()} cores, 2-core polyglot",
+        "machine": f"{platform.node()} {platform.machine()}, {cores()} cores, 2-core polyglot",
         "pools": args.pools,
         "nodes": len(core.list_node().items),
         "podsPerPool": replicas,
@@ -403,49 +311,11 @@ def interrupt(
         drained_after.append(time.monotonic() - t0)
         timed(replaced, 30)
         replaced_after.append(time.monotonic() - t0)
+        # Pacing, not a wait: one interruption at a time, so the next one's reaction is
+        # not measured while the operator still settles the last.
         time.sleep(0.5)
 
     return drained_after, replaced_after
-
-
-def _cores() -> int:
-    return os.cpu_count() or 0
-
-
-def print_table(r: dict[str, Any]) -> None:
-    rows = [
-        (f"reconcile, {r['pools']} pools at once: created -> pods exist", r["reconcileSeconds"]),
-        ("reconcile, one more pool at a time: created -> pods exist", r["singleReconcileSeconds"]),
-        ("interruption: node tainted -> its pods marked draining", r["drainMarkedSeconds"]),
-        ("interruption: node tainted -> replacements created", r["replacedSeconds"]),
-    ]
-    print()
-    print(
-        f"voicefleet operator, {r['pools']} pools x {r['podsPerPool']} pods over {r['nodes']} "
-        f"fake nodes (kwok), poll {r['pollIntervalSeconds']} s; {r['machine']}"
-    )
-    print(f"| {'measure':<60} | {'n':>4} | {'p50 s':>7} | {'p95 s':>7} | {'max s':>7} |")
-    print(f"|{'-' * 62}|{'-' * 6}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
-    for label, values in rows:
-        clean = [v for v in values if not math.isnan(v)]
-        print(
-            f"| {label:<60} | {len(clean):>4} | {percentile(clean, 0.5):>7.3f} | "
-            f"{percentile(clean, 0.95):>7.3f} | {max(clean, default=float('nan')):>7.3f} |"
-        )
-    print(
-        f"| {'operator: signal seen -> drains + replacements (mean)':<60} | "
-        f"{r['operatorReactionCount']:>4} | {r['operatorReactionMeanSeconds']:>7.3f} | "
-        f"{'':>7} | {'':>7} |"
-    )
-    print(
-        f"operator's own view: create reconcile mean "
-        f"{r['operatorCreateReconcileMeanSeconds']:.3f} s, API GET mean "
-        f"{r['operatorApiGetMeanSeconds']:.3f} s over {r['operatorApiGets']} GETs"
-    )
-    print(
-        f"operator memory: RSS {r['operatorRssMiB']} MiB, peak {r['operatorPeakRssMiB']} MiB; "
-        f"benchmark wall time {r.get('wallSeconds', 0)} s"
-    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,9 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from e2e import fleet, realpods
-from voicefleet import constants, images
-from voicefleet.sandbox import binaries, manager
-from voicefleet.sandbox import node as real_node
+from e2e import drill, fleet, realpods
+from voicefleet import constants, image_store
+from voicefleet.sandbox import binaries, manager, node_host, node_images
 from voicefleet.testing import kube_admin, polling
 
 POOL_FILE = fleet.REPO / "examples" / "support-en.yaml"
@@ -101,14 +100,14 @@ def _on_cluster(kubeconfig: Path, kubectl: str, helm: str, work: Path) -> None:
         finally:
             runtimes.stop()
             callers.close()
-        print(fleet.drill_table(steps))
+        print(drill.drill_table(steps))
         print("\nafter the drill:")
         print(cluster.kubectl_run("get", "vap", f"-n={NAMESPACE}").rstrip())
 
 
 def _drill(
     cluster: fleet.Cluster, runtimes: fleet.Runtimes, callers: fleet.Callers
-) -> list[fleet.DrillStep]:
+) -> list[drill.DrillStep]:
     token = kube_admin.pool_token(cluster.api, NAMESPACE, POOL)
     spot = [
         p
@@ -117,7 +116,7 @@ def _drill(
     ]
     steps = []
     nodes = sorted({p.spec.node_name for p in spot})[:DRILL_NODES]
-    for node, signal in zip(nodes, fleet.DRILL_SIGNALS, strict=False):
+    for node, signal in zip(nodes, drill.DRILL_SIGNALS, strict=False):
         on_node = [p for p in spot if p.spec.node_name == node]
         print(f"{node}: starting a tiny runtime and a live conversation on {len(on_node)} pod(s)")
         for pod in on_node:
@@ -137,7 +136,7 @@ def _drill(
         )
         print(f"{node}: {signal[0]}")
         steps.append(
-            fleet.interrupt_node(
+            drill.interrupt_node(
                 cluster, NAMESPACE, POOL, node=node, signal=signal, callers=callers
             )
         )
@@ -146,8 +145,10 @@ def _drill(
 
 
 def _on_real_node(work: Path, kubectl: str, helm: str) -> None:
-    built = {oci.name for oci, _tag, _digest in real_node.layout_images(images.default_out())}
-    missing = real_node.missing_tools()
+    built = {
+        oci.name for oci, _tag, _digest in node_images.layout_images(image_store.default_out())
+    }
+    missing = node_host.missing_tools()
     if missing or not {"operator", "runtime"} <= built:
         step("real pods: skipped")
         print(

@@ -136,7 +136,9 @@ class Watch:
                     return
                 self.breaks += 1
                 log.debug("watch %s broke: %r", self.name, exc)
-                time.sleep(RETRY_SECONDS)
+                # A pause before listing again (pacing, not a wait for anything): an API
+                # server that is down refuses at once; stop() ends the pause.
+                self._stop.wait(RETRY_SECONDS)
 
     def _list(self) -> str:
         response = self.list_call(_preload_content=False, _request_timeout=(5, 30))

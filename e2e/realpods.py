@@ -17,7 +17,8 @@ from kubernetes import client, watch
 
 from e2e import fleet
 from voicefleet import constants
-from voicefleet.sandbox import manager, node, nodes
+from voicefleet.sandbox import node, nodes
+from voicefleet.sandbox.state import Sandbox
 from voicefleet.testing import kube_admin
 from voicefleet.testing.polling import wait_for
 
@@ -143,7 +144,7 @@ class Drill:
     grace_seconds: set[int] = field(default_factory=set)
 
 
-def interrupt(cluster: fleet.Cluster, sandbox: manager.Sandbox, callers: fleet.Callers) -> Drill:
+def interrupt(cluster: fleet.Cluster, sandbox: Sandbox, callers: fleet.Callers) -> Drill:
     """Karpenter's signal on the real node; returns once every old pod has ended."""
     core = client.CoreV1Api(cluster.api)
     old = {p.metadata.name: p for p in pods(cluster)}

@@ -21,7 +21,7 @@ from kubernetes import client
 
 from voicefleet import constants
 from voicefleet.testing.operators import Operator, Replicas
-from voicefleet.testing.polling import HarnessError
+from voicefleet.testing.polling import HarnessError, poll
 
 CHECK_SECONDS: Final = 0.2
 RETRY_START_SECONDS: Final = 2.0
@@ -102,16 +102,18 @@ class Supervisor:
     def renewed_after(self, since: float, timeout: float) -> tuple[float, str | None] | None:
         """(seconds from ``since``, an epoch time, to the first renewal after it, who
         renewed), by the lease's own renewTime; None after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def renewed() -> tuple[float, str | None] | None:
             try:
                 found = self.holder()
             except Exception:  # the API server may be coming back
-                found = Holder(None, None)
+                return None
             if found.renewed is not None and found.renewed > since:
                 return found.renewed - since, found.identity
-            time.sleep(0.1)
-        return None
+            return None
+
+        result: tuple[float, str | None] | None = poll(renewed, timeout, 0.1)
+        return result
 
     # --- the processes -------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The chaos run of issue 9 (``e2e/chaos.py``): the chart's two operator replicas and a
+"""The chaos run of issue 9 (``e2e/chaos/``): the chart's two operator replicas and a
 400-session pool through a NotReady blip, every node NotReady for 60 s, a 30 s API server
 outage, 10 SIGKILLs of the leader while scaling, a mass spot interruption and its recovery,
 and 50 pools created and deleted at once. The run prints its table; these tests assert on
@@ -16,7 +16,9 @@ import signal
 import pytest
 from kubernetes import client
 
-from e2e import chaos, fleet
+from e2e import fleet
+from e2e.chaos.report import Result, Row, summary, table
+from e2e.chaos.run import Chaos
 from tests.fixtures.sandbox import Cluster
 from voicefleet.sandbox import binaries
 
@@ -39,7 +41,7 @@ SCENARIOS = [
 @pytest.fixture(scope="module")
 def result(
     sandbox: Cluster, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> chaos.Result:
+) -> Result:
     if sandbox.sandbox is None:
         pytest.skip("the chaos run stops the sandbox's own API server: not on another cluster")
     helm = binaries.cached("helm")
@@ -48,31 +50,31 @@ def result(
     cluster = fleet.Cluster(sandbox.kubeconfig, sandbox.kubectl, str(helm), kube_api)
     (apiserver,) = [p for p in sandbox.sandbox.processes if p.name == "kube-apiserver"]
     workdir = tmp_path_factory.mktemp("chaos")
-    return chaos.Chaos(cluster, apiserver, workdir, log=lambda _line: None).run()
+    return Chaos(cluster, apiserver, workdir, log=lambda _line: None).run()
 
 
-def _row(result: chaos.Result, scenario: str) -> chaos.Row:
+def _row(result: Result, scenario: str) -> Row:
     (found,) = [r for r in result.rows if r.scenario == scenario]
     return found
 
 
-def test_the_run_prints_its_table(result: chaos.Result, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_run_prints_its_table(result: Result, capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
-        print("\n\n" + chaos.summary(result))
-        print(chaos.table(result), "\n")
+        print("\n\n" + summary(result))
+        print(table(result), "\n")
     assert [r.scenario for r in result.rows] == SCENARIOS
     assert not result.problems, result.problems
     assert not result.tracebacks, result.tracebacks
-    assert all(r.ok for r in result.rows), chaos.table(result)
+    assert all(r.ok for r in result.rows), table(result)
 
 
-def test_no_duplicate_pod(result: chaos.Result) -> None:
+def test_no_duplicate_pod(result: Result) -> None:
     for row in result.rows:
         assert row.pods_max <= row.pods_expected, row
         assert not [f for f in row.failures if f.startswith("more pods")], row
 
 
-def test_capacity_never_below_the_target_where_the_nodes_allow_it(result: chaos.Result) -> None:
+def test_capacity_never_below_the_target_where_the_nodes_allow_it(result: Result) -> None:
     for row in result.rows:
         assert row.capacity_min is not None and row.capacity_floor is not None, row
         assert row.capacity_min >= row.capacity_floor, row
@@ -89,7 +91,7 @@ def test_capacity_never_below_the_target_where_the_nodes_allow_it(result: chaos.
     ]
 
 
-def test_every_drain_is_acknowledged_by_the_runtime(result: chaos.Result) -> None:
+def test_every_drain_is_acknowledged_by_the_runtime(result: Result) -> None:
     for row in result.rows:
         assert row.drains_acknowledged == row.drains_made, row
     # NotReady, however widespread, drains nothing; scale-ins and interruptions do.
@@ -100,20 +102,20 @@ def test_every_drain_is_acknowledged_by_the_runtime(result: chaos.Result) -> Non
     assert _row(result, "recovery of the spot nodes").drains_made > 0  # the stand-ins
 
 
-def test_no_pod_is_left_unschedulable_once_the_nodes_are_back(result: chaos.Result) -> None:
+def test_no_pod_is_left_unschedulable_once_the_nodes_are_back(result: Result) -> None:
     for row in result.rows:
         if row.scenario != "mass spot interruption":  # its nodes are still signalled
             assert row.unschedulable_left == 0, row
     assert _row(result, "mass spot interruption").unschedulable_left > 0
 
 
-def test_every_pool_is_deleted_within_10_s(result: chaos.Result) -> None:
+def test_every_pool_is_deleted_within_10_s(result: Result) -> None:
     burst = _row(result, "50 pools created and deleted")
     assert burst.deletion_max_seconds is not None
     assert burst.deletion_max_seconds <= result.settings.delete_limit_seconds, burst
 
 
-def test_a_leader_is_back_after_every_kill(result: chaos.Result) -> None:
+def test_a_leader_is_back_after_every_kill(result: Result) -> None:
     assert len(result.kills) == result.settings.kills == 10
     for kill in result.kills:
         assert kill.leader_back_seconds is not None, kill

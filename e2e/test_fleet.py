@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e import argocd, fleet
+from e2e import argocd, drill, fleet
 from tests.fixtures.sandbox import Cluster as SandboxCluster
 from tests.fixtures.sandbox import wait_until
 from voicefleet import catalog, constants
@@ -232,7 +232,7 @@ def test_interruption_drill(
     nodes = sorted({p.spec.node_name for p in spot})
     steps = []
     try:
-        for node, signal in zip(nodes, fleet.DRILL_SIGNALS, strict=False):
+        for node, signal in zip(nodes, drill.DRILL_SIGNALS, strict=False):
             # Real runtimes with a live conversation on the pods of the node about to go.
             # One node at a time: tiny models step in real time on these two cores.
             on_node = [
@@ -253,17 +253,17 @@ def test_interruption_drill(
 
             wait_until(seen, what="the operator to see the live conversations")
             steps.append(
-                fleet.interrupt_node(
+                drill.interrupt_node(
                     cluster, APPS, DRILL_POOL, node=node, signal=signal, callers=callers
                 )
             )
             runtimes.stop()
     finally:
         for node in nodes:
-            fleet.clear_node(cluster, node)
+            drill.clear_node(cluster, node)
     with capsys.disabled():
         print("\n\ninterruption drill (pool support-en, target 200 sessions)")
-        print(fleet.drill_table(steps), "\n")
+        print(drill.drill_table(steps), "\n")
 
     assert len(steps) == len(nodes) >= 2
     for step in steps:

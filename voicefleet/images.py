@@ -19,28 +19,37 @@ pip inside the build reaches PyPI with the host's CA bundle, handed in as the bu
 ``ca`` (read-only, never in a layer). One image store (``--root``) holds the cache; nothing
 else keeps a copy of the multi-GB runtime layers.
 
-Stdlib only: runs before any virtual environment exists.
+Stdlib only: runs before any virtual environment exists. The store and its pruning are
+``image_store``; reading and writing OCI layouts, ``oci_layout``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from voicefleet import __version__
+from voicefleet import __version__, oci_layout
 from voicefleet.constants import IMAGE_REPOSITORY
+from voicefleet.image_store import (
+    ENV_OUT,
+    ENV_STORE,
+    ImageError,
+    Log,
+    Store,
+    default_out,
+    default_store,
+    prune_store,
+    unpacked_size,
+)
 
 REPOSITORY: Final = IMAGE_REPOSITORY
 IMAGES: Final = ("operator", "runtime")
@@ -56,61 +65,11 @@ DEBIAN_SECURITY: Final = "http://deb.debian.org/debian-security"
 # What the Dockerfiles need from a base: Python 3.11 with venv, and CA certificates.
 DEBIAN_PACKAGES: Final = ("python3", "python3-venv", "ca-certificates")
 HOST_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
-ENV_STORE: Final = "VOICEFLEET_IMAGE_STORE"
-ENV_OUT: Final = "VOICEFLEET_IMAGE_DIR"
-OCI_INDEX: Final = "index.json"
-OCI_REF_NAME: Final = "org.opencontainers.image.ref.name"
-
-Log = Callable[[str], None]
-
-
-class ImageError(RuntimeError):
-    """A build step failed; the message says which and shows its output."""
 
 
 def image_ref(name: str, version: str = __version__) -> str:
     """``ghcr.io/voicefleet/<name>:<version>``: what the chart and the operator default to."""
     return f"{REPOSITORY}/{name}:{version}"
-
-
-def default_store() -> Path:
-    override = os.environ.get(ENV_STORE)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "voicefleet" / "images" / "storage"
-
-
-def default_out() -> Path:
-    override = os.environ.get(ENV_OUT)
-    if override:
-        return Path(override).expanduser()
-    return default_store().parent / "oci"
-
-
-@dataclass(frozen=True)
-class Store:
-    """One containers-storage directory; every buildah call goes through it."""
-
-    root: Path
-
-    def argv(self, *args: str) -> list[str]:
-        return [
-            "buildah",
-            f"--root={self.root}",
-            f"--runroot={self.root.parent / 'run'}",
-            "--storage-driver=overlay",
-            *args,
-        ]
-
-    def run(self, *args: str, log: Log | None = None, timeout: float = 3600) -> str:
-        return _run(self.argv(*args), log=log, timeout=timeout)
-
-    def exists(self, ref: str) -> bool:
-        done = subprocess.run(
-            self.argv("inspect", "--type=image", ref), capture_output=True, check=False
-        )
-        return done.returncode == 0
 
 
 @dataclass(frozen=True)
@@ -133,28 +92,6 @@ class Built:
             f"{self.uncompressed_bytes / 2**20:.0f} MiB unpacked, {self.seconds:.0f} s  "
             f"layout {self.layout}{archive}"
         )
-
-
-def _run(argv: Sequence[str], *, log: Log | None = None, timeout: float = 3600) -> str:
-    """Run a command; stream its output to ``log`` when given, else capture it."""
-    if log is None:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if done.returncode != 0:
-            raise ImageError(f"{' '.join(argv[:4])} ... failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
-    process = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    tail: list[str] = []
-    for line in process.stdout:
-        tail = [*tail[-40:], line.rstrip()]
-        log(line.rstrip())
-    if process.wait(timeout=timeout) != 0:
-        raise ImageError(f"{' '.join(argv[:4])} ... failed:\n" + "\n".join(tail))
-    return "\n".join(tail)
 
 
 def epoch() -> int:
@@ -263,53 +200,6 @@ def build_image(
     return ref
 
 
-def _blobs(layout: Path) -> set[str]:
-    """Every blob the layout's index reaches (manifests, configs, layers)."""
-    index = json.loads((layout / OCI_INDEX).read_text())
-    used: set[str] = set()
-    pending = list(index.get("manifests", []))
-    while pending:
-        descriptor = pending.pop()
-        digest = descriptor["digest"]
-        used.add(digest)
-        document = json.loads(_blob_path(layout, digest).read_text())
-        pending.extend(document.get("manifests", []))
-        if "config" in document:
-            used.add(document["config"]["digest"])
-        used.update(layer["digest"] for layer in document.get("layers", []))
-    return used
-
-
-def _blob_path(layout: Path, digest: str) -> Path:
-    algorithm, _, hexdigest = digest.partition(":")
-    return layout / "blobs" / algorithm / hexdigest
-
-
-def manifest(layout: Path, tag: str) -> tuple[str, dict[str, Any]]:
-    """(digest, manifest) of ``tag`` in the layout."""
-    index = json.loads((layout / OCI_INDEX).read_text())
-    for descriptor in index.get("manifests", []):
-        if descriptor.get("annotations", {}).get(OCI_REF_NAME) == tag:
-            digest = str(descriptor["digest"])
-            return digest, json.loads(_blob_path(layout, digest).read_text())
-    raise ImageError(f"no image tagged {tag} in {layout}")
-
-
-def write_archive(layout: Path, archive: Path) -> Path:
-    """The layout as one OCI archive, its entries in a fixed order with fixed times."""
-    partial = archive.with_name(archive.name + ".partial")
-
-    def normal(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.mtime, info.uid, info.gid, info.uname, info.gname = epoch(), 0, 0, "", ""
-        return info
-
-    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(layout.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(layout)), recursive=False, filter=normal)
-    partial.replace(archive)
-    return archive
-
-
 def export(store: Store, name: str, ref: str, out: Path, *, archive: bool) -> tuple[Path, str]:
     """Push ``ref`` into a fresh OCI layout ``out/<name>`` (tag = the version), replacing
     the last one whole; returns its layout and manifest digest.
@@ -323,8 +213,10 @@ def export(store: Store, name: str, ref: str, out: Path, *, archive: bool) -> tu
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     store.run("push", "--quiet", "--remove-signatures", ref, f"oci:{partial}:{tag}")
-    digest, _manifest = manifest(partial, tag)
-    missing = [d for d in _blobs(partial) if not _blob_path(partial, d).is_file()]
+    digest, _manifest = oci_layout.manifest(partial, tag)
+    missing = [
+        d for d in oci_layout.blobs(partial) if not oci_layout.blob_path(partial, d).is_file()
+    ]
     if missing:
         raise ImageError(f"the pushed layout {partial} lacks blobs {missing}")
     old = out / f".{name}.old"
@@ -334,18 +226,8 @@ def export(store: Store, name: str, ref: str, out: Path, *, archive: bool) -> tu
     partial.rename(layout)
     shutil.rmtree(old, ignore_errors=True)
     if archive:
-        write_archive(layout, out / f"{name}.oci.tar")
+        oci_layout.write_archive(layout, out / f"{name}.oci.tar", epoch())
     return layout, digest
-
-
-def unpacked_size(store: Store, layout: Path, document: dict[str, Any]) -> int:
-    """Bytes of the image's layers unpacked, from the store's own layer records."""
-    config = json.loads(_blob_path(layout, document["config"]["digest"]).read_text())
-    diff_ids = set(config["rootfs"]["diff_ids"])
-    layers = json.loads((store.root / "overlay-layers" / "layers.json").read_text())
-    return sum(
-        int(layer.get("diff-size", 0)) for layer in layers if layer.get("diff-digest") in diff_ids
-    )
 
 
 def build(
@@ -372,7 +254,7 @@ def build(
         log(f"building {image_ref(name)} (base {base_ref or 'the Dockerfile default'})")
         ref = build_image(store, name, base_ref, context, log, no_cache=no_cache)
         layout, digest = export(store, name, ref, out, archive=archive)
-        _digest, document = manifest(layout, ref.rsplit(":", 1)[1])
+        _digest, document = oci_layout.manifest(layout, ref.rsplit(":", 1)[1])
         compressed = sum(int(layer["size"]) for layer in document["layers"])
         built.append(
             Built(
@@ -388,40 +270,6 @@ def build(
         )
         log(built[-1].line())
     return built
-
-
-def stale_images(store_root: Path) -> list[str]:
-    """Untagged images whose layers no tagged image builds on: older builds' tops, and
-    cached steps of a dependency set that changed. The cached steps of the current images
-    (untagged too) share their layers and stay: they are the layer cache."""
-    images = json.loads((store_root / "overlay-images" / "images.json").read_text())
-    layers = json.loads((store_root / "overlay-layers" / "layers.json").read_text())
-    parent = {layer["id"]: layer.get("parent") for layer in layers}
-    used: set[str] = set()
-    for image in images:
-        if image.get("names"):
-            layer = image.get("layer")
-            while layer and layer not in used:
-                used.add(layer)
-                layer = parent.get(layer)
-    return [i["id"] for i in images if not i.get("names") and i.get("layer") not in used]
-
-
-def prune_store(store: Store, log: Log = print) -> None:
-    """Remove build containers and ``stale_images``; the layer cache stays."""
-    store.run("rm", "--all")
-    stale = stale_images(store.root)
-    if stale:
-        store.run("rmi", "--force", *stale)
-    log(f"pruned {len(stale)} stale images from {store.root}")
-
-
-def content_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "scripts/build-images.sh") -> int:
@@ -481,7 +329,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "scripts/build-images.sh
                     return 1
         if args.prune:
             prune_store(store, log)
-    except ImageError as exc:
+    except (ImageError, oci_layout.LayoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print("\nIMAGE DIGEST COMPRESSED UNPACKED SECONDS")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from voicefleet.sandbox import manager, node
+from voicefleet.sandbox import node
+from voicefleet.sandbox.state import Sandbox
 
 LOG_LINES = 30
 
@@ -22,12 +23,12 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     sandbox = getattr(item, "funcargs", {}).get("real")
-    if report.failed and isinstance(sandbox, manager.Sandbox):
+    if report.failed and isinstance(sandbox, Sandbox):
         report.sections.append(("real node", describe(sandbox)))
     return report
 
 
-def describe(sandbox: manager.Sandbox) -> str:
+def describe(sandbox: Sandbox) -> str:
     lines = [_pods(sandbox)]
     pod_logs = node.layout_for(sandbox.state_dir, Path()).pod_logs
     for log in sorted(pod_logs.glob("*/*/*.log")):
@@ -37,7 +38,7 @@ def describe(sandbox: manager.Sandbox) -> str:
     return "\n".join(lines)
 
 
-def _pods(sandbox: manager.Sandbox) -> str:
+def _pods(sandbox: Sandbox) -> str:
     try:
         api = config.new_client_from_config(config_file=str(sandbox.kubeconfig))
         found = client.CoreV1Api(api).list_pod_for_all_namespaces().items

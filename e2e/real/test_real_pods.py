@@ -26,8 +26,9 @@ from kubernetes import client, config
 from e2e import fleet, realpods
 from e2e.realpods import APPS, POOL
 from tests.fixtures.sandbox import wait_until
-from voicefleet import constants, images
-from voicefleet.sandbox import binaries, manager, netns, node
+from voicefleet import constants, image_store, images
+from voicefleet.sandbox import binaries, manager, netns, node, node_host, node_images
+from voicefleet.sandbox.state import Sandbox, SandboxError
 from voicefleet.testing import kube_admin
 
 pytestmark = pytest.mark.sandbox
@@ -36,17 +37,20 @@ GRACE_MARGIN_SECONDS = 30  # the operator's default --grace-margin-seconds
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.Sandbox]:
-    missing = node.missing_tools()
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    missing = node_host.missing_tools()
     if missing:
         pytest.fail(f"the real node needs {', '.join(missing)}", pytrace=False)
-    built = {Path(oci).name for oci, _tag, _digest in node.layout_images(images.default_out())}
+    built = {
+        Path(oci).name
+        for oci, _tag, _digest in node_images.layout_images(image_store.default_out())
+    }
     if not {"operator", "runtime"} <= built:
         pytest.fail("no images: run scripts/build-images.sh --base debian", pytrace=False)
     state = tmp_path_factory.mktemp("real") / "state"
     try:
         sandbox = manager.up(state, (), log=print, tie_to_caller=True, real_node=True)
-    except manager.SandboxError as exc:
+    except SandboxError as exc:
         pytest.fail(f"the real node did not start: {exc}", pytrace=False)
     try:
         yield sandbox
@@ -55,14 +59,14 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[manager.Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def cluster(real: manager.Sandbox) -> fleet.Cluster:
+def cluster(real: Sandbox) -> fleet.Cluster:
     tools = binaries.resolve(["kubectl", "helm"])
     api = config.new_client_from_config(config_file=str(real.kubeconfig))
     return fleet.Cluster(real.kubeconfig, str(tools["kubectl"]), str(tools["helm"]), api)
 
 
 @pytest.fixture(scope="module")
-def callers(real: manager.Sandbox) -> Iterator[fleet.Callers]:
+def callers(real: Sandbox) -> Iterator[fleet.Callers]:
     # Pod and Service addresses exist only inside the real node's network namespace.
     live = fleet.Callers(netns_name=real.real_node_netns)
     yield live
@@ -121,7 +125,7 @@ def _active(netns_name: str, pod: client.V1Pod) -> int:
 
 
 def test_a_full_pod_turns_unready_and_leaves_the_service(
-    cluster: fleet.Cluster, real: manager.Sandbox, callers: fleet.Callers
+    cluster: fleet.Cluster, real: Sandbox, callers: fleet.Callers
 ) -> None:
     # The Service's conversation took a slot of one pod; fill the other one.
     inside = str(real.real_node_netns)
@@ -142,7 +146,7 @@ def test_a_full_pod_turns_unready_and_leaves_the_service(
 
 
 def test_interruption_drill_on_the_real_node(
-    cluster: fleet.Cluster, real: manager.Sandbox, callers: fleet.Callers
+    cluster: fleet.Cluster, real: Sandbox, callers: fleet.Callers
 ) -> None:
     drill = realpods.interrupt(cluster, real, callers)
     print(

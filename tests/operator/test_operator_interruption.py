@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -20,6 +19,7 @@ from tests.operator import kit
 from tests.operator.conftest import Operator, pool_token
 from voicefleet import constants
 from voicefleet.operator.reconcile import TRIGGER_NODE
+from voicefleet.testing import polling
 
 pytestmark = pytest.mark.sandbox
 
@@ -255,16 +255,18 @@ def test_a_rollout_surges_and_never_drops_below_the_target(
     new_image = "ghcr.io/voicefleet/runtime:0.2.0"
     kit.patch_pool(kube_api, namespace, "roll", {"spec": {"runtime": {"image": new_image}}})
     lowest = replicas
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    pods: list[client.V1Pod] = []
+
+    def rolled() -> bool:
+        """Every pod on the new image and serving; samples the serving count each time."""
+        nonlocal lowest, pods
         pods = kit.pool_pods(kube_api, namespace, "roll")
         serving = [p for p in pods if kit.is_ready(p) and not kit.draining(p)]
         lowest = min(lowest, len(serving))
         images = {p.spec.containers[0].image for p in pods}
-        if images == {new_image} and len(serving) == replicas == len(pods):
-            break
-        time.sleep(0.1)
-    else:
+        return images == {new_image} and len(serving) == replicas == len(pods)
+
+    if not polling.poll(rolled, 60, 0.1):
         pytest.fail(f"rollout did not finish: {[p.metadata.name for p in pods]}")
     assert lowest >= replicas
 

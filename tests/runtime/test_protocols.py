@@ -9,6 +9,7 @@ import struct
 import aiohttp
 import pytest
 
+from voicefleet.testing import polling
 from voicefleet.testing.clients import FRAME_SECONDS, moshi_session, pcm_session
 from voicefleet.testing.runtime_process import RuntimeServer
 
@@ -68,11 +69,9 @@ async def test_full_server_refuses_before_upgrade(shared_server: RuntimeServer) 
     url = f"{shared_server.ws}/api/chat"
     holders = [asyncio.create_task(moshi_session(url, 30, stop=stop)) for _ in range(3)]
     try:
-        for _ in range(300):
-            if shared_server.status()["sessions"] == {"active": 3, "capacity": 3}:
-                break
-            await asyncio.sleep(0.1)
-        assert shared_server.status()["sessions"] == {"active": 3, "capacity": 3}
+        await polling.until(
+            lambda: shared_server.status()["sessions"] == {"active": 3, "capacity": 3}, 30, 0.1
+        )
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{shared_server.http}/readyz") as ready:
                 assert ready.status == 503
@@ -91,7 +90,10 @@ async def test_full_server_refuses_before_upgrade(shared_server: RuntimeServer) 
 async def test_bad_input_ends_only_that_session(shared_server: RuntimeServer) -> None:
     url = f"{shared_server.ws}/api/chat"
     good = asyncio.create_task(moshi_session(url, SECONDS))
-    await asyncio.sleep(0.5)
+    # The good session counted active first, so the bad one runs beside it.
+    await polling.until(
+        lambda: shared_server.status()["sessions"] == {"active": 1, "capacity": 3}, 30, 0.05
+    )
     # Unknown kinds (0x09) and a ping (0x06) are ignored; then audio that is not Ogg/Opus
     # gets this session an error and a close.
     bad = await moshi_session(

@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 
 from voicefleet.images import REPOSITORY
-from voicefleet.sandbox import node
+from voicefleet.sandbox import node, node_host, node_images, oci
 
 TAG = "0.1.0"
 
 
 @pytest.fixture
 def containerd(tmp_path: Path) -> Iterator[node.NodeLayout]:
-    missing = node.missing_tools()
+    missing = node_host.missing_tools()
     if missing:
         pytest.fail(f"the real node needs {', '.join(missing)}", pytrace=False)
     layout = node.layout_for(tmp_path / "state", tmp_path / "images")
     layout.state.mkdir(parents=True)
-    cni_bin = node.cni_bin_dir()
+    cni_bin = node_host.cni_bin_dir()
     assert cni_bin is not None
     layout.containerd_config.write_text(node.containerd_config(layout, cni_bin))
     log = (tmp_path / "containerd.log").open("wb")
@@ -35,8 +35,8 @@ def containerd(tmp_path: Path) -> Iterator[node.NodeLayout]:
         stderr=subprocess.STDOUT,
     )
     try:
-        node.wait_for(
-            lambda: layout.socket.exists() and _answers(layout),
+        node_host.wait_for(
+            lambda: node_images.answers(layout),
             60,
             "containerd did not answer",
             tmp_path / "containerd.log",
@@ -46,15 +46,7 @@ def containerd(tmp_path: Path) -> Iterator[node.NodeLayout]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
-        node.unmount_under(tmp_path)
-
-
-def _answers(layout: node.NodeLayout) -> bool:
-    try:
-        node.ctr(layout, "version")
-    except node.NodeError:
-        return False
-    return True
+        node_host.unmount_under(tmp_path)
 
 
 def build(out: Path, name: str, content: bytes) -> str:
@@ -62,28 +54,30 @@ def build(out: Path, name: str, content: bytes) -> str:
     work = out / f".{name}-{time.monotonic_ns()}"
     work.mkdir(parents=True)
     (work / "file").write_bytes(content)
-    node.write_single_binary_image(work / "file", "/file", work / "image.tar", tag=TAG)
+    oci.write_single_binary_image(work / "file", "/file", work / "image.tar", tag=TAG)
     shutil.rmtree(out / name, ignore_errors=True)
     with tarfile.open(work / "image.tar") as archive:
         archive.extractall(out / name, filter="data")
     shutil.rmtree(work)
-    ((_oci, _tag, digest),) = [found for found in node.layout_images(out) if found[0].name == name]
+    ((_oci, _tag, digest),) = [
+        found for found in node_images.layout_images(out) if found[0].name == name
+    ]
     return digest
 
 
 def test_rebuilding_one_image_keeps_the_others(containerd: node.NodeLayout, tmp_path: Path) -> None:
     out = tmp_path / "oci"
     first = {name: build(out, name, name.encode()) for name in ("operator", "runtime")}
-    refs = node.load_images(containerd, out, log=lambda _line: None)
-    assert {ref: node.image_digests(containerd)[ref] for ref in refs} == {
+    refs = node_images.load_images(containerd, out, log=lambda _line: None)
+    assert {ref: node_images.image_digests(containerd)[ref] for ref in refs} == {
         f"{REPOSITORY}/{name}:{TAG}": digest for name, digest in first.items()
     }
 
     # A new operator build (sorted first): the runtime is current and must stay.
     rebuilt = build(out, "operator", b"operator, rebuilt")
     imported: list[str] = []
-    node.load_images(containerd, out, log=imported.append)
-    held = node.image_digests(containerd)
+    node_images.load_images(containerd, out, log=imported.append)
+    held = node_images.image_digests(containerd)
     assert held[f"{REPOSITORY}/operator:{TAG}"] == rebuilt
     assert held[f"{REPOSITORY}/runtime:{TAG}"] == first["runtime"]
     assert len(imported) == 1 and "operator" in imported[0]  # the runtime was not re-imported

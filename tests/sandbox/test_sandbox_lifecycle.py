@@ -9,12 +9,13 @@ import pytest
 from tests.fixtures.sandbox import Cluster
 from voicefleet.cli import main
 from voicefleet.sandbox import binaries, manager, processes
+from voicefleet.sandbox.state import Sandbox, SandboxError
 from voicefleet.sandbox.versions import KUBERNETES_VERSION
 
 pytestmark = pytest.mark.sandbox
 
 
-def _owned(sandbox: Cluster) -> manager.Sandbox:
+def _owned(sandbox: Cluster) -> Sandbox:
     if sandbox.sandbox is None:
         pytest.skip("runs against an existing cluster, not a sandbox this run started")
     return sandbox.sandbox
@@ -72,7 +73,7 @@ def test_a_failed_component_is_named_and_nothing_is_left_running(
     _owned(sandbox)
     monkeypatch.setenv("TEST_ASSET_KWOK", "/bin/false")  # kwok "crashes" at start
     state_dir = tmp_path / "broken"
-    with pytest.raises(manager.SandboxError) as failed:
+    with pytest.raises(SandboxError) as failed:
         manager.up(state_dir, log=lambda _line: None)
     message = str(failed.value)
     log = state_dir / "logs" / "kwok.log"

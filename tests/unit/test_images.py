@@ -8,8 +8,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-from voicefleet import constants, images
-from voicefleet.sandbox import node
+from voicefleet import constants, image_store, images, oci_layout
+from voicefleet.sandbox import node, oci
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_stale_images_are_untagged_images_no_tagged_one_builds_on(tmp_path: Path
     ]
     (tmp_path / "overlay-layers" / "layers.json").write_text(json.dumps(layers))
     (tmp_path / "overlay-images" / "images.json").write_text(json.dumps(found))
-    assert images.stale_images(tmp_path) == ["older-final", "older-deps-step"]
+    assert image_store.stale_images(tmp_path) == ["older-final", "older-deps-step"]
 
 
 def test_an_archive_is_the_same_bytes_every_time(tmp_path: Path) -> None:
@@ -45,9 +45,11 @@ def test_an_archive_is_the_same_bytes_every_time(tmp_path: Path) -> None:
     (layout / "blobs" / "sha256").mkdir(parents=True)
     (layout / "index.json").write_text("{}")
     (layout / "blobs" / "sha256" / "ab").write_bytes(b"layer")
-    first = images.write_archive(layout, tmp_path / "a.tar").read_bytes()
+    first = oci_layout.write_archive(layout, tmp_path / "a.tar", images.epoch()).read_bytes()
     (layout / "index.json").touch()  # a newer mtime must not matter
-    assert images.write_archive(layout, tmp_path / "b.tar").read_bytes() == first
+    assert (
+        oci_layout.write_archive(layout, tmp_path / "b.tar", images.epoch()).read_bytes() == first
+    )
 
 
 def test_containerd_runs_runc_with_cgroupfs_and_may_not_lower_oom_scores(tmp_path: Path) -> None:
@@ -85,11 +87,11 @@ def test_the_pause_image_is_one_static_binary(tmp_path: Path) -> None:
     binary = tmp_path / "pause"
     binary.write_bytes(b"\x7fELF")
     archive = tmp_path / "pause.tar"
-    node.write_single_binary_image(binary, "/pause", archive, tag="3.10")
+    oci.write_single_binary_image(binary, "/pause", archive, tag="3.10")
     with tarfile.open(archive) as tar:
         index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
         (entry,) = index["manifests"]
-        assert entry["annotations"][node.IMAGE_REF_ANNOTATION] == "3.10"
+        assert entry["annotations"][oci_layout.OCI_REF_NAME] == "3.10"
         manifest = json.loads(
             tar.extractfile(f"blobs/sha256/{entry['digest'].split(':')[1]}").read()  # type: ignore[union-attr]
         )
@@ -101,7 +103,7 @@ def test_the_pause_image_is_one_static_binary(tmp_path: Path) -> None:
     assert config["config"]["Entrypoint"] == ["/pause"]
     # The same bytes in, the same archive out.
     again = tmp_path / "again.tar"
-    node.write_single_binary_image(binary, "/pause", again, tag="3.10")
+    oci.write_single_binary_image(binary, "/pause", again, tag="3.10")
     assert again.read_bytes() == archive.read_bytes()
 
 

@@ -29,7 +29,7 @@ def _state_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from voicefleet.sandbox import manager, nodes  # noqa: PLC0415 (cryptography loads late)
+    from voicefleet.sandbox import manager, nodes, state  # noqa: PLC0415 (cryptography loads late)
     from voicefleet.sandbox.build import BuildError  # noqa: PLC0415
 
     try:
@@ -39,7 +39,7 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     try:
         sandbox = manager.up(_state_dir(args), groups, log=_log, real_node=args.real_node)
-    except (manager.SandboxError, BuildError) as exc:
+    except (state.SandboxError, BuildError) as exc:
         _log(f"error: {exc}")
         return 1
     print(f"export KUBECONFIG={sandbox.kubeconfig}")

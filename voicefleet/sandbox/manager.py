@@ -1,4 +1,4 @@
-"""Bring the sandbox up, report on it, and take it down again.
+"""Bring the sandbox up, or the one already running, and take it down again.
 
 ``up`` in order, each step waiting for the one before to be healthy:
 1. find (or build) the binaries, write certificates and kubeconfigs;
@@ -8,120 +8,45 @@
 
 The state file is rewritten after every start, so whatever happens to ``up`` itself,
 ``down`` finds every pid it left. A failure stops what was started, removes the state but
-keeps the logs, and names the component and its log.
+keeps the logs, and names the component and its log. The record itself is ``state``, the
+waits ``readiness``, the real node's start and cleanup ``node_start``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
 import random
 import shutil
-import sys
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from voicefleet.sandbox import binaries, kubeconfig, netns, node, nodes, pki, processes
-from voicefleet.sandbox.api import ApiError, Client, Credentials, get_text, unverified_context
+from voicefleet.sandbox import (
+    binaries,
+    kubeconfig,
+    node,
+    node_host,
+    node_start,
+    nodes,
+    pki,
+    processes,
+    readiness,
+)
 from voicefleet.sandbox.build import Progress
 from voicefleet.sandbox.components import (
     KWOK_CONFIG,
     Component,
-    Health,
     Layout,
     Ports,
     api_server_url,
     control_plane,
 )
-from voicefleet.sandbox.processes import Process
-from voicefleet.sandbox.versions import KUBERNETES_VERSION
+from voicefleet.sandbox.state import Sandbox, SandboxError, default_state_dir
 
-ENV_STATE_DIR: Final = "VOICEFLEET_SANDBOX_DIR"
-POLL_SECONDS: Final = 0.2
-NODES_READY_TIMEOUT: Final = 60.0
 ADMIN_USER: Final = "admin"
-
-
-class SandboxError(RuntimeError):
-    """The sandbox could not be started; the message says which part and where its log is."""
-
-
-def default_state_dir() -> Path:
-    """``$VOICEFLEET_SANDBOX_DIR`` or ``$XDG_STATE_HOME/voicefleet/sandbox``."""
-    override = os.environ.get(ENV_STATE_DIR)
-    if override:
-        return Path(override).expanduser()
-    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state_home) / "voicefleet" / "sandbox"
-
-
-@dataclass
-class Sandbox:
-    """A running sandbox, as recorded in ``<state>/state.json``."""
-
-    state_dir: Path
-    server: str
-    kubeconfig: Path
-    pod_network: str
-    ports: dict[str, int]
-    kubernetes_version: str = KUBERNETES_VERSION
-    processes: list[Process] = field(default_factory=list)
-    nodes: list[str] = field(default_factory=list)
-    started_seconds: float = 0.0
-    # The real node (node.py): its network namespace and containerd's image root.
-    real_node_netns: str | None = None
-    real_node_images: str | None = None
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.state_dir)
-
-    def credentials(self) -> Credentials:
-        directory = self.layout.pki
-        return Credentials(
-            self.server, directory / "ca.crt", directory / "admin.crt", directory / "admin.key"
-        )
-
-    def client(self) -> Client:
-        return Client(self.credentials())
-
-    def save(self) -> None:
-        data = asdict(self)
-        data["state_dir"] = str(self.state_dir)
-        data["kubeconfig"] = str(self.kubeconfig)
-        data["processes"] = [{**asdict(p), "log": str(p.log)} for p in self.processes]
-        temporary = self.layout.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-        temporary.replace(self.layout.state_file)
-
-    @classmethod
-    def load(cls, state_dir: Path) -> Sandbox | None:
-        path = Layout(state_dir).state_file
-        try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        data["state_dir"] = Path(data["state_dir"])
-        data["kubeconfig"] = Path(data["kubeconfig"])
-        data["processes"] = [Process(**{**p, "log": Path(p["log"])}) for p in data["processes"]]
-        return cls(**data)
-
-    def running(self) -> list[Process]:
-        return [p for p in self.processes if processes.is_running(p)]
-
-    def healthy(self) -> bool:
-        """Every process runs and the API server says it is ready."""
-        every = len(self.running()) == len(self.processes) > 0
-        return every and self.client().healthy()
-
-    def rss_kib(self) -> int:
-        return sum(processes.rss_kib(p.pid) for p in self.running())
 
 
 @contextlib.contextmanager
@@ -144,81 +69,6 @@ def _pod_network() -> str:
     return f"127.{random.randint(64, 250)}.0.0/16"
 
 
-def _health_ok(component: Component, client: Client) -> bool:
-    if component.health is Health.ADMIN_TLS:
-        return client.healthy(urllib.parse.urlparse(component.health_url).path)
-    context = unverified_context() if component.health is Health.SELF_SIGNED else None
-    status, _body = get_text(component.health_url, context)
-    return status == 200
-
-
-def _wait_healthy(component: Component, process: Process, client: Client) -> None:
-    deadline = time.monotonic() + component.start_timeout
-    while True:
-        if not processes.is_running(process):
-            raise SandboxError(
-                f"{component.name} exited during start; its log is {process.log}:\n"
-                + processes.log_tail(process.log)
-            )
-        if _health_ok(component, client):
-            return
-        if time.monotonic() > deadline:
-            raise SandboxError(
-                f"{component.name} was not healthy after {component.start_timeout:.0f} s "
-                f"({component.health_url}); its log is {process.log}:\n"
-                + processes.log_tail(process.log)
-            )
-        time.sleep(POLL_SECONDS)
-
-
-def _create_nodes(client: Client, manifests: Sequence[dict[str, Any]]) -> None:
-    for manifest in manifests:
-        try:
-            client.request("POST", "/api/v1/nodes", manifest)
-        except ApiError as exc:
-            if exc.status != 409:  # already there: `up` is idempotent
-                raise
-
-
-def _ready_nodes(client: Client, *, selector: bool = True) -> set[str]:
-    query = f"?labelSelector={urllib.parse.quote(nodes.LABEL_SANDBOX_GROUP)}" if selector else ""
-    listing = client.request("GET", f"/api/v1/nodes{query}")
-    ready: set[str] = set()
-    for item in listing.get("items", []):
-        for condition in item.get("status", {}).get("conditions") or []:
-            if condition.get("type") == "Ready" and condition.get("status") == "True":
-                ready.add(item["metadata"]["name"])
-    return ready
-
-
-def _wait_cluster_ready(sandbox: Sandbox, kwok_log: Path) -> None:
-    """Until every fake node is Ready and pods can be admitted in ``default``."""
-    client = sandbox.client()
-    deadline = time.monotonic() + NODES_READY_TIMEOUT
-    missing: set[str] = set(sandbox.nodes)
-    has_account = False
-    while time.monotonic() < deadline:
-        missing = set(sandbox.nodes) - _ready_nodes(client)
-        try:
-            client.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
-            has_account = True
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-        if not missing and has_account:
-            return
-        time.sleep(POLL_SECONDS)
-    if missing:
-        raise SandboxError(
-            f"kwok did not make nodes Ready within {NODES_READY_TIMEOUT:.0f} s "
-            f"({', '.join(sorted(missing))}); its log is {kwok_log}"
-        )
-    raise SandboxError(
-        "the controller manager made no default service account within "
-        f"{NODES_READY_TIMEOUT:.0f} s; its log is {sandbox.layout.log('kube-controller-manager')}"
-    )
-
-
 def _stop_all(sandbox: Sandbox, log: Progress | None = None) -> None:
     """Stop every process, the kubelet and its containers first (else it restarts them)."""
     kubelet_first = sorted(
@@ -226,147 +76,10 @@ def _stop_all(sandbox: Sandbox, log: Progress | None = None) -> None:
     )
     for process in kubelet_first:
         if process.name == node.CONTAINERD and sandbox.real_node_images:
-            node.stop_containers(_node_layout(sandbox))
+            node_host.stop_containers(node_start.node_layout(sandbox))
         if log is not None and processes.is_running(process):
             log(f"stopping {process.name} (pid {process.pid})")
         processes.stop(process)
-
-
-def _node_layout(sandbox: Sandbox) -> node.NodeLayout:
-    return node.layout_for(sandbox.state_dir, Path(sandbox.real_node_images or "."))
-
-
-def _clean_real_node(sandbox: Sandbox) -> None:
-    """After every process stopped: mounts, pod and node namespaces, cgroups."""
-    if sandbox.real_node_netns is None:
-        return
-    layout = _node_layout(sandbox)
-    node.unmount_netns(layout)
-    node.unmount_under(sandbox.state_dir)
-    netns.delete(sandbox.real_node_netns)
-    node.remove_cgroups(node.cgroup_parent(sandbox.state_dir))
-
-
-def _start_real_node(
-    sandbox: Sandbox,
-    found: dict[str, Path],
-    keys: pki.Pki,
-    *,
-    image_dir: Path | None,
-    log: Progress,
-    tie: bool,
-) -> None:
-    """The kubelet, containerd, the relay and kube-proxy (node.py says why each)."""
-    images_root = node.default_images_root()
-    name = node.netns_name(sandbox.state_dir)
-    sandbox.real_node_netns, sandbox.real_node_images = name, str(images_root)
-    sandbox.save()
-    layout = node.layout_for(sandbox.state_dir, images_root)
-    layout.state.mkdir(parents=True, exist_ok=True)
-    kubelet_kubeconfig = kubeconfig.write(
-        layout.state / "kubelet.kubeconfig",
-        server=sandbox.server,
-        ca=keys.ca.cert,
-        user=pki.NODE_USER_PREFIX + node.NODE_NAME,
-        credentials=keys.kubelets[node.NODE_NAME],
-    )
-    if keys.kube_proxy is None:
-        raise SandboxError("no kube-proxy certificate was made for the real node")
-    proxy_kubeconfig = kubeconfig.write(
-        layout.state / "kube-proxy.kubeconfig",
-        server=sandbox.server,
-        ca=keys.ca.cert,
-        user=pki.KUBE_PROXY_USER,
-        credentials=keys.kube_proxy,
-    )
-    parent = node.cgroup_parent(sandbox.state_dir)
-    node.write_configs(layout, keys.ca.cert, parent, proxy_kubeconfig)
-    node.setup_network(name)
-    node.make_cgroups(parent)
-
-    def start(component: str, argv: list[str], *, inside: bool = True) -> Process:
-        log(f"starting {component} (real node)")
-        process = processes.start(
-            component,
-            argv,
-            sandbox.layout.log(component),
-            tie_to_parent=tie,
-            netns_name=name if inside else None,
-        )
-        sandbox.processes.append(process)
-        sandbox.save()
-        return process
-
-    api_port = sandbox.ports["apiserver"]
-    relay = start(
-        node.RELAY,
-        [
-            sys.executable,
-            "-P",
-            "-m",
-            "voicefleet.sandbox.relay",
-            f"--netns={name}",
-            f"--listen=127.0.0.1:{api_port}",
-            f"--listen={node.NODE_IP}:{api_port}",
-            f"--to=127.0.0.1:{api_port}",
-        ],
-        # It enters the namespace itself to listen there, and connects from the host's.
-        inside=False,
-    )
-    node.wait_for(
-        lambda: "relaying" in relay.log.read_text(errors="replace"),
-        30,
-        "the API server relay did not start",
-        relay.log,
-    )
-    containerd = start(
-        node.CONTAINERD, [str(shutil.which("containerd")), f"--config={layout.containerd_config}"]
-    )
-    node.wait_for(
-        lambda: layout.socket.exists() and _ctr_answers(layout),
-        60,
-        "containerd did not answer",
-        containerd.log,
-    )
-    with node.temporary_dir() as work:
-        node.pause_image(layout, Path(work), log)
-    loaded = node.load_images(layout, image_dir or default_image_dir(), log)
-    log(f"images on the real node: {', '.join(loaded) or 'none built yet'}")
-    kubelet = start(
-        node.KUBELET,
-        node.kubelet_argv(found["kubelet"], layout, kubelet_kubeconfig, node.node_labels()),
-    )
-    client = sandbox.client()
-    node.wait_for(
-        lambda: node.NODE_NAME in _ready_nodes(client, selector=False),
-        node.READY_TIMEOUT,
-        "the real node's kubelet did not make its Node Ready",
-        kubelet.log,
-    )
-    client.request(
-        "PATCH",
-        f"/api/v1/nodes/{node.NODE_NAME}/status",
-        node.gpu_capacity_patch(node.FAKE_GPUS),
-        content_type="application/strategic-merge-patch+json",
-    )
-    start(
-        node.KUBE_PROXY,
-        [str(found["kube-proxy"]), f"--config={layout.kube_proxy_config}", "--v=1"],
-    )
-
-
-def _ctr_answers(layout: node.NodeLayout) -> bool:
-    try:
-        node.ctr(layout, "version")
-    except node.NodeError:
-        return False
-    return True
-
-
-def default_image_dir() -> Path:
-    from voicefleet.images import default_out  # noqa: PLC0415
-
-    return default_out()
 
 
 def _remove_state(state_dir: Path, *, keep_logs: bool) -> None:
@@ -458,7 +171,7 @@ def up(
             _stop_all(existing)
         _remove_state(state_dir, keep_logs=False)
         wanted = [*binaries.CONTROL_PLANE, *(binaries.REAL_NODE if real_node else ())]
-        if real_node and (missing := node.missing_tools()):
+        if real_node and (missing := node_host.missing_tools()):
             raise SandboxError(
                 f"the real node needs {', '.join(missing)} (Debian: apt-get install "
                 "containerd runc containernetworking-plugins iptables iproute2 golang)"
@@ -479,9 +192,9 @@ def up(
                 )
                 sandbox.processes.append(process)
                 sandbox.save()
-                _wait_healthy(component, process, client)
+                readiness.wait_healthy(component, process, client)
             if real_node:
-                _start_real_node(
+                node_start.start(
                     sandbox, found, keys, image_dir=image_dir, log=log, tie=tie_to_caller
                 )
             manifests = nodes.manifests(groups, sandbox.pod_network)
@@ -489,12 +202,12 @@ def up(
             if real_node:
                 sandbox.nodes.append(node.NODE_NAME)
             log(f"creating {len(manifests)} fake nodes")
-            _create_nodes(client, manifests)
-            _wait_cluster_ready(sandbox, sandbox.layout.log("kwok"))
+            readiness.create_nodes(client, manifests)
+            readiness.wait_cluster_ready(sandbox, sandbox.layout.log("kwok"))
         except BaseException as exc:
             # Why BaseException: Ctrl-C during a slow start must not leave orphans either.
             _stop_all(sandbox)
-            _clean_real_node(sandbox)
+            node_start.clean(sandbox)
             _remove_state(state_dir, keep_logs=True)
             if isinstance(exc, SandboxError):
                 raise
@@ -518,7 +231,7 @@ def down(state_dir: Path | None = None, log: Progress = print) -> bool:
             _remove_state(state_dir, keep_logs=False)
             return False
         _stop_all(sandbox, log)
-        _clean_real_node(sandbox)
+        node_start.clean(sandbox)
         _remove_state(state_dir, keep_logs=False)
         return True
 
