@@ -41,6 +41,8 @@ Pcm = np.ndarray[Any, np.dtype[np.float32]]
 # How long an incoming audio message may wait to be decoded with others: a quarter of a
 # frame, small next to the 80 ms the engine waits between steps anyway.
 DECODE_BATCH_SECONDS = 0.02
+# (A session's first audio does not wait: its slot is first stepped once it is decoded, so
+# the wait would add to the time to first audio; see ``decode``'s ``urgent``.)
 # The request id of the message a worker sends once it is up (its pid).
 READY_ID = -1
 # How long shutdown waits for every worker together before killing what is left.
@@ -265,7 +267,7 @@ class CodecPool:
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._to_decode: dict[int, list[tuple[int, bytes, asyncio.Future[Pcm]]]] = {}
-        self._flush_scheduled = False
+        self._flush: asyncio.Handle | None = None
         # Called on the event loop when a worker's process ends unasked: the supervisor looks
         # at once instead of at its next pass, so a new caller meets a fresh worker.
         self.on_worker_exit: Callable[[], None] = lambda: None
@@ -328,31 +330,42 @@ class CodecPool:
             future.set_exception(CodecError(f"{type(exc).__name__}: {exc}"))
         return future
 
-    async def open(self, sid: int) -> None:
-        await self._call("open", sid, None)
+    def open(self, sid: int) -> asyncio.Future[None]:
+        """Create a session's Ogg/Opus state. Nothing needs to wait for it: a worker handles
+        one session's requests in the order sent, so its first decode finds the state (and
+        a session starting does not wait a round trip to a busy worker)."""
+        return self._call("open", sid, None)
 
     def close(self, sid: int) -> asyncio.Future[None]:
         """Drop a session's codec state; nothing needs to wait for it."""
         return self._call("close", sid, None)
 
-    def decode(self, sid: int, ogg: bytes) -> asyncio.Future[Pcm]:
+    def decode(self, sid: int, ogg: bytes, *, urgent: bool = False) -> asyncio.Future[Pcm]:
         """Ogg pages in, 24 kHz float PCM out (possibly empty: Opus needs whole packets).
 
         Requests wait up to DECODE_BATCH_SECONDS and go to each worker together: with 80
         callers sending 20 ms pages that is 400 pipe round trips a second instead of 4000,
         and the engine thread competes with far less socket-side Python for the GIL. One
-        session's results come back in the order asked."""
+        session's results come back in the order asked. An ``urgent`` request (a session's
+        first audio) goes with whatever waits once the event loop has handled what it
+        holds now."""
         if not self._workers or self._loop is None:
             return self._call("decode", sid, ogg)
         future: asyncio.Future[Pcm] = self._loop.create_future()
         self._to_decode.setdefault(self.worker_of(sid), []).append((sid, ogg, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_later(DECODE_BATCH_SECONDS, self._flush_decodes)
+        if self._flush is None:
+            self._flush = (
+                self._loop.call_soon(self._flush_decodes)
+                if urgent
+                else self._loop.call_later(DECODE_BATCH_SECONDS, self._flush_decodes)
+            )
+        elif urgent and isinstance(self._flush, asyncio.TimerHandle):
+            self._flush.cancel()
+            self._flush = self._loop.call_soon(self._flush_decodes)
         return future
 
     def _flush_decodes(self) -> None:
-        self._flush_scheduled = False
+        self._flush = None
         batches, self._to_decode = self._to_decode, {}
         for worker, items in batches.items():
             request = [(sid, ogg) for sid, ogg, _ in items]

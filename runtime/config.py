@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from voicefleet import constants
 from voicefleet.runtime import limits
-
-if TYPE_CHECKING:
-    from voicefleet.runtime.backends.base import FrameFormat
 
 
 @dataclass(frozen=True)
@@ -38,10 +34,6 @@ class RuntimeConfig:
     header_timeout_seconds: float = limits.HEADER_TIMEOUT_SECONDS
     max_client_lag_seconds: float = limits.MAX_CLIENT_LAG_SECONDS
     input_burst_seconds: float = limits.INPUT_BURST_SECONDS
-
-    def context_steps(self, frame: FrameFormat) -> int:
-        """KV-cache length per session: the whole conversation fits, never more."""
-        return frame.steps(self.max_session_seconds)
 
 
 def read_token(token_file: Path | None, env_token: str | None) -> str | None:

@@ -10,6 +10,13 @@ thread-safe deques and one ``on_frame`` callback per tick.
 Joining and leaving never make another session wait: a new session's slot is reset by the
 backend (only that slot's state), and the backend freezes free slots, so the batch shape
 stays fixed for the life of the process (``backends/base.py`` is the contract).
+
+A claimed slot is first stepped at the tick after its caller's first frame of audio arrived,
+with that frame: never before. Stepping it from the claim on (as this engine once did) ran it
+on silence while the WebSocket upgrade and the protocol's handshake were still going, and
+the frames it made were dropped (no session was registered yet) or queued behind the
+handshake, so the caller heard its first audio a frame late or with the handshake's delay
+added for the whole call.
 """
 
 from __future__ import annotations
@@ -76,6 +83,9 @@ class BatchedEngine:
         self.failure: BaseException | None = None
         self._free = list(range(capacity))
         self._generation = [0] * capacity
+        # Claimed, waiting for the caller's first frame (frozen until then).
+        self._pending: set[int] = set()
+        # Reset and made active at the next tick.
         self._joining: set[int] = set()
         self._leaving: set[int] = set()
         self._active = np.zeros(capacity, dtype=bool)
@@ -91,7 +101,8 @@ class BatchedEngine:
 
     # --- called from the event loop ------------------------------------------------------
     def acquire(self, sampling: Sampling | None = None) -> SlotHandle | None:
-        """Claim the lowest free slot, or None when full. The slot is reset on the next tick."""
+        """Claim the lowest free slot, or None when full. The slot is reset and first stepped
+        at the tick after its first input frame (:meth:`push_input`)."""
         with self._lock:
             if not self._free or not self.ready.is_set():
                 return None
@@ -99,13 +110,11 @@ class BatchedEngine:
             self._free.remove(slot)
             self._generation[slot] += 1
             self._inputs[slot].clear()
-            self._joining.add(slot)
-            # A slot given back since the last tick is taken again: the join resets it anyway.
-            self._leaving.discard(slot)
+            # A slot given back since the last tick stays in _leaving: frozen until its new
+            # caller's first frame, which resets it.
+            self._pending.add(slot)
             self._sampling[slot] = sampling or Sampling()
-            handle = SlotHandle(slot, self._generation[slot])
-        self._wake.set()
-        return handle
+            return SlotHandle(slot, self._generation[slot])
 
     def release(self, handle: SlotHandle) -> None:
         """Give the slot back at once; the next tick freezes its state (exec mask off).
@@ -117,24 +126,38 @@ class BatchedEngine:
                 return
             self._generation[handle.slot] += 1
             self._inputs[handle.slot].clear()
+            self._pending.discard(handle.slot)
             self._joining.discard(handle.slot)
-            self._leaving.add(handle.slot)
+            if self._active[handle.slot]:
+                self._leaving.add(handle.slot)
             self._free.append(handle.slot)
         self._wake.set()
 
     def restart(self, handle: SlotHandle) -> None:
-        """Start the slot's conversation over (Moshi's control message Restart)."""
+        """Start the slot's conversation over (Moshi's control message Restart): frozen until
+        the next input frame, which the reset conversation starts with, as a join does."""
         with self._lock:
             if self._generation[handle.slot] == handle.generation:
                 self._inputs[handle.slot].clear()
-                self._joining.add(handle.slot)
+                self._joining.discard(handle.slot)
+                self._pending.add(handle.slot)
+                if self._active[handle.slot]:
+                    self._leaving.add(handle.slot)
+        self._wake.set()
 
     def push_input(self, handle: SlotHandle, frame: Pcm) -> bool:
         """Queue one frame of the backend's; False when the queue was full and the oldest
-        dropped."""
-        queue = self._inputs[handle.slot]
+        dropped. A frame for a slot's previous occupant (a decode that finished after its
+        session ended) is dropped, so a new caller's first step is its own audio."""
+        slot = handle.slot
+        if self._generation[slot] != handle.generation:
+            return True
+        queue = self._inputs[slot]
         dropped = len(queue) == queue.maxlen
         queue.append(frame)
+        if slot in self._pending:
+            # An idle clock sleeps until told: the first frame starts it at once.
+            self._wake.set()
         return not dropped
 
     @property
@@ -186,7 +209,9 @@ class BatchedEngine:
         while not self._stop.is_set():
             self.beat = time.monotonic()
             with self._lock:
-                idle = not self._active.any() and not self._joining and not self._leaving
+                idle = not (
+                    self._active.any() or self._joining or self._leaving or self._starting()
+                )
             if idle:
                 # Nobody to serve: sleep until a session arrives, then restart the clock.
                 self._wake.wait(0.5)
@@ -229,9 +254,16 @@ class BatchedEngine:
                 self.stats.late_frames + 1,
             )
 
+    def _starting(self) -> list[int]:
+        """Claimed slots whose first frame has arrived (under the lock)."""
+        return [slot for slot in self._pending if self._inputs[slot]]
+
     def _tick(self) -> list[FrameOutput]:
         frames = np.zeros((self.capacity, self.frame.samples), dtype=np.float32)
         with self._lock:
+            for slot in self._starting():
+                self._pending.discard(slot)
+                self._joining.add(slot)
             joining = sorted(self._joining)
             changed = bool(self._joining or self._leaving)
             for slot in self._leaving:

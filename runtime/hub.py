@@ -308,9 +308,9 @@ class Hub:
                 backend=self.config.backend,
                 name=backend.name if backend else (self.config.weights or ""),
                 variant=backend.variant if backend else self.config.variant,
-                context_steps=(
-                    backend.context_steps if backend else self.config.context_steps(frame)
-                ),
+                context_steps=backend.context_steps
+                if backend
+                else frame.context_steps(self.config.max_session_seconds),
                 frame_seconds=frame.seconds,
                 max_session_seconds=self.config.max_session_seconds,
                 device=str(backend.device) if backend else self.config.device,

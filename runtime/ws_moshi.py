@@ -51,14 +51,13 @@ class MoshiSession(Session):
         self._frames_in = FrameAssembler(constants.MOSHI_SAMPLE_RATE, frame)
         self._to_opus = to_caller(frame, constants.MOSHI_SAMPLE_RATE)
         self._decoding = 0  # messages sent to the codec, not yet back
+        self._heard_audio = False  # until the first audio is decoded, decodes go at once
         self._decoding_bytes = 0
 
     async def on_open(self) -> None:
-        try:
-            await self.services.codec.open(self.id)
-        except CodecUnavailable as exc:
-            self.codec_failed(exc)
-            return
+        # Not awaited: the handshake does not wait a round trip to a busy codec worker, and
+        # the first decode, sent after, finds the state in place (``CodecPool.open``).
+        self.services.codec.open(self.id).add_done_callback(self._opened)
         await self.ws.send_bytes(protocol.handshake())
         info = SessionInfo(
             session_id=str(self.id),
@@ -68,6 +67,10 @@ class MoshiSession(Session):
             sampling=self.sampling.wire(),
         )
         await self.send_notice(info.wire())
+
+    def _opened(self, opening: asyncio.Future[None]) -> None:
+        if not opening.cancelled() and opening.exception() is not None:
+            self.codec_failed(opening.exception())
 
     def on_close(self) -> None:
         release = self.services.codec.close(self.id)
@@ -107,7 +110,7 @@ class MoshiSession(Session):
             return
         self._decoding += 1
         self._decoding_bytes += len(ogg)
-        decoding = self.services.codec.decode(self.id, ogg)
+        decoding = self.services.codec.decode(self.id, ogg, urgent=not self._heard_audio)
         paid = max(MESSAGE_COST_SECONDS, seconds)
         decoding.add_done_callback(functools.partial(self._decoded, len(ogg), paid))
 
@@ -128,6 +131,7 @@ class MoshiSession(Session):
         pcm = decoding.result()
         if pcm.size == 0:
             return
+        self._heard_audio = True
         # The rest of what the message held, now that it is known.
         if not self.admit(max(0.0, pcm.size / constants.MOSHI_SAMPLE_RATE - paid)):
             return

@@ -49,6 +49,10 @@ class FrameFormat:
         """Frames in ``seconds`` of audio, rounded up (at least one)."""
         return max(1, math.ceil(seconds / self.seconds - 1e-9))
 
+    def context_steps(self, max_session_seconds: float) -> int:
+        """KV-cache length per session: the whole conversation fits, never more."""
+        return self.steps(max_session_seconds)
+
     def samples_at(self, rate: int) -> int:
         """Samples of one frame at another rate; the rates the runtime offers divide evenly."""
         samples = self.samples * rate / self.sample_rate

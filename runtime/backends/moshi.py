@@ -111,7 +111,7 @@ def load_moshi(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
     weights = config.weights or RANDOM_WEIGHTS
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     directory = None if weights == RANDOM_WEIGHTS else _resolve_dir(weights)
-    context_steps = config.context_steps(MOSHI_FRAME)
+    context_steps = MOSHI_FRAME.context_steps(config.max_session_seconds)
     lm_kwargs = _lm_kwargs(directory, config.variant, context_steps)
     text_piece = no_text
     try:

@@ -76,7 +76,7 @@ def tiny_text_piece(token: int) -> str | None:
 def load_tiny(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
     # Same weights in every process: tests and demos behave the same run after run.
     torch.manual_seed(config.seed)
-    context_steps = config.context_steps(MOSHI_FRAME)
+    context_steps = MOSHI_FRAME.context_steps(config.max_session_seconds)
     mimi_config, lm_kwargs = tiny_configs(context_steps)
     mimi = loaders.get_mimi(None, mimi_config, device=device, num_codebooks=8)
     lm = loaders.get_moshi_lm(None, lm_kwargs=lm_kwargs, device=device, dtype=torch.float32)

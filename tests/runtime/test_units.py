@@ -1,9 +1,11 @@
 """The runtime's pure parts: query-string clamping, resampling lengths, drain deadlines, the
-contract models' wire form, the token bucket, the lag probe and reading Opus durations."""
+contract models' wire form, the token bucket, the lag probe, reading Opus durations and
+regrouping caller audio into backend frames."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicefleet.api.runtime import DrainNotice, DrainRequest
+from voicefleet.runtime.backends.base import FrameFormat
 from voicefleet.runtime.budget import TokenBucket
 from voicefleet.runtime.drain import API, SIGNAL, DrainState
+from voicefleet.runtime.framing import FrameAssembler
 from voicefleet.runtime.lag import LagProbe
 from voicefleet.runtime.oggopus import ogg_opus_seconds, packet_seconds
 from voicefleet.runtime.protocol import parse_sampling
@@ -149,3 +153,26 @@ def test_opus_duration_counts_a_packet_split_over_pages_once() -> None:
     second = page(stream.serial, 2, 0, [padded[255:], packet], continued=True)
     assert ogg_opus_seconds(first + second) == pytest.approx(2 * seconds)
     assert packet_seconds(b"OpusHead....") == 0.0
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=12))
+def test_first_audio_goes_to_the_engine_as_it_arrives(sizes: list[int]) -> None:
+    """Moshi's 80 ms pages into Hertz-dev's 125 ms frames: the first audio is padded at the
+    front to whole frames and goes at once; then every whole frame as it completes, in order,
+    with nothing lost (a frame's worth of a known ramp, resampling left out: 16 kHz in)."""
+    hertz = FrameFormat(16_000, 2000)
+    frames = FrameAssembler(16_000, hertz)
+    ramp = np.arange(sum(sizes), dtype=np.float32) + 1.0
+    out: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+    sent = 0
+    for size in sizes:
+        done = frames.push(ramp[sent : sent + size])
+        if sent == 0 and size:
+            assert done, "the first audio waited for a whole frame"
+        sent += size
+        out += done
+    heard = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    assert heard.size % hertz.samples == 0
+    spoken = heard[heard != 0]  # the front padding is silence; the ramp never is
+    assert np.array_equal(spoken, ramp[: spoken.size]), "audio lost or reordered"
+    assert ramp.size - spoken.size < hertz.samples, "more than part of a frame held back"

@@ -94,7 +94,7 @@ def _backend(
     config: RuntimeConfig, device: torch.device, hertz: HertzConfig, weights: str, variant: str
 ) -> HertzBackend:
     frame = HertzBackend.frame
-    context_steps = config.context_steps(frame)
+    context_steps = frame.context_steps(config.max_session_seconds)
     prompt = read_prompt(config.prompt)
     prompt_frames = prompt.shape[1] // frame.samples
     if prompt_frames + context_steps > hertz.max_positions:
