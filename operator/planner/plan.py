@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from voicefleet import catalog, constants
-from voicefleet.api.pool import GPU_AUTO, GpuSpec, ModelSpec, VoiceAgentPoolSpec
+from voicefleet.api.model_spec import ModelSpec
+from voicefleet.api.pool import GPU_AUTO, GpuSpec, VoiceAgentPoolSpec
 from voicefleet.api.status import PlanStatus
 from voicefleet.catalog import Catalog, ModelProfile, ModelVariant, PriceTable
 from voicefleet.operator.planner import density, replicas

@@ -6,7 +6,7 @@ import pytest
 
 from voicefleet import catalog, constants
 from voicefleet.api.manifest import Document, ManifestError, documents, parse_pool
-from voicefleet.api.pool import ModelSpec
+from voicefleet.api.model_spec import ModelSpec
 
 
 def pool(spec: dict[str, object]) -> Document:
