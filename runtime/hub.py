@@ -45,6 +45,7 @@ from voicefleet.runtime.limits import (
     SESSION_STARTS_PER_SECOND,
 )
 from voicefleet.runtime.metrics import RuntimeMetrics
+from voicefleet.runtime.server_info import ServerIdentity
 from voicefleet.runtime.services import Services, SessionLimits
 from voicefleet.runtime.session import Session
 
@@ -197,6 +198,7 @@ class Hub:
             metrics=self.metrics,
             slots=self.engine,
             codec=self.codec,
+            identity=ServerIdentity.of(self.config),
         )
 
     def join(self, session: Session) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from voicefleet.runtime.backends.base import FrameFormat, Pcm
 from voicefleet.runtime.engine import SlotHandle
 from voicefleet.runtime.metrics import RuntimeMetrics
+from voicefleet.runtime.server_info import ServerIdentity
 
 if TYPE_CHECKING:
     from voicefleet.runtime.config import RuntimeConfig
@@ -69,3 +70,4 @@ class Services:
     metrics: RuntimeMetrics
     slots: SlotInput
     codec: OpusCodec
+    identity: ServerIdentity

@@ -33,6 +33,7 @@ from voicefleet.runtime.limits import (
 )
 from voicefleet.runtime.oggopus import ogg_opus_seconds
 from voicefleet.runtime.protocol import Control, Kind
+from voicefleet.runtime.server_info import server_info
 from voicefleet.runtime.services import Services
 from voicefleet.runtime.session import BadInput, Connection, Session
 
@@ -47,6 +48,7 @@ class MoshiSession(Session):
         super().__init__(services, connection)
         # What the backend does with what was asked (reported in the session notice).
         self.sampling = sampling
+        self._server_info = server_info(services.identity, sampling)
         frame = services.slots.frame
         self._frames_in = FrameAssembler(constants.MOSHI_SAMPLE_RATE, frame)
         self._to_opus = to_caller(frame, constants.MOSHI_SAMPLE_RATE)
@@ -148,7 +150,8 @@ class MoshiSession(Session):
             await self.ws.send_bytes(protocol.text(frame.text))
 
     async def send_notice(self, payload: dict[str, Any]) -> None:
-        await self.ws.send_bytes(protocol.metadata(payload))
+        # Kyutai's web client accepts a 0x04 only in its server's layout (server_info.py).
+        await self.ws.send_bytes(protocol.metadata({**self._server_info, **payload}))
 
     async def send_error(self, message: str) -> None:
         await self.ws.send_bytes(protocol.error(message))

@@ -9,6 +9,7 @@ import struct
 import aiohttp
 import pytest
 
+from tests.runtime import kyutai_schema
 from voicefleet.testing import polling
 from voicefleet.testing.clients import FRAME_SECONDS, moshi_session, pcm_session
 from voicefleet.testing.runtime_process import RuntimeServer
@@ -28,6 +29,9 @@ async def test_concurrent_moshi_sessions_exchange_opus(shared_server: RuntimeSer
         info = transcript.metadata[0]
         assert info["type"] == "session"
         assert info["sampling"] == {"textTemperature": 0.5, "audioTopk": 2048.0}
+        # In the layout Kyutai's web client accepts, with the settings in force.
+        assert kyutai_schema.problems(info) == []
+        assert info["text_temperature"] == 0.5 and info["audio_topk"] == 2048
         # Audio came back as Ogg/Opus that decodes: at least a second of the 3 s sent, even
         # when other work slows this machine down.
         assert transcript.audio_samples >= 24_000, transcript
