@@ -103,35 +103,28 @@ def weights_source(spec: VoiceAgentPoolSpec) -> str:
     return spec.model.source or variant.source
 
 
-def _weights(spec: VoiceAgentPoolSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(--weights value, volumes, mounts). ``pvc://claim/path`` becomes a read-only mount."""
-    source = weights_source(spec)
-    if source.startswith("pvc://"):
-        claim, _, path = source.removeprefix("pvc://").partition("/")
-        volume = {
-            "name": MODELS_VOLUME,
-            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-        }
-        mount = {"name": MODELS_VOLUME, "mountPath": MODELS_MOUNT, "readOnly": True}
-        return f"{MODELS_MOUNT}/{path}".rstrip("/"), [volume], [mount]
-    return source, [], []
+def _mounted(
+    source: str, volume: str, mount_path: str
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the source as the runtime sees it, volumes, mounts): ``pvc://claim/path`` becomes a
+    path under ``mount_path`` in a read-only volume of its own (``pvc://claim`` alone: the
+    claim's root); any other source is passed as is."""
+    if not source.startswith("pvc://"):
+        return source, [], []
+    claim, _, path = source.removeprefix("pvc://").partition("/")
+    volumes = [{"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
+    mounts = [{"name": volume, "mountPath": mount_path, "readOnly": True}]
+    return f"{mount_path}/{path}".rstrip("/"), volumes, mounts
 
 
 def _prompt(
     spec: VoiceAgentPoolSpec,
 ) -> tuple[str | None, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(--prompt value, volumes, mounts): ``pvc://claim/path`` is mounted read-only, in a
-    volume of its own (the claim may be the weights' one or another)."""
-    source = spec.model.prompt
-    if source is None or not source.startswith("pvc://"):
-        return source, [], []
-    claim, _, path = source.removeprefix("pvc://").partition("/")
-    volume = {
-        "name": PROMPT_VOLUME,
-        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-    }
-    mount = {"name": PROMPT_VOLUME, "mountPath": PROMPT_MOUNT, "readOnly": True}
-    return f"{PROMPT_MOUNT}/{path}", [volume], [mount]
+    """(--prompt value, volumes, mounts); a claim may hold both the weights and the prompt,
+    each mounted in its own volume."""
+    if spec.model.prompt is None:
+        return None, [], []
+    return _mounted(spec.model.prompt, PROMPT_VOLUME, PROMPT_MOUNT)
 
 
 def runtime_args(
@@ -190,7 +183,7 @@ def resources(spec: VoiceAgentPoolSpec) -> dict[str, Any]:
 def _container(
     spec: VoiceAgentPoolSpec, plan: PlanStatus, settings: PodSettings
 ) -> tuple[dict[str, Any], list[Any]]:
-    weights, volumes, mounts = _weights(spec)
+    weights, volumes, mounts = _mounted(weights_source(spec), MODELS_VOLUME, MODELS_MOUNT)
     prompt, prompt_volumes, prompt_mounts = _prompt(spec)
     volumes, mounts = [*volumes, *prompt_volumes], [*mounts, *prompt_mounts]
     drain = spec.capacity.interruption.drain_seconds
