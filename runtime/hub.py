@@ -76,6 +76,7 @@ class Hub:
         self.stats = FrameStats()
         self.codec = CodecPool(config.codec_workers)
         self.drain = DrainState()
+        self.identity = ServerIdentity.of(config)
         self.engine: BatchedEngine | None = None
         self.backend: Backend | None = None
         self.load_seconds: float | None = None
@@ -198,7 +199,7 @@ class Hub:
             metrics=self.metrics,
             slots=self.engine,
             codec=self.codec,
-            identity=ServerIdentity.of(self.config),
+            identity=self.identity,
         )
 
     def join(self, session: Session) -> None:
