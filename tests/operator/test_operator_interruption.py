@@ -312,8 +312,15 @@ def test_unschedulable_spot_pods_get_on_demand_stand_ins_then_go_back_to_spot(
         return od if len(od) == want.on_demand_replicas + want.spot_replicas else []
 
     wait_until(stand_ins, timeout=30, what="on-demand stand-ins for the stuck spot pods")
-    degraded = kit.condition(kit.get_pool(kube_api, namespace, "fallback"), "Degraded")
-    assert degraded["reason"] == constants.REASON_SPOT_UNAVAILABLE
+    # The stand-ins show before the status of the pass that made them is written.
+    wait_until(
+        lambda: (
+            kit.condition(kit.get_pool(kube_api, namespace, "fallback"), "Degraded").get("reason")
+            == constants.REASON_SPOT_UNAVAILABLE
+        ),
+        timeout=10,
+        what="Degraded/SpotUnavailable",
+    )
     wait_until(
         lambda: kit.events(kube_api, namespace, constants.EVENT_SPOT_FALLBACK),
         what="event constants.EVENT_SPOT_FALLBACK",
