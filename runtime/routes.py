@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from voicefleet import constants
+from voicefleet import constants, webpage
 from voicefleet.api.runtime import DrainRequest, DrainResponse
 from voicefleet.runtime.backends.base import Sampling
 from voicefleet.runtime.drain import API
@@ -237,7 +237,17 @@ async def drain(request: web.Request) -> web.Response:
     return _json(answer.wire())
 
 
+async def page(_request: web.Request) -> web.Response:
+    return web.Response(
+        body=webpage.page(),
+        content_type=webpage.PAGE_CONTENT_TYPE,
+        charset="utf-8",
+        headers=webpage.PAGE_HEADERS,
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get(constants.PATH_PAGE, page)
     app.router.add_get(constants.PATH_MOSHI_CHAT, moshi_chat)
     app.router.add_get(constants.PATH_PCM, pcm_chat)
     app.router.add_get(constants.PATH_AUDIO, audio_chat)

@@ -151,6 +151,7 @@ POOL_TOKEN_KEY: Final = "token"
 # --- Runtime ports, paths and protocol --------------------------------------------------------
 RUNTIME_PORT: Final = 8998
 RUNTIME_PORT_NAME: Final = "voice"
+PATH_PAGE: Final = "/"  # a page to try the pool from a browser
 PATH_MOSHI_CHAT: Final = "/api/chat"
 PATH_PCM: Final = "/ws/pcm"
 PATH_AUDIO: Final = "/audio"  # the Hertz-dev reference server's protocol
