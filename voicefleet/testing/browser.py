@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from voicefleet.testing.processes import terminate
+
 CHROMIUM = os.environ.get("VOICEFLEET_CHROMIUM", "chromium")
 START_SECONDS = 20.0
 FLAGS = (
@@ -180,10 +182,5 @@ class Chromium:
         if self._session is not None:
             await self._session.close()
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            terminate(self._process)
         shutil.rmtree(self._profile, ignore_errors=True)

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import IO
 
 from voicefleet.testing.polling import poll
+from voicefleet.testing.processes import terminate
 
 SPEECH = (
     "Hello, can you hear me? I would like to book a table for two people tonight, "
@@ -184,11 +185,6 @@ class HeadlessAudio:
         if self._player is not None and self._player.poll() is None:
             os.killpg(self._player.pid, signal.SIGKILL)
             self._player.wait()
-        if self._server is not None and self._server.poll() is None:
-            self._server.terminate()
-            try:
-                self._server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
+        if self._server is not None:
+            terminate(self._server)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
