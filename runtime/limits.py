@@ -53,6 +53,17 @@ CODEC_RESTART_WINDOW_SECONDS = 300.0
 # is suspect), so the process fails /healthz, tells its callers, and exits.
 ENGINE_STALL_SECONDS = 10.0
 
+# --- moving conversations ----------------------------------------------------------------
+# An imported conversation's LM history is replayed between frames, in chunks of this many
+# steps: one chunk is one forward of one slot over that many positions. On a GPU a chunk's
+# cost is the weights read once (Moshi 7B: ~15 GB, ~5 ms on an H100) up to ~64 positions,
+# so smaller chunks waste the read; on the tiny CPU model a chunk of 32 takes a few ms.
+IMPORT_CHUNK_STEPS = 32
+# Share of a frame the replay may use after each step (at least one chunk per frame, so it
+# always progresses): 20 ms of Moshi's 80 ms, beside a batched step of 20-50 ms at full
+# load, keeps every other conversation's frame on time.
+IMPORT_SHARE_OF_FRAME = 0.25
+
 # --- the transport -------------------------------------------------------------------------
 # How long a server-side close (error, cap, drain, too slow) may take before the connection
 # is aborted: a caller that does not read must not hold its slot past a deadline.

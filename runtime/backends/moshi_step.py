@@ -71,6 +71,8 @@ class MoshiBackend(Backend):
         self._asked: list[Sampling] = []
         self._active = np.zeros(0, dtype=bool)
         self._replays: dict[int, moshi_move.Replay] = {}
+        # Steps of an imported history already in a frozen slot's KV cache, until it steps.
+        self._rebuilt: dict[int, int] = {}
         self._model_id: dict[str, Any] = {}
         # Tokens of the last step, ``[capacity, 1 + 8]``: text, then the model's audio
         # codebooks; negative inside the model's delay.
@@ -161,6 +163,7 @@ class MoshiBackend(Backend):
             self._set_sampling(slot, asked)
             self._log.clear(slot)
             self._replays.pop(slot, None)
+            self._rebuilt.pop(slot, None)
 
     def _set_sampling(self, slot: int, asked: Sampling) -> None:
         self._asked[slot] = asked
@@ -169,6 +172,8 @@ class MoshiBackend(Backend):
 
     def freeze(self, active: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
         self._active = active.copy()
+        for slot in np.flatnonzero(active):
+            self._rebuilt.pop(int(slot), None)
         mask = torch.from_numpy(active.copy())
         self.mimi.set_exec_mask(mask)
         self._lm_gen.set_exec_mask(mask)
@@ -193,31 +198,39 @@ class MoshiBackend(Backend):
 
     def import_begin(self, slot: int, state: SlotState) -> int:
         self.check_import(state)
-        replay = moshi_move.Replay.of(
-            self.lm, self._forward_text, state.arrays[moshi_move.HISTORY], slot
-        )
-        mask = torch.zeros(self.capacity, dtype=torch.bool)
-        mask[slot] = True
-        self.mimi.reset_streaming(mask)
-        self._lm_gen.reset_streaming(mask)
-        # A reset makes the slot executable (moshi's reset sets its exec mask): frozen again
-        # until the engine makes it active, so the steps in between leave it alone.
-        active = self._active.copy()
-        active[slot] = False
-        self.freeze(active)
+        history = state.arrays[moshi_move.HISTORY]
+        # A newer state of the conversation already (being) imported here: its KV cache
+        # rows for the steps both share are right, so only the rest is replayed.
+        known = self._rebuilt.get(slot, 0)
+        if not np.array_equal(self._log.tokens[slot, :known], history[:known]):
+            known = 0
+        replay = moshi_move.Replay.of(self.lm, self._forward_text, history[known:], slot)
+        if not known:
+            mask = torch.zeros(self.capacity, dtype=torch.bool)
+            mask[slot] = True
+            self.mimi.reset_streaming(mask)
+            self._lm_gen.reset_streaming(mask)
+            # A reset makes the slot executable (moshi's reset sets its exec mask): frozen
+            # again until the engine makes it active, so the steps in between leave it alone.
+            active = self._active.copy()
+            active[slot] = False
+            self.freeze(active)
         temperature = state.meta.get("text_temperature")
         self._set_sampling(
             slot, Sampling(text_temperature=None if temperature is None else float(temperature))
         )
         moshi_move.load_state(self._lm_gen, self.mimi, self._log, slot, state)
         self._replays[slot] = replay
+        self._rebuilt[slot] = known
         return replay.left
 
     def import_step(self, slot: int, max_steps: int) -> int:
         replay = self._replays.get(slot)
         if replay is None:
             raise SlotStateError(f"no import under way in slot {slot}")
+        before = replay.left
         left = replay.step(max_steps)
+        self._rebuilt[slot] = self._rebuilt.get(slot, 0) + before - left
         if self.device.type == "cuda":
             # The engine times its work between frames; that needs the work done.
             torch.cuda.current_stream(self.device).synchronize()

@@ -1,11 +1,13 @@
 """Moving a live conversation to another slot of another backend instance (another pod), on
 the tiny Moshi model, greedy (argmax) so the same input always gives the same conversation.
 
-Conversation A runs ``BEFORE`` steps in slot 1 of a 3-slot source, beside two others. Its
+Conversation A runs ``FIRST`` steps in slot 1 of a 3-slot source, beside two others. Its
 state is exported, sent through bytes, and imported into slot 2 of a 4-slot target whose
 other slots are busy with other conversations; the import's prefill runs in chunks between
-the target's steps. Then the source (A's uninterrupted twin) and the target get A's same
-next ``AFTER`` frames. A control target runs the same other conversations with no import, so
+the target's steps. The source serves A on to ``BEFORE`` steps, and A's newer state is
+imported into the same slot, which replays only the steps in between (the catch-up at the
+switch). Then the source (A's uninterrupted twin) and the target get A's same next
+``AFTER`` frames. A control target runs the same other conversations with no import, so
 any change the import makes to them shows. Refused states are tried on the target first,
 while its other slots step.
 """
@@ -30,9 +32,10 @@ from voicefleet.runtime.config import RuntimeConfig
 
 pytestmark = pytest.mark.runtime
 
-BEFORE = 60  # steps A runs before the move
+FIRST = 40  # steps A runs before its first export
+BEFORE = 60  # steps A runs before the switch
 AFTER = 50  # steps compared after it
-CHUNK = 16  # replayed steps per chunk: 60 steps take 4 chunks, between target steps
+CHUNK = 16  # replayed steps per chunk: 40 steps take 3 chunks, the catch-up of 20 two
 SOURCE_SLOTS, SOURCE_SLOT = 3, 1
 TARGET_SLOTS, TARGET_SLOT = 4, 2
 # Text logits of the twin and the moved conversation may differ by floating-point rounding
@@ -123,7 +126,7 @@ def _refusals(target: MoshiBackend, good: bytes) -> dict[str, str]:
             state, meta={**state.meta, "steps": 10_000, "lmgen_offset": 10_000}
         ).to_bytes(),
         "inconsistent": dataclasses.replace(
-            state, meta={**state.meta, "lmgen_offset": BEFORE + 1}
+            state, meta={**state.meta, "lmgen_offset": FIRST + 1}
         ).to_bytes(),
     }
     errors: dict[str, str] = {}
@@ -150,6 +153,7 @@ class Moved:
     target_kv: list[Tensor] = field(default_factory=list)
     state_bytes: int = 0
     chunks: int = 0
+    caught_up: int = 0
     target_outputs: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = field(
         default_factory=list
     )
@@ -164,6 +168,19 @@ def _step(backend: MoshiBackend, frames: np.ndarray[Any, Any]) -> tuple[Any, Any
     return backend.last_tokens.copy(), out.pcm.copy()
 
 
+def _fresh_conversation(backend: MoshiBackend, audio: np.ndarray[Any, Any]) -> list[Tensor]:
+    """A new conversation in the target slot given A's next input: what forgetting A's
+    context looks like (its text logits)."""
+    backend.reset([TARGET_SLOT], [Sampling(text_temperature=TEXT_TEMPERATURE)])
+    backend.freeze(np.ones(TARGET_SLOTS, dtype=bool))
+    logits = _record_text_logits(backend)
+    for step in range(AFTER):
+        frames = np.zeros((TARGET_SLOTS, 1920), dtype=np.float32)
+        frames[TARGET_SLOT] = audio[step]
+        backend.step(frames)
+    return logits
+
+
 @pytest.fixture(scope="module")
 def moved() -> Moved:
     torch.set_grad_enabled(False)
@@ -176,39 +193,49 @@ def moved() -> Moved:
     source.reset(list(range(SOURCE_SLOTS)), [Sampling(text_temperature=TEXT_TEMPERATURE)] * 3)
     source.freeze(np.ones(SOURCE_SLOTS, dtype=bool))
     frames = np.stack([others[0][:BEFORE], conversation[:BEFORE], others[2][:BEFORE]], axis=1)
-    for tick in range(BEFORE):
+    for tick in range(FIRST):
         source.step(frames[tick])
-    exported = source.export_slot(SOURCE_SLOT).to_bytes()
-    result.state_bytes = len(exported)
-    result.source_kv = _kv_rows(source, SOURCE_SLOT, BEFORE)
+    first = source.export_slot(SOURCE_SLOT).to_bytes()
 
     # The target and its control: three other conversations, the target slot free.
     busy = np.array([slot != TARGET_SLOT for slot in range(TARGET_SLOTS)])
     for backend in (target, control):
         backend.reset([int(s) for s in np.flatnonzero(busy)], [Sampling()] * 3)
         backend.freeze(busy)
-    tick = 0
+    ticks = iter(range(BEFORE + AFTER))
 
-    def both(frames: np.ndarray[Any, Any]) -> None:
-        result.target_outputs.append(_step(target, frames))
-        result.control_outputs.append(_step(control, frames))
-
-    def other_frames(tick: int) -> np.ndarray[Any, Any]:
+    def other_frames() -> np.ndarray[Any, Any]:
+        tick = next(ticks)
         frames = np.zeros((TARGET_SLOTS, 1920), dtype=np.float32)
         for slot in np.flatnonzero(busy):
             frames[slot] = others[int(slot)][tick]
         return frames
 
-    both(other_frames(tick))
-    result.refusals = _refusals(target, exported)
-    tick += 1
-    both(other_frames(tick))
-    left = target.import_begin(TARGET_SLOT, SlotState.from_bytes(exported))
-    while left:
-        left = target.import_step(TARGET_SLOT, CHUNK)
-        result.chunks += 1
-        tick += 1
-        both(other_frames(tick))
+    def both() -> None:
+        frames = other_frames()
+        result.target_outputs.append(_step(target, frames))
+        result.control_outputs.append(_step(control, frames))
+
+    def replay(state: bytes) -> int:
+        """Import ``state`` into the target slot in chunks, the target stepping between."""
+        left = steps = target.import_begin(TARGET_SLOT, SlotState.from_bytes(state))
+        while left:
+            left = target.import_step(TARGET_SLOT, CHUNK)
+            result.chunks += 1
+            both()
+        return steps
+
+    both()
+    result.refusals = _refusals(target, first)
+    both()
+    replay(first)
+    # The old pod serves on; at the switch only what A did since is replayed.
+    for tick in range(FIRST, BEFORE):
+        source.step(frames[tick])
+    latest = source.export_slot(SOURCE_SLOT).to_bytes()
+    result.state_bytes = len(latest)
+    result.source_kv = _kv_rows(source, SOURCE_SLOT, BEFORE)
+    result.caught_up = replay(latest)
     result.target_kv = _kv_rows(target, TARGET_SLOT, BEFORE)
 
     # The switch: the same next input to the twin and the moved conversation.
@@ -216,23 +243,15 @@ def moved() -> Moved:
     result.twin_logits = _record_text_logits(source)
     result.moved_logits = _record_text_logits(target)
     for step in range(AFTER):
-        tick += 1
         frames = np.stack(
             [others[0][BEFORE + step], conversation[BEFORE + step], others[2][BEFORE + step]]
         )
         result.twin_tokens.append(_step(source, frames)[0][SOURCE_SLOT])
-        target_frames = other_frames(tick)
+        target_frames = other_frames()
         target_frames[TARGET_SLOT] = conversation[BEFORE + step]
         result.moved_tokens.append(_step(target, target_frames)[0][TARGET_SLOT])
 
-    # A fresh conversation given the same next input: what forgetting the context looks like.
-    control.reset([TARGET_SLOT], [Sampling(text_temperature=TEXT_TEMPERATURE)])
-    control.freeze(np.ones(TARGET_SLOTS, dtype=bool))
-    result.fresh_logits = _record_text_logits(control)
-    for step in range(AFTER):
-        frames = np.zeros((TARGET_SLOTS, 1920), dtype=np.float32)
-        frames[TARGET_SLOT] = conversation[BEFORE + step]
-        control.step(frames)
+    result.fresh_logits = _fresh_conversation(control, conversation[BEFORE:])
     return result
 
 
@@ -260,8 +279,9 @@ def test_the_prefill_rebuilds_the_slots_kv_cache(moved: Moved) -> None:
         assert gap <= LOGIT_TOLERANCE, f"layer {layer}: keys/values differ by {gap}"
 
 
-def test_the_import_runs_in_chunks_and_leaves_other_slots_alone(moved: Moved) -> None:
-    assert moved.chunks == -(-BEFORE // CHUNK)
+def test_the_import_runs_in_chunks_and_the_switch_replays_only_the_rest(moved: Moved) -> None:
+    assert moved.caught_up == BEFORE - FIRST
+    assert moved.chunks == -(-FIRST // CHUNK) + -(-(BEFORE - FIRST) // CHUNK)
     others = [slot for slot in range(TARGET_SLOTS) if slot != TARGET_SLOT]
     # Every target step from before the refused imports to the end of the prefill.
     steps = 2 + moved.chunks
@@ -278,9 +298,9 @@ def test_a_bad_state_is_refused_with_its_reason_and_changes_nothing(moved: Moved
         "corrupt": "does not match its digest",
         "truncated": "does not match its digest",
         "other weights": "made by another model (weights",
-        "other shape": "lm/history is int16[60, 16], this model needs int16[60, 17]",
+        "other shape": f"lm/history is int16[{FIRST}, 16], this model needs int16[{FIRST}, 17]",
         "too long": "more than this pod's context of 250 steps",
-        "inconsistent": "LMGen offset 61 for 60 steps",
+        "inconsistent": f"LMGen offset {FIRST + 1} for {FIRST} steps",
     }
     for name, reason in reasons.items():
         assert reason in moved.refusals[name], (name, moved.refusals[name])
