@@ -63,6 +63,17 @@ IMPORT_CHUNK_STEPS = 32
 # always progresses): 20 ms of Moshi's 80 ms, beside a batched step of 20-50 ms at full
 # load, keeps every other conversation's frame on time.
 IMPORT_SHARE_OF_FRAME = 0.25
+# The largest state an import accepts: full-size Moshi's is ~16 MiB (Mimi's two transformer
+# caches; the token history is 25 KiB a minute), so four times that is no legitimate state.
+MAX_STATE_BYTES = 64 * 2**20
+# Sending that body: 16 MiB crosses a pod network in well under a second.
+STATE_BODY_TIMEOUT_SECONDS = 10.0
+# A whole 240 s conversation replays in about a second on an H100 (IMPORT_CHUNK_STEPS at a
+# frame's share); on the tiny CPU model it is ~100 chunks at one a frame, 8 s.
+IMPORT_TIMEOUT_SECONDS = 60.0
+# An imported conversation whose caller has not attached within this is let go: the gateway
+# attaches right after the import answers; a slot held longer is a pod's capacity lost.
+IMPORT_ATTACH_SECONDS = 30.0
 
 # --- the transport -------------------------------------------------------------------------
 # How long a server-side close (error, cap, drain, too slow) may take before the connection
