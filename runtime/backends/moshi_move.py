@@ -61,11 +61,11 @@ class TokenLog:
     def record(self, active: np.ndarray[Any, np.dtype[np.bool_]], fed: Array) -> None:
         """One step of every active slot; a conversation past the context stops being
         recorded (it cannot be moved: its oldest steps have left the model's window)."""
-        for slot in np.flatnonzero(active):
-            step = self.steps[slot]
-            if step < self.tokens.shape[1]:
-                self.tokens[slot, step] = fed[slot]
-            self.steps[slot] = step + 1
+        slots = np.flatnonzero(active)
+        steps = self.steps[slots]
+        kept = steps < self.tokens.shape[1]
+        self.tokens[slots[kept], steps[kept]] = fed[slots[kept]]
+        self.steps[slots] = steps + 1
 
     def history(self, slot: int) -> Array:
         steps = int(self.steps[slot])
