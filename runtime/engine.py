@@ -40,7 +40,7 @@ from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.limits import IMPORT_SHARE_OF_FRAME
-from voicefleet.runtime.moves import ImportJob, run_imports
+from voicefleet.runtime.moves import ImportJob, run_imports, settle
 
 log = logging.getLogger(__name__)
 
@@ -341,9 +341,9 @@ class BatchedEngine:
             try:
                 if generations[handle.slot] != handle.generation:
                     raise SlotStateError(f"the session in slot {handle.slot} has ended")
-                future.set_result(self.backend.export_slot(handle.slot))
+                settle(future, self.backend.export_slot(handle.slot))
             except SlotStateError as exc:
-                future.set_exception(exc)
+                settle(future, error=exc)
         with self._lock:
             jobs = list(self._imports.items())
         finished, failed = run_imports(self.backend, jobs, deadline)
@@ -359,7 +359,7 @@ class BatchedEngine:
                     del self._imports[slot]
                     self._pending.add(slot)
                     self._resumed.add(slot)
-                    job.ready.set_result(job.replayed)
+                    settle(job.ready, job.replayed)
 
     def _starting(self) -> list[int]:
         """Claimed slots whose first frame has arrived (under the lock)."""

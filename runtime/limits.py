@@ -58,7 +58,7 @@ ENGINE_STALL_SECONDS = 10.0
 # steps: one chunk is one forward of one slot over that many positions. On a GPU a chunk
 # costs at least one read of the LM's weights (Moshi 7B: ~13 GB, ~4 ms on an H100, est.)
 # up to ~180 positions, so small chunks waste the read; on the tiny CPU model 64 steps take
-# ~5 ms (bench/results/move_state_tiny_cpu.json: 0.10 ms a step at 32, 0.04 at 128).
+# ~5 ms (bench/results/move_state_tiny_cpu.json: 0.08 ms a step at 32, 0.04 at 128).
 IMPORT_CHUNK_STEPS = 64
 # Share of a frame the replay may use after each step (at least one chunk per frame, so it
 # always progresses): 20 ms of Moshi's 80 ms, beside a batched step of 20-50 ms at full

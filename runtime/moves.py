@@ -9,16 +9,30 @@ only runs the backend's part and says which imports finished or failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from voicefleet.runtime.backends.base import Backend
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.limits import IMPORT_CHUNK_STEPS
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def settle(future: Future[T], result: T | None = None, error: BaseException | None = None) -> None:
+    """Answer ``future`` unless its asker gave up on it (cancelled it: a timeout, a newer
+    state, a release): the engine thread must never fail on that."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -55,7 +69,7 @@ def run_imports(
                 job.left = left
         except SlotStateError as exc:
             log.warning("import into slot %d refused: %s", slot, exc)
-            job.ready.set_exception(exc)
+            settle(job.ready, error=exc)
             failed.append(slot)
             continue
         if job.left == 0:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from moshi.utils.compile import no_compile
 
 from voicefleet.runtime.backends.moshi_rows import row_tensors, row_views
 from voicefleet.runtime.backends.slot_state import (
@@ -227,7 +228,10 @@ class Replay:
         live = self.transformer.get_streaming_state()
         self.transformer.set_streaming_state(self.views)
         try:
-            with torch.no_grad():
+            # Eager: moshi compiles a few functions (rope, gating) lazily per input shape,
+            # and a chunk's shape would cost a compile of seconds on the engine thread, with
+            # every conversation of the pod waiting behind it.
+            with torch.no_grad(), no_compile():
                 self.forward_text(chunk)
         finally:
             self.transformer.set_streaming_state(live)

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.runtime
 
 SPOKEN = 24  # frames the caller says on the source (the input queue holds 25)
 AFTER = 12  # frames compared after the move
+SOURCE_SLOTS, TARGET_SLOTS = 2, 3
 WAIT_SECONDS = 120.0  # generous: a 2-core machine shared with other test runs
 PCM_TOLERANCE = 1e-4  # batch shape may change fp32 rounding (test_move.py says why)
 
@@ -74,25 +75,28 @@ def _audio(seed: int, steps: int) -> list[Pcm]:
 
 @pytest.fixture(scope="module")
 def engines() -> Iterator[tuple[BatchedEngine, Frames, BatchedEngine, Frames]]:
-    source, source_frames = _engine(2)
-    target, target_frames = _engine(3)
+    source, source_frames = _engine(SOURCE_SLOTS)
+    target, target_frames = _engine(TARGET_SLOTS)
     yield source, source_frames, target, target_frames
     source.stop()
     target.stop()
 
 
 def _continue_by_hand(state: bytes, audio: list[Pcm]) -> list[tuple[str | None, Any]]:
-    """The state continued in a one-slot backend: (text, pcm) per input frame."""
-    backend = get_loader("tiny")(_config(1), torch.device("cpu"))
+    """The state continued in a backend of its own, shaped as the target's (so that moshi
+    compiles nothing new while the engines' threads run): (text, pcm) per input frame."""
+    backend = get_loader("tiny")(_config(TARGET_SLOTS), torch.device("cpu"))
     with torch.no_grad():
-        backend.start(1)
+        backend.start(TARGET_SLOTS)
         left = backend.import_begin(0, SlotState.from_bytes(state))
         while left:
             left = backend.import_step(0, 1000)
-        backend.freeze(np.ones(1, dtype=bool))
+        backend.freeze(np.eye(TARGET_SLOTS, dtype=bool)[0])
         out = []
+        frames = np.zeros((TARGET_SLOTS, 1920), dtype=np.float32)
         for frame in audio:
-            step = backend.step(frame[None])
+            frames[0] = frame
+            step = backend.step(frames)
             out.append((step.text[0], step.pcm[0] if step.audible[0] else None))
     return out
 
@@ -169,3 +173,24 @@ def _a_state(engine: BatchedEngine) -> bytes:
         return engine.export_state(handle).result(WAIT_SECONDS).to_bytes()
     finally:
         engine.release(handle)
+
+
+def test_an_abandoned_export_or_import_leaves_the_engine_serving(
+    engines: tuple[BatchedEngine, Frames, BatchedEngine, Frames],
+) -> None:
+    """A gateway that gives up (a timeout cancels the future it waits on) must not take the
+    engine thread down when the answer comes, nor keep the slot."""
+    source, _, target, _ = engines
+    state = SlotState.from_bytes(_a_state(source))
+    handle = source.acquire()
+    assert handle is not None
+    source.export_state(handle).cancel()
+    claimed = target.import_state(state)
+    assert claimed is not None
+    claimed[1].cancel()
+    target.release(claimed[0])
+    # Both engines still answer, and the slot came back.
+    assert isinstance(source.export_state(handle).result(WAIT_SECONDS), SlotState)
+    source.release(handle)
+    assert source.failure is None and target.failure is None
+    assert target.free_slots == target.capacity
