@@ -21,7 +21,6 @@ copy and no memory. The depformer is not run: the replayed tokens are known.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from moshi.utils.compile import no_compile
 
+from voicefleet.runtime.backends.fingerprint import weights_fingerprint
 from voicefleet.runtime.backends.moshi_rows import row_tensors, row_views
 from voicefleet.runtime.backends.slot_state import (
     Array,
@@ -44,9 +44,6 @@ KIND = "moshi"
 HISTORY = "lm/history"
 LMGEN_CACHE = "lmgen/cache"
 MIMI_PREFIX = "mimi/"
-# Values of every parameter that go into the weights fingerprint: enough to tell two
-# checkpoints (or two random seeds) apart, cheap enough for a 7 B model at start.
-FINGERPRINT_VALUES = 8
 
 
 class TokenLog:
@@ -98,17 +95,10 @@ def model_identity(lm: Any, mimi: Any, variant: str) -> dict[str, Scalar]:
         "delays": [int(d) for d in lm.delays],
         "mimi_frame_rate": float(mimi.frame_rate),
     }
-    digest = hashlib.sha256()
-    samples = []
-    for model in (lm, mimi):
-        for name, param in model.named_parameters():
-            digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
-            samples.append(param.detach().flatten()[:FINGERPRINT_VALUES].float())
-    digest.update(torch.cat(samples).cpu().numpy().tobytes())
     return {
         "architecture": json.dumps(architecture, sort_keys=True),
         "variant": variant,
-        "weights": digest.hexdigest()[:32],
+        "weights": weights_fingerprint(lm, mimi),
     }
 
 

@@ -22,6 +22,7 @@ from moshi.models.lm import LMGen
 
 from voicefleet.runtime.backends import FRAMES, moshi_move
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput, clamp
+from voicefleet.runtime.backends.replay import advance
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 
 MOSHI_FRAME = FRAMES["moshi"]
@@ -226,16 +227,9 @@ class MoshiBackend(Backend):
 
     def import_step(self, slot: int, max_steps: int) -> int:
         replay = self._replays.get(slot)
-        if replay is None:
-            raise SlotStateError(f"no import under way in slot {slot}")
-        before = replay.left
-        left = replay.step(max_steps)
+        before = 0 if replay is None else replay.left
+        left = advance(self._replays, slot, max_steps, self.device)
         self._rebuilt[slot] = self._rebuilt.get(slot, 0) + before - left
-        if self.device.type == "cuda":
-            # The engine times its work between frames; that needs the work done.
-            torch.cuda.current_stream(self.device).synchronize()
-        if left == 0:
-            del self._replays[slot]
         return left
 
     def step(self, frames: Pcm) -> StepOutput:
