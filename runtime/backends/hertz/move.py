@@ -67,20 +67,36 @@ def _device(array: Array, like: Tensor) -> Tensor:
     return value.view(like.dtype) if like.dtype == torch.bfloat16 else value.to(like.dtype)
 
 
-def _rows(slots: Slots, slot: int) -> dict[str, Tensor]:
-    """The slot's small state rows, by name, as views (index tensors for the encoders)."""
-    one = slice(slot, slot + 1)
-    pair = [slot, slot + slots.capacity]  # an encoder's user row, then its model row
-    rows = {
-        "latent": slots.latents[one],
-        "temperatures": slots.temperatures[one],
-        "fresh": slots.fresh[one],
+def _batch_tensors(slots: Slots) -> dict[str, tuple[Tensor, int]]:
+    """The slots' small per-slot tensors by name, with the rows one slot has in each (an
+    encoder holds a user row and a model row per slot: ``slot`` and ``slot + capacity``)."""
+    tensors = {
+        "latent": (slots.latents, 1),
+        "temperatures": (slots.temperatures, 1),
+        "fresh": (slots.fresh, 1),
     }
     for index, tensor in enumerate(slots.encoders.tensors):
-        rows[f"encoder/{index}"] = tensor[pair]
+        tensors[f"encoder/{index}"] = (tensor, 2)
     for index, tensor in enumerate(slots.decoder.tensors):
-        rows[f"decoder/{index}"] = tensor[one]
-    return rows
+        tensors[f"decoder/{index}"] = (tensor, 1)
+    return tensors
+
+
+def _rows(slots: Slots, slot: int) -> dict[str, Tensor]:
+    """The slot's rows of :func:`_batch_tensors` (copies for the encoders' row pairs)."""
+    pair = [slot, slot + slots.capacity]
+    return {
+        name: tensor[pair] if count == 2 else tensor[slot : slot + 1]
+        for name, (tensor, count) in _batch_tensors(slots).items()
+    }
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype[Any]:
+    """How a tensor of ``dtype`` travels (bfloat16 as int16 bits); no device work, so the
+    check of a state may run on the event loop."""
+    host = torch.int16 if dtype == torch.bfloat16 else dtype
+    sample: Array = torch.empty(0, dtype=host).numpy()
+    return sample.dtype
 
 
 def export_state(
@@ -115,9 +131,11 @@ def check_state(
             f"frames after a {prompt.frames}-frame prompt"
         )
     expected = {
-        name: (tuple(row.shape), _host(row[:0]).dtype) for name, row in _rows(slots, 0).items()
+        name: ((count, *tensor.shape[1:]), _numpy_dtype(tensor.dtype))
+        for name, (tensor, count) in _batch_tensors(slots).items()
     }
-    expected[LATENTS] = ((steps, slots.fed_latents.shape[2]), _host(slots.fed_latents[0, :0]).dtype)
+    latents = slots.fed_latents
+    expected[LATENTS] = ((steps, latents.shape[2]), _numpy_dtype(latents.dtype))
     expected[TOKENS] = ((steps,), np.dtype(np.int32))
     require_arrays(expected, state)
     tokens = state.arrays[TOKENS]
