@@ -29,6 +29,8 @@ class RuntimeConfig:
     # Hertz-dev's voice prompt (a WAV file; None: a second of silence).
     prompt: str | None = None
     seed: int = 42_424_242
+    # Moshi: argmax instead of sampling, so the same input gives the same conversation.
+    greedy: bool = False
     # Bounds on what callers may do; limits.py says why each default is what it is.
     idle_seconds: float = limits.IDLE_SECONDS
     header_timeout_seconds: float = limits.HEADER_TIMEOUT_SECONDS

@@ -17,6 +17,10 @@ on silence while the WebSocket upgrade and the protocol's handshake were still g
 the frames it made were dropped (no session was registered yet) or queued behind the
 handshake, so the caller heard its first audio a frame late or with the handshake's delay
 added for the whole call.
+
+A conversation moved in from another pod (:meth:`BatchedEngine.import_state`) claims a slot
+that is loaded and prefilled between ticks (``moves.py``), then waits like any claimed slot
+for its first input frame, and joins without the reset a new conversation gets.
 """
 
 from __future__ import annotations
@@ -26,13 +30,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput
+from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.frame_stats import FrameStats
+from voicefleet.runtime.limits import IMPORT_SHARE_OF_FRAME
+from voicefleet.runtime.moves import ImportJob, run_imports, settle
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +96,10 @@ class BatchedEngine:
         # Reset and made active at the next tick.
         self._joining: set[int] = set()
         self._leaving: set[int] = set()
+        # Moved in and prefilled: joins without a reset.
+        self._resumed: set[int] = set()
+        self._imports: dict[int, ImportJob] = {}
+        self._exports: deque[tuple[SlotHandle, Future[SlotState]]] = deque()
         self._active = np.zeros(capacity, dtype=bool)
         self._inputs: list[deque[Pcm]] = [
             deque(maxlen=self.frame.steps(queue_seconds)) for _ in range(capacity)
@@ -128,6 +140,10 @@ class BatchedEngine:
             self._inputs[handle.slot].clear()
             self._pending.discard(handle.slot)
             self._joining.discard(handle.slot)
+            self._resumed.discard(handle.slot)
+            job = self._imports.pop(handle.slot, None)
+            if job is not None:
+                job.ready.cancel()
             if self._active[handle.slot]:
                 self._leaving.add(handle.slot)
             self._free.append(handle.slot)
@@ -140,6 +156,7 @@ class BatchedEngine:
             if self._generation[handle.slot] == handle.generation:
                 self._inputs[handle.slot].clear()
                 self._joining.discard(handle.slot)
+                self._resumed.discard(handle.slot)
                 self._pending.add(handle.slot)
                 if self._active[handle.slot]:
                     self._leaving.add(handle.slot)
@@ -159,6 +176,56 @@ class BatchedEngine:
             # An idle clock sleeps until told: the first frame starts it at once.
             self._wake.set()
         return not dropped
+
+    def import_state(
+        self, state: SlotState, into: SlotHandle | None = None
+    ) -> tuple[SlotHandle, Future[int]] | None:
+        """Claim the lowest free slot for a conversation moved in (None when full), load
+        ``state`` into it and rebuild its model state between ticks; the future resolves once
+        it can step (then it joins at its first input frame, as a claimed slot does).
+
+        ``into``: a slot an earlier state of the same conversation was imported into and
+        that has not stepped yet; only what the conversation did since is replayed (the
+        catch-up at the switch). A state this backend cannot continue raises
+        :class:`SlotStateError` before any slot is claimed."""
+        self.backend.check_import(state)
+        job = ImportJob(state)
+        with self._lock:
+            if into is None:
+                if not self._free or not self.ready.is_set():
+                    return None
+                slot = min(self._free)
+                self._free.remove(slot)
+                self._generation[slot] += 1
+                self._inputs[slot].clear()
+                handle = SlotHandle(slot, self._generation[slot])
+            else:
+                handle = into
+                slot = handle.slot
+                waiting = slot in self._imports or (
+                    slot in self._resumed and slot in self._pending and not self._inputs[slot]
+                )
+                if self._generation[slot] != handle.generation or not waiting:
+                    raise SlotStateError(
+                        f"slot {slot} holds no imported conversation waiting to start: "
+                        "import the state into a free slot instead"
+                    )
+                self._pending.discard(slot)
+                self._resumed.discard(slot)
+                earlier = self._imports.pop(slot, None)
+                if earlier is not None:
+                    earlier.ready.cancel()
+            self._imports[slot] = job
+        self._wake.set()
+        return handle, job.ready
+
+    def export_state(self, handle: SlotHandle) -> Future[SlotState]:
+        """The conversation in ``handle``'s slot, taken between two ticks."""
+        future: Future[SlotState] = Future()
+        with self._lock:
+            self._exports.append((handle, future))
+        self._wake.set()
+        return future
 
     @property
     def active_sessions(self) -> int:
@@ -212,6 +279,13 @@ class BatchedEngine:
                 idle = not (
                     self._active.any() or self._joining or self._leaving or self._starting()
                 )
+                moving = bool(self._imports or self._exports)
+            if idle and moving:
+                # No conversation to keep on time: move at a frame's share per pass anyway,
+                # so the loop still looks at its other work between chunks.
+                self._serve_moves(time.perf_counter() + self.frame.seconds * IMPORT_SHARE_OF_FRAME)
+                next_tick = None
+                continue
             if idle:
                 # Nobody to serve: sleep until a session arrives, then restart the clock.
                 self._wake.wait(0.5)
@@ -240,6 +314,9 @@ class BatchedEngine:
                 self._on_step(step_ms / 1000.0, late)
             if outputs:
                 self._on_frame(outputs)
+            if moving:
+                share = self.frame.seconds * IMPORT_SHARE_OF_FRAME
+                self._serve_moves(min(next_tick, time.perf_counter() + share))
 
     def _log_late(self, step_ms: float, start_lag_ms: float) -> None:
         """One line per late frame, at most one a second: whether the step itself was slow
@@ -254,6 +331,36 @@ class BatchedEngine:
                 self.stats.late_frames + 1,
             )
 
+    def _serve_moves(self, deadline: float) -> None:
+        """Exports, then imports, between two ticks (engine thread)."""
+        with self._lock:
+            exports = list(self._exports)
+            self._exports.clear()
+            generations = list(self._generation)
+        for handle, future in exports:
+            try:
+                if generations[handle.slot] != handle.generation:
+                    raise SlotStateError(f"the session in slot {handle.slot} has ended")
+                settle(future, self.backend.export_slot(handle.slot))
+            except SlotStateError as exc:
+                settle(future, error=exc)
+        with self._lock:
+            jobs = list(self._imports.items())
+        finished, failed = run_imports(self.backend, jobs, deadline)
+        with self._lock:
+            for slot in failed:
+                if self._imports.get(slot) is dict(jobs)[slot]:
+                    del self._imports[slot]
+                    self._generation[slot] += 1
+                    self._free.append(slot)
+            for slot in finished:
+                job = dict(jobs)[slot]
+                if self._imports.get(slot) is job:
+                    del self._imports[slot]
+                    self._pending.add(slot)
+                    self._resumed.add(slot)
+                    settle(job.ready, job.replayed)
+
     def _starting(self) -> list[int]:
         """Claimed slots whose first frame has arrived (under the lock)."""
         return [slot for slot in self._pending if self._inputs[slot]]
@@ -264,11 +371,14 @@ class BatchedEngine:
             for slot in self._starting():
                 self._pending.discard(slot)
                 self._joining.add(slot)
-            joining = sorted(self._joining)
+            # Moved-in conversations join as they are: their state was imported, not reset.
+            resumed = self._joining & self._resumed
+            self._resumed -= resumed
+            joining = sorted(self._joining - resumed)
             changed = bool(self._joining or self._leaving)
             for slot in self._leaving:
                 self._active[slot] = False
-            for slot in joining:
+            for slot in self._joining:
                 self._active[slot] = True
             self._joining.clear()
             self._leaving.clear()

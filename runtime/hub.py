@@ -23,6 +23,7 @@ from voicefleet.api.runtime import (
     RuntimeStatus,
     SessionCounts,
 )
+from voicefleet.runtime.arrivals import Arrivals
 from voicefleet.runtime.backends import frame_of
 from voicefleet.runtime.backends.base import Backend, Sampling
 from voicefleet.runtime.budget import TokenBucket
@@ -56,6 +57,7 @@ REFUSED_DRAINING = "draining"
 REFUSED_LOADING = "loading"
 REFUSED_FAILED = "failed"
 REFUSED_BUSY = "busy"
+REFUSED_NO_ARRIVAL = "unknown_ticket"
 # Seconds a refused caller is asked to wait: a slot frees up as soon as any call ends, and a
 # load balancer should try another pod right away anyway.
 RETRY_AFTER_SECONDS = 1
@@ -65,6 +67,7 @@ RETRY_AFTER_SECONDS = 1
 class Refusal:
     reason: str
     message: str
+    status: int = 503
 
 
 class Hub:
@@ -87,6 +90,7 @@ class Hub:
         # the kubelet replaces the pod, which serves on meanwhile.
         self.degraded: str | None = None
         self.sessions: dict[int, Session] = {}  # by slot
+        self.arrivals = Arrivals()
         self._starts = TokenBucket(
             max(SESSION_START_BURST, config.max_sessions), SESSION_STARTS_PER_SECOND, 0.0
         )
@@ -183,6 +187,26 @@ class Hub:
             refusal = Refusal(REFUSED_FULL, "no free session slot on this server")
         self.metrics.sessions_refused.labels(refusal.reason).inc()
         return refusal
+
+    def claim_arrival(self, ticket: str) -> tuple[SlotHandle, int] | Refusal:
+        """The slot a moved-in conversation waits in, and its length in steps, for the socket
+        that resumes it."""
+        arrival = self.arrivals.take(ticket)
+        if arrival is not None:
+            return arrival.handle, arrival.steps
+        refusal = Refusal(
+            REFUSED_NO_ARRIVAL,
+            "no imported conversation waits under this ticket (never imported, already "
+            "resumed, or not resumed in time): import its state again",
+            status=404,
+        )
+        self.metrics.sessions_refused.labels(refusal.reason).inc()
+        return refusal
+
+    def release_unclaimed_arrivals(self, now: float) -> None:
+        for handle in self.arrivals.expired(now):
+            log.warning("imported conversation in slot %d was never resumed", handle.slot)
+            self.unclaim(handle)
 
     def unclaim(self, handle: SlotHandle) -> None:
         if self.engine is not None:

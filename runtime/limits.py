@@ -53,6 +53,29 @@ CODEC_RESTART_WINDOW_SECONDS = 300.0
 # is suspect), so the process fails /healthz, tells its callers, and exits.
 ENGINE_STALL_SECONDS = 10.0
 
+# --- moving conversations ----------------------------------------------------------------
+# An imported conversation's LM history is replayed between frames, in chunks of this many
+# steps: one chunk is one forward of one slot over that many positions. On a GPU a chunk
+# costs at least one read of the LM's weights (Moshi 7B: ~13 GB, ~4 ms on an H100, est.)
+# up to ~180 positions, so small chunks waste the read; on the tiny CPU model 64 steps take
+# ~5 ms (bench/results/move_state_tiny_cpu.json: 0.08 ms a step at 32, 0.04 at 128).
+IMPORT_CHUNK_STEPS = 64
+# Share of a frame the replay may use after each step (at least one chunk per frame, so it
+# always progresses): 20 ms of Moshi's 80 ms, beside a batched step of 20-50 ms at full
+# load, keeps every other conversation's frame on time.
+IMPORT_SHARE_OF_FRAME = 0.25
+# The largest state an import accepts: full-size Moshi's is ~16 MiB (Mimi's two transformer
+# caches; the token history is 25 KiB a minute), so four times that is no legitimate state.
+MAX_STATE_BYTES = 64 * 2**20
+# Sending that body: 16 MiB crosses a pod network in well under a second.
+STATE_BODY_TIMEOUT_SECONDS = 10.0
+# A whole 240 s conversation (3000 steps) replays in about a second at a frame's share per
+# tick, on an H100 (est.) as on the tiny CPU model; 60 s covers a machine many times slower.
+IMPORT_TIMEOUT_SECONDS = 60.0
+# An imported conversation whose caller has not attached within this is let go: the gateway
+# attaches right after the import answers; a slot held longer is a pod's capacity lost.
+IMPORT_ATTACH_SECONDS = 30.0
+
 # --- the transport -------------------------------------------------------------------------
 # How long a server-side close (error, cap, drain, too slow) may take before the connection
 # is aborted: a caller that does not read must not hold its slot past a deadline.

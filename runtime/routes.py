@@ -13,7 +13,6 @@ and inflating a caller's frames is CPU the caller controls), and small socket bu
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import socket
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 
 from voicefleet import constants, webpage
 from voicefleet.api.runtime import DrainRequest, DrainResponse
+from voicefleet.runtime.auth import pool_token_refusal
 from voicefleet.runtime.backends.base import Sampling
 from voicefleet.runtime.drain import API
 from voicefleet.runtime.hub import (
@@ -43,6 +43,7 @@ from voicefleet.runtime.limits import (
     SEND_BUFFER_BYTES,
     WRITE_BUFFER_BYTES,
 )
+from voicefleet.runtime.move_routes import add_move_routes
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES, parse_sampling
 from voicefleet.runtime.resample import SUPPORTED_RATES
 from voicefleet.runtime.services import Services
@@ -65,7 +66,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 def _refuse(refusal: Refusal) -> web.Response:
     return _json(
         {"error": refusal.message, "reason": refusal.reason},
-        status=503,
+        status=refusal.status,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
@@ -103,10 +104,23 @@ async def _serve(
     request: web.Request, factory: SessionFactory, sampling: Sampling | None = None
 ) -> Any:
     hub = request.app[HUB_KEY]
-    claim = hub.claim(sampling)
+    elapsed = 0.0
+    ticket = request.query.get(constants.QUERY_RESUME)
+    if ticket is None:
+        claim = hub.claim(sampling)
+    else:
+        # A conversation moved in from another pod: its slot is already loaded.
+        arrival = hub.claim_arrival(ticket)
+        if isinstance(arrival, Refusal):
+            return _refuse(arrival)
+        claim, steps = arrival
+        elapsed = steps * hub.services().slots.frame.seconds
     if isinstance(claim, Refusal):
         return _refuse(claim)
+    session_id = hub.next_session_id()
     ws = _websocket()
+    # The gateway names the session by this id when it asks for its state.
+    ws.headers[constants.HEADER_SESSION] = str(session_id)
     try:
         await ws.prepare(request)
     except ConnectionError:
@@ -124,7 +138,8 @@ async def _serve(
         hub.metrics.upgrades_aborted.inc()
         return ws
     _bound_buffers(transport)
-    session = factory(hub.services(), Connection(ws, transport, claim, hub.next_session_id()))
+    session = factory(hub.services(), Connection(ws, transport, claim, session_id))
+    session.elapsed_before = elapsed
     hub.join(session)
     try:
         await session.run()
@@ -199,29 +214,11 @@ async def status(request: web.Request) -> web.Response:
     return _json(request.app[HUB_KEY].status().wire())
 
 
-def _authorized(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    # Constant-time comparison: the token guards the power to empty a pod. On bytes, because
-    # compare_digest refuses str with non-ASCII characters; aiohttp decodes header bytes as
-    # UTF-8 with surrogateescape, so this gets back exactly the bytes that were sent.
-    given_bytes = given.strip().encode("utf-8", "surrogateescape")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode("utf-8"))
-
-
 async def drain(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    token = hub.config.token
-    if token is None:
-        return _json(
-            {
-                "error": "no pool token configured: set VOICEFLEET_POOL_TOKEN or --token-file; "
-                "until then only SIGTERM drains"
-            },
-            status=403,
-        )
-    if not _authorized(request, token):
-        return _json({"error": "missing or wrong bearer token"}, status=401)
+    refusal = pool_token_refusal(request, hub.config.token, "only SIGTERM drains")
+    if refusal is not None:
+        return refusal
     try:
         text = await asyncio.wait_for(request.text(), BODY_TIMEOUT_SECONDS)
     except TimeoutError:
@@ -256,3 +253,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(constants.PATH_METRICS, metrics)
     app.router.add_get(constants.PATH_STATUS, status)
     app.router.add_post(constants.PATH_DRAIN, drain)
+    add_move_routes(app, HUB_KEY)

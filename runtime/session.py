@@ -112,6 +112,9 @@ class Session(ABC):
         self.handle = connection.handle
         self.id = connection.session_id
         self.started = now
+        # Seconds the conversation ran on another pod before it moved here: they count
+        # towards the session cap, which is also the model's context.
+        self.elapsed_before = 0.0
         self.first_audio_at: float | None = None
         self.last_audio_at = now
         self.end_reason: str | None = None
@@ -241,7 +244,7 @@ class Session(ABC):
         if self.closing_since is not None:
             if not self.finished and now - self.closing_since > CLOSE_TIMEOUT_SECONDS:
                 self.abort()
-        elif now - self.started >= config.max_session_seconds:
+        elif now - self.started + self.elapsed_before >= config.max_session_seconds:
             self.notify(SessionLimitNotice(max_session_seconds=config.max_session_seconds).wire())
             self.end(CLOSE_NORMAL, "session_limit", END_LIMIT)
         elif now - self.last_audio_at >= config.idle_seconds:

@@ -54,6 +54,7 @@ class Supervisor:
         self._check_engine(now)
         self._check_codec(now)
         self.hub.check_drain(now)
+        self.hub.release_unclaimed_arrivals(now)
         for session in list(self.hub.sessions.values()):
             session.supervise(now)
 

@@ -160,6 +160,16 @@ PATH_READYZ: Final = "/readyz"
 PATH_METRICS: Final = "/metrics"
 PATH_STATUS: Final = "/v1/status"
 PATH_DRAIN: Final = "/v1/drain"
+# Moving a live conversation between pods (the gateway's calls, with the pool token):
+# POST the export of a session (its id is in HEADER_SESSION of its WebSocket upgrade), POST
+# that body to another pod's import, then open the same protocol there with QUERY_RESUME.
+PATH_SESSION_EXPORT: Final = "/v1/sessions/{session}/export"
+PATH_SESSION_IMPORT: Final = "/v1/sessions/import"
+HEADER_SESSION: Final = "X-Voicefleet-Session"
+HEADER_STEPS: Final = "X-Voicefleet-Steps"
+QUERY_RESUME: Final = "resume"
+QUERY_INTO: Final = "into"
+CONTENT_TYPE_SLOT_STATE: Final = "application/vnd.voicefleet.slot-state"
 ENV_POOL_TOKEN: Final = "VOICEFLEET_POOL_TOKEN"
 RUNTIME_METRIC_PREFIX: Final = "voicefleet_runtime_"
 OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
+
 if TYPE_CHECKING:
     import torch
 
     from voicefleet.runtime.config import RuntimeConfig
-
 Pcm = np.ndarray[Any, np.dtype[np.float32]]
 
 
@@ -130,6 +131,30 @@ class Backend(ABC):
     def sampling_in_force(self, asked: Sampling) -> Sampling:
         """What a session asking for ``asked`` gets (reported back to its client)."""
         return asked
+
+    # --- moving a conversation (engine thread only, between steps) ------------------------
+    # A backend that cannot move conversations keeps these defaults, which refuse.
+
+    def export_slot(self, slot: int) -> SlotState:
+        """The conversation in ``slot`` (active or frozen), on the host, ready to continue
+        in another slot of this model: ``import_begin`` there, then ``import_step``."""
+        raise SlotStateError(f"the {type(self).__name__} backend cannot move conversations")
+
+    def check_import(self, state: SlotState) -> int:
+        """Refuse (:class:`SlotStateError`) a state this backend cannot continue; else the
+        steps of model work its import will replay. Changes nothing; safe from any thread."""
+        raise SlotStateError(f"the {type(self).__name__} backend cannot move conversations")
+
+    def import_begin(self, slot: int, state: SlotState) -> int:
+        """Check ``state`` (as :meth:`check_import`; a refusal leaves ``slot`` and every
+        other slot untouched), then load it into ``slot``, which ends frozen; the steps left
+        to replay with :meth:`import_step` before the slot may be made active."""
+        raise SlotStateError(f"the {type(self).__name__} backend cannot move conversations")
+
+    def import_step(self, slot: int, max_steps: int) -> int:
+        """Replay up to ``max_steps`` of ``slot``'s import, bounded work between two frames
+        so the other slots stay on time; the steps still left (0: ready to step)."""
+        raise SlotStateError(f"no import under way in slot {slot}")
 
 
 Loader = Callable[["RuntimeConfig", "torch.device"], Backend]

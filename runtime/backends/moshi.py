@@ -147,6 +147,7 @@ def load_moshi(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
         variant=config.variant,
         device=device,
         context_steps=context_steps,
+        greedy=config.greedy,
     )
 
 

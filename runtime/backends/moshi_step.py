@@ -6,6 +6,9 @@ slot's caches and offsets, and ``set_exec_mask`` keeps free slots' state untouch
 shape, and with it the CUDA graphs that moshi captures, stay fixed for the life of the process.
 ``LMGen`` runs with ``support_out_of_sync=True``, because without it a reset rewinds a global
 step counter and holds back every slot's output for the model's delay.
+
+Conversations move between slots and pods through ``moshi_move`` (export, check, import and a
+chunked prefill); the step records what it needs for that, the tokens fed to the LM.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import numpy as np
 import torch
 from moshi.models.lm import LMGen
 
-from voicefleet.runtime.backends import FRAMES
+from voicefleet.runtime.backends import FRAMES, moshi_move
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput, clamp
+from voicefleet.runtime.backends.replay import advance
+from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 
 MOSHI_FRAME = FRAMES["moshi"]
 WARMUP_FRAMES = 4
@@ -44,6 +49,7 @@ class MoshiBackend(Backend):
         device: torch.device,
         context_steps: int,
         top_k: int = 250,
+        greedy: bool = False,
     ) -> None:
         self.mimi = mimi
         self.lm = lm
@@ -57,9 +63,21 @@ class MoshiBackend(Backend):
         self.temp_text = 0.7
         self.top_k = top_k
         self.top_k_text = 25
+        # Argmax instead of sampling, text and audio: the same input always gives the same
+        # conversation (tests of moved conversations compare with an uninterrupted twin).
+        self.greedy = greedy
         self.capacity = 0
         self._lm_gen: Any = None
         self._text_scale: Any = None
+        self._asked: list[Sampling] = []
+        self._active = np.zeros(0, dtype=bool)
+        self._replays: dict[int, moshi_move.Replay] = {}
+        # Steps of an imported history already in a frozen slot's KV cache, until it steps.
+        self._rebuilt: dict[int, int] = {}
+        self._model_id: dict[str, Any] = {}
+        # Tokens of the last step, ``[capacity, 1 + 8]``: text, then the model's audio
+        # codebooks; negative inside the model's delay.
+        self.last_tokens = np.zeros((0, 0), dtype=np.int64)
 
     def sampling_in_force(self, asked: Sampling) -> Sampling:
         """The text temperature applies per session. The audio settings and top-k values are
@@ -74,8 +92,12 @@ class MoshiBackend(Backend):
 
     def start(self, capacity: int) -> None:
         self.capacity = capacity
+        self._asked = [Sampling()] * capacity
+        self._active = np.ones(capacity, dtype=bool)
+        self._record_fed_tokens(capacity)
         self._lm_gen = LMGen(
             self.lm,
+            use_sampling=not self.greedy,
             temp=self.temp,
             temp_text=self.temp_text,
             top_k=self.top_k,
@@ -104,6 +126,29 @@ class MoshiBackend(Backend):
         self.mimi.reset_streaming(everything)
         self._lm_gen.reset_streaming(everything)
         self.freeze(np.zeros(capacity, dtype=bool))
+        for slot in range(capacity):
+            self._log.clear(slot)
+        self._model_id = moshi_move.model_identity(self.lm, self.mimi, self.variant)
+
+    def _record_fed_tokens(self, capacity: int) -> None:
+        """Wrap the LM's ``forward_text`` (before LMGen captures it in a CUDA graph) so that
+        every step copies the tokens it was fed, after moshi's delays, into a fixed buffer:
+        the history a moved conversation replays is then exactly what the LM saw."""
+        streams = int(self.lm.num_codebooks)
+        self._fed = torch.zeros((capacity, streams), dtype=torch.long, device=self.device)
+        pin = self.device.type == "cuda"
+        self._fed_host = torch.zeros((capacity, streams), dtype=torch.long, pin_memory=pin)
+        self._log = moshi_move.TokenLog(
+            capacity, self.context_steps, streams, moshi_move.token_dtype(self.lm)
+        )
+        self._forward_text = self.lm.forward_text
+        fed, forward_text = self._fed, self._forward_text
+
+        def recording(sequence: torch.Tensor, *args: Any) -> Any:
+            fed.copy_(sequence[:, :, 0])
+            return forward_text(sequence, *args)
+
+        self.lm.forward_text = recording
 
     def _scale_text_logits(self, text_logits: Any) -> None:
         # LMGen divides by its own temp_text after this hook; multiplying by
@@ -116,16 +161,80 @@ class MoshiBackend(Backend):
         self.mimi.reset_streaming(mask)
         self._lm_gen.reset_streaming(mask)
         for slot, asked in zip(slots, sampling, strict=True):
-            wanted = clamp(asked.text_temperature, self.temp_text, TEXT_TEMPERATURE_RANGE)
-            self._text_scale[slot] = self.temp_text / wanted
+            self._set_sampling(slot, asked)
+            self._log.clear(slot)
+            self._replays.pop(slot, None)
+            self._rebuilt.pop(slot, None)
+
+    def _set_sampling(self, slot: int, asked: Sampling) -> None:
+        self._asked[slot] = asked
+        wanted = clamp(asked.text_temperature, self.temp_text, TEXT_TEMPERATURE_RANGE)
+        self._text_scale[slot] = self.temp_text / wanted
 
     def freeze(self, active: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
+        self._active = active.copy()
+        for slot in np.flatnonzero(active):
+            self._rebuilt.pop(int(slot), None)
         mask = torch.from_numpy(active.copy())
         self.mimi.set_exec_mask(mask)
         self._lm_gen.set_exec_mask(mask)
 
+    # --- moving a conversation (moshi_move says what moves and how) -------------------------
+    def export_slot(self, slot: int) -> SlotState:
+        if slot in self._replays:
+            raise SlotStateError(f"slot {slot} is still being imported: nothing to export yet")
+        return moshi_move.export_state(
+            self._lm_gen,
+            self.mimi,
+            self._log,
+            slot,
+            model=self._model_id,
+            text_temperature=self._asked[slot].text_temperature,
+        )
+
+    def check_import(self, state: SlotState) -> int:
+        return moshi_move.check_state(
+            self.lm, self.mimi, state, model=self._model_id, context_steps=self.context_steps
+        )
+
+    def import_begin(self, slot: int, state: SlotState) -> int:
+        self.check_import(state)
+        history = state.arrays[moshi_move.HISTORY]
+        # A newer state of the conversation already (being) imported here: its KV cache
+        # rows for the steps both share are right, so only the rest is replayed.
+        known = self._rebuilt.get(slot, 0)
+        if not np.array_equal(self._log.tokens[slot, :known], history[:known]):
+            known = 0
+        replay = moshi_move.Replay.of(self.lm, self._forward_text, history[known:], slot)
+        if not known:
+            mask = torch.zeros(self.capacity, dtype=torch.bool)
+            mask[slot] = True
+            self.mimi.reset_streaming(mask)
+            self._lm_gen.reset_streaming(mask)
+            # A reset makes the slot executable (moshi's reset sets its exec mask): frozen
+            # again until the engine makes it active, so the steps in between leave it alone.
+            active = self._active.copy()
+            active[slot] = False
+            self.freeze(active)
+        temperature = state.meta.get("text_temperature")
+        self._set_sampling(
+            slot, Sampling(text_temperature=None if temperature is None else float(temperature))
+        )
+        moshi_move.load_state(self._lm_gen, self.mimi, self._log, slot, state)
+        self._replays[slot] = replay
+        self._rebuilt[slot] = known
+        return replay.left
+
+    def import_step(self, slot: int, max_steps: int) -> int:
+        replay = self._replays.get(slot)
+        before = 0 if replay is None else replay.left
+        left = advance(self._replays, slot, max_steps, self.device)
+        self._rebuilt[slot] = self._rebuilt.get(slot, 0) + before - left
+        return left
+
     def step(self, frames: Pcm) -> StepOutput:
         tokens, pcm = self._run(frames)
+        self.last_tokens = tokens
         # Slots still inside the model's delay carry "ungenerated" (negative) tokens.
         audible = np.asarray((tokens[:, 1:] >= 0).all(axis=1), dtype=bool)
         text = [self.text_piece(int(t)) if t >= 0 else None for t in tokens[:, 0]]
@@ -144,9 +253,11 @@ class MoshiBackend(Backend):
         audio_tokens = tokens[:, 1:].clamp(min=0)
         pcm = self.mimi.decode(audio_tokens)
         self._tokens_host.copy_(tokens[:, :, 0], non_blocking=True)
+        self._fed_host.copy_(self._fed, non_blocking=True)
         self._pcm_host.copy_(pcm[:, 0].float(), non_blocking=True)
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
+        self._log.record(self._active, self._fed_host.numpy())
         # Copies: the staging buffers are overwritten by the next step while sessions still
         # hold these frames.
         return self._tokens_host.numpy().copy(), self._pcm_host.numpy().copy()

@@ -89,4 +89,5 @@ def load_tiny(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
         device=device,
         context_steps=context_steps,
         top_k=50,
+        greedy=config.greedy,
     )

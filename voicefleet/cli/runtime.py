@@ -62,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--reconnect-url", help="where drained sessions are told to reconnect")
     serve.add_argument(
+        "--greedy",
+        action="store_true",
+        help="Moshi: argmax instead of sampling (reproducible conversations, for tests)",
+    )
+    serve.add_argument(
         "--codec-workers",
         type=int,
         default=max(1, min(8, (os.cpu_count() or 2) // 2)),
@@ -162,6 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         reconnect_url=args.reconnect_url,
         codec_workers=args.codec_workers,
         prompt=args.prompt,
+        greedy=args.greedy,
         **{name: getattr(args, name) for name, _, _ in BOUNDS},
     )
     return serve(config)

@@ -17,10 +17,13 @@ import torch
 
 from voicefleet.runtime.backends import FRAMES
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput, clamp
+from voicefleet.runtime.backends.hertz import move
 from voicefleet.runtime.backends.hertz.config import DEFAULT_TEMPERATURES
 from voicefleet.runtime.backends.hertz.models import HertzModel
 from voicefleet.runtime.backends.hertz.prompt import PromptState, prefill
 from voicefleet.runtime.backends.hertz.slots import Slots
+from voicefleet.runtime.backends.replay import advance
+from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class HertzBackend(Backend):
         self.slots: Slots | None = None
         self.prompt: PromptState | None = None
         self._graph: Any = None
+        self._model_id: dict[str, Any] = {}
+        self._replays: dict[int, move.Replay] = {}
 
     @property
     def prompt_frames(self) -> int:
@@ -86,6 +91,7 @@ class HertzBackend(Backend):
             self._capture(slots)
         slots.reset(everyone, self.prompt, [DEFAULT_TEMPERATURES] * capacity)
         slots.active.fill_(False)
+        self._model_id = move.model_identity(self.model, self.prompt_audio, self.variant)
 
     def _capture(self, slots: Slots) -> None:
         torch.cuda.synchronize(self.device)
@@ -132,6 +138,34 @@ class HertzBackend(Backend):
     def reset(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> None:
         assert self.slots is not None and self.prompt is not None
         self.slots.reset(slots, self.prompt, [self._temperatures(s) for s in sampling])
+        for slot in slots:
+            self._replays.pop(slot, None)
+
+    # --- moving a conversation (hertz/move.py says what moves and how) ----------------------
+    def export_slot(self, slot: int) -> SlotState:
+        assert self.slots is not None and self.prompt is not None
+        if slot in self._replays:
+            raise SlotStateError(f"slot {slot} is still being imported: nothing to export yet")
+        return move.export_state(self.slots, self.prompt, slot, self._model_id)
+
+    def check_import(self, state: SlotState) -> int:
+        assert self.slots is not None and self.prompt is not None
+        return move.check_state(self.slots, self.prompt, state, self._model_id)
+
+    def import_begin(self, slot: int, state: SlotState) -> int:
+        assert self.slots is not None and self.prompt is not None
+        steps = self.check_import(state)
+        # The prompt's state first (the conversation's rows start where the prompt ends);
+        # ``reset`` leaves the slot's active flag alone, so it stays frozen.
+        self.slots.reset([slot], self.prompt, [DEFAULT_TEMPERATURES])
+        move.load_state(self.slots, self.prompt, slot, state)
+        start = self.prompt.frames - 1
+        replay = move.Replay(self.slots, slot, start, start + steps)
+        self._replays[slot] = replay
+        return replay.left
+
+    def import_step(self, slot: int, max_steps: int) -> int:
+        return advance(self._replays, slot, max_steps, self.device)
 
     def freeze(self, active: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
         assert self.slots is not None

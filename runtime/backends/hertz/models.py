@@ -29,6 +29,7 @@ from voicefleet.runtime.backends.hertz.transformer import (
     Norm,
     Rope,
     StepAt,
+    run_chunk,
     run_full,
     run_step,
 )
@@ -67,6 +68,10 @@ class Backbone(nn.Module):
         """(user logits, model logits), each (batch, frames, vocab)."""
         x = run_full(list(self.layers), self._embed(latents), rope, kv)  # type: ignore[arg-type]
         return cast(Tensor, self.output(x)), cast(Tensor, self.output2(x))
+
+    def chunk(self, latents: Tensor, start: int, rope: Rope, caches: list[KV]) -> None:
+        """Frames from ``start`` of one slot (1, T, 2 * latent) into its cache rows."""
+        run_chunk(list(self.layers), self._embed(latents), start, rope, caches)  # type: ignore[arg-type]
 
     def step(self, latents: Tensor, at: StepAt, caches: list[KV]) -> Tensor:
         """The model channel's logits (slots, vocab) for the next frame."""
@@ -186,6 +191,16 @@ class Resynthesizer(nn.Module):
         model = run_full(branch, x + self.plex_projection2(next_codes[1]), rope, kv)
         user = run_full(branch, x + self.plex_projection(next_codes[0]), rope, kv)
         return self._mixture(user), self._mixture(model)
+
+    def chunk(
+        self, latents: Tensor, model_codes: Tensor, start: int, rope: Rope, caches: list[KV]
+    ) -> None:
+        """Frames from ``start`` of one slot into its cache rows (the model branch only, as
+        in ``step``); ``model_codes`` are the codes of the tokens sampled at those frames."""
+        trunk, branch = self.stack.trunk_and_branch()
+        x = run_chunk(trunk, self._embed(latents), start, rope, caches[: self.split])
+        x = x + self.plex_projection2(model_codes)
+        run_chunk(branch, x, start, rope, caches[self.split :])
 
     def step(self, latents: Tensor, model_code: Tensor, at: StepAt, caches: list[KV]) -> Mixture:
         """The model channel's next-latent mixture (slots, ...); ``caches``: the trunk's

@@ -59,6 +59,13 @@ class Slots:
         self.fresh = torch.ones(capacity, dtype=torch.bool, device=device)
         self.encoders = Stream()  # rows [0, capacity): callers; [capacity, 2 capacity): model
         self.decoder = Stream()
+        # What each slot's transformers were fed at each row (its input latent, the token
+        # sampled there): the history a moved conversation replays (``hertz/move.py``).
+        self.fed_latents = torch.zeros(
+            (capacity, rows, 2 * config.latent), device=device, dtype=dtype
+        )
+        self.fed_tokens = torch.zeros((capacity, rows), dtype=torch.long, device=device)
+        self._index = torch.arange(capacity, device=device)
         self.frames = torch.zeros((capacity, FRAME_SAMPLES), device=device)  # in
         self.audio = torch.zeros((capacity, FRAME_SAMPLES), device=device)  # out
 
@@ -74,6 +81,8 @@ class Slots:
         rs_at = StepAt.of(self.ropes[1], self.position, active, self.rows)
         logits = model.backbone.step(self.latents, bb_at, self.backbone)
         token = sample_token(logits, self.temperatures[:, 0])
+        self.fed_latents[self._index, bb_at.write] = self.latents
+        self.fed_tokens[self._index, bb_at.write] = token
         code = model.quantizer.from_tokens(token)
         mixture = model.resynthesizer.step(self.latents, code, rs_at, self.resynthesizer)
         latent = sample_latent(mixture, self.temperatures[:, 1], self.temperatures[:, 2])

@@ -130,6 +130,23 @@ class Attention(nn.Module):
         out = fn.scaled_dot_product_attention(q, k, v, is_causal=True)
         return cast(Tensor, self.attn_out(out.transpose(1, 2).flatten(2))), k, v
 
+    def chunk(self, x: Tensor, start: int, rope: Rope, cache: KV) -> Tensor:
+        """Frames ``start .. start + T - 1`` of one slot, ``x`` (1, T, dim), with ``cache``
+        that slot's rows (a view): their keys and values are written, and each frame attends
+        to the rows before it, as ``step`` would have one frame at a time (a moved
+        conversation's replay)."""
+        frames = x.shape[1]
+        end = start + frames
+        q, k, v = self._qkv(x)
+        cos, sin = rope.cos[start:end, None, :], rope.sin[start:end, None, :]
+        q = Rope.apply(q, cos, sin).transpose(1, 2)
+        cache.k[:, :, start:end] = Rope.apply(k, cos, sin).transpose(1, 2)
+        cache.v[:, :, start:end] = v.transpose(1, 2)
+        rows = torch.arange(end, device=x.device)
+        visible = rows[None, :] <= (start + torch.arange(frames, device=x.device))[:, None]
+        out = fn.scaled_dot_product_attention(q, cache.k[:, :, :end], cache.v[:, :, :end], visible)
+        return cast(Tensor, self.attn_out(out.transpose(1, 2).flatten(2)))
+
     def step(self, x: Tensor, at: StepAt, cache: KV) -> Tensor:
         """One frame per slot, ``x`` (slots, dim)."""
         q, k, v = self._qkv(x)  # (slots, heads, head_dim)
@@ -195,6 +212,10 @@ class Block(nn.Module):
         attended = self.attn.attn.step(self.attn.attn_norm(x), at, cache)
         return cast(Tensor, self.ffnn(x + attended))
 
+    def chunk(self, x: Tensor, start: int, rope: Rope, cache: KV) -> Tensor:
+        attended = self.attn.attn.chunk(self.attn.attn_norm(x), start, rope, cache)
+        return cast(Tensor, self.ffnn(x + attended))
+
 
 def run_full(
     blocks: list[Block], x: Tensor, rope: Rope, kv: list[tuple[Tensor, Tensor]] | None = None
@@ -204,6 +225,12 @@ def run_full(
         x, k, v = block.full(x, rope)
         if kv is not None:
             kv.append((k, v))
+    return x
+
+
+def run_chunk(blocks: list[Block], x: Tensor, start: int, rope: Rope, caches: list[KV]) -> Tensor:
+    for block, cache in zip(blocks, caches, strict=True):
+        x = block.chunk(x, start, rope, cache)
     return x
 
 
