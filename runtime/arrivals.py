@@ -11,8 +11,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from voicefleet.runtime.engine import SlotHandle
 from voicefleet.runtime.limits import IMPORT_ATTACH_SECONDS
+from voicefleet.runtime.slots import SlotHandle
 
 
 @dataclass

@@ -31,7 +31,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,25 +40,9 @@ from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.limits import IMPORT_SHARE_OF_FRAME
 from voicefleet.runtime.moves import ImportJob, run_imports, settle
+from voicefleet.runtime.slots import FrameOutput, SlotHandle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SlotHandle:
-    """A session's claim on a slot; ``generation`` tells its frames from a later occupant's."""
-
-    slot: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class FrameOutput:
-    slot: int
-    generation: int
-    pcm: Pcm | None  # None during the model's initial delay
-    text: str | None
-    ogg: bytes = b""  # the pcm as Ogg/Opus pages, filled in for Moshi-protocol sessions
 
 
 FrameCallback = Callable[[list[FrameOutput]], None]

@@ -37,7 +37,7 @@ from voicefleet.runtime.endings import (
     END_ENGINE,
     END_SHUTDOWN,
 )
-from voicefleet.runtime.engine import BatchedEngine, FrameOutput, SlotHandle
+from voicefleet.runtime.engine import BatchedEngine
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.gpu import Gpu
 from voicefleet.runtime.limits import (
@@ -49,6 +49,7 @@ from voicefleet.runtime.metrics import RuntimeMetrics
 from voicefleet.runtime.server_info import ServerIdentity
 from voicefleet.runtime.services import Services, SessionLimits
 from voicefleet.runtime.session import Session
+from voicefleet.runtime.slots import FrameOutput, SlotHandle
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from voicefleet.runtime.backends.base import FrameFormat, Pcm
-from voicefleet.runtime.engine import SlotHandle
 from voicefleet.runtime.metrics import RuntimeMetrics
 from voicefleet.runtime.server_info import ServerIdentity
+from voicefleet.runtime.slots import SlotHandle
 
 if TYPE_CHECKING:
     from voicefleet.runtime.config import RuntimeConfig

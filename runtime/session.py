@@ -47,7 +47,6 @@ from voicefleet.runtime.endings import (
     END_LIMIT,
     END_TOO_SLOW,
 )
-from voicefleet.runtime.engine import FrameOutput, SlotHandle
 from voicefleet.runtime.lag import LagProbe
 from voicefleet.runtime.limits import (
     CLOSE_TIMEOUT_SECONDS,
@@ -57,6 +56,7 @@ from voicefleet.runtime.limits import (
     MESSAGES_PER_TURN,
 )
 from voicefleet.runtime.services import Services
+from voicefleet.runtime.slots import FrameOutput, SlotHandle
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from voicefleet.runtime import protocol
 from voicefleet.runtime.backends.base import Pcm, Sampling
 from voicefleet.runtime.codec import CodecUnavailable
 from voicefleet.runtime.endings import CLOSE_UNSUPPORTED, DROP_BACKLOG, END_ERROR
-from voicefleet.runtime.engine import FrameOutput
 from voicefleet.runtime.framing import FrameAssembler, to_caller
 from voicefleet.runtime.limits import (
     MAX_DECODE_BACKLOG_BYTES,
@@ -36,6 +35,7 @@ from voicefleet.runtime.protocol import Control, Kind
 from voicefleet.runtime.server_info import server_info
 from voicefleet.runtime.services import Services
 from voicefleet.runtime.session import BadInput, Connection, Session
+from voicefleet.runtime.slots import FrameOutput
 
 PROTOCOL_MOSHI = "moshi"
 

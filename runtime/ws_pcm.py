@@ -14,12 +14,12 @@ import numpy as np
 from aiohttp import WSMsgType
 
 from voicefleet.api.runtime import SessionInfo
-from voicefleet.runtime.engine import FrameOutput
 from voicefleet.runtime.framing import FrameAssembler, to_caller
 from voicefleet.runtime.limits import MESSAGE_COST_SECONDS
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES
 from voicefleet.runtime.services import Services
 from voicefleet.runtime.session import BadInput, Connection, Session
+from voicefleet.runtime.slots import FrameOutput
 
 PROTOCOL_PCM = "pcm"
 INT16_SCALE = 32768.0

@@ -21,8 +21,9 @@ from voicefleet.runtime.backends import get_loader
 from voicefleet.runtime.backends.base import Pcm
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.config import RuntimeConfig
-from voicefleet.runtime.engine import BatchedEngine, FrameOutput
+from voicefleet.runtime.engine import BatchedEngine
 from voicefleet.runtime.frame_stats import FrameStats
+from voicefleet.runtime.slots import FrameOutput
 
 pytestmark = pytest.mark.runtime
 
