@@ -8,8 +8,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -17,9 +15,9 @@ import pytest
 
 from tests.gateway.callers import Caller, audio_after, call, hang_up
 from tests.gateway.conftest import SLOTS, TOKEN
+from tests.gateway.helpers import chat, gateway, queued, started
 from voicefleet.testing.attacks import eventually
 from voicefleet.testing.clients import audio_session, moshi_session, pcm_session
-from voicefleet.testing.gateway_process import GatewayProcess, start_gateway
 from voicefleet.testing.loopback import http
 from voicefleet.testing.runtime_process import RuntimeServer, start_server
 
@@ -28,35 +26,6 @@ pytestmark = pytest.mark.runtime
 # Longer than any wait below: what happens sooner cannot have come from a status poll.
 SLOW_POLL = ("--poll-seconds=5",)
 CLOSE_TRY_AGAIN_LATER = 1013
-
-
-@contextmanager
-def gateway(
-    tmp_path: Path, servers: Sequence[RuntimeServer], *args: str
-) -> Iterator[GatewayProcess]:
-    process = start_gateway(tmp_path, [server.http for server in servers], args)
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def started(server: RuntimeServer) -> float:
-    return sum(
-        value
-        for (name, _), value in server.metrics().items()
-        if name == "voicefleet_runtime_sessions_started_total"
-    )
-
-
-def chat(process: GatewayProcess) -> str:
-    return f"{process.ws}/api/chat"
-
-
-async def queued(process: GatewayProcess, length: int) -> None:
-    assert await eventually(lambda: process.status()["queue"]["length"] == length, 10), (
-        process.status()
-    )
 
 
 async def test_conversations_spread_over_both_backends_on_every_protocol(
