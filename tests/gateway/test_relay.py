@@ -16,7 +16,8 @@ import pytest
 from tests.gateway.callers import audio_after, call, hang_up
 from tests.gateway.helpers import chat, gateway
 from voicefleet.testing.attacks import eventually
-from voicefleet.testing.attacks.common import MAX_MESSAGE_BYTES, read_until_closed
+from voicefleet.testing.attacks.common import MAX_MESSAGE_BYTES, PCM_RATE, read_until_closed
+from voicefleet.testing.attacks.connections import stream_pcm
 from voicefleet.testing.gateway_process import GatewayProcess, start_gateway
 from voicefleet.testing.loopback import http
 from voicefleet.testing.rawws import OP_BINARY, OP_CLOSE, RawClient, frame
@@ -33,6 +34,13 @@ def active(server: RuntimeServer) -> int:
     sessions = server.status()["sessions"]
     assert isinstance(sessions, dict)
     return int(sessions["active"])
+
+
+async def never_reader_of(port: int) -> tuple[RawClient, asyncio.Task[None]]:
+    """A PCM caller through the gateway that streams in real time and never reads a byte."""
+    client = await RawClient.connect("127.0.0.1", port, receive_buffer=4096)
+    assert await client.upgrade(f"/ws/pcm?rate={PCM_RATE}") == 101
+    return client, asyncio.create_task(stream_pcm(client, 120.0))
 
 
 async def exit_code(process: GatewayProcess, timeout: float) -> int:
@@ -148,3 +156,33 @@ async def test_hostile_callers_are_contained_and_others_keep_their_audio(
         # A tick is 80 ms; a shared 2-core machine may hold one back a few hundred ms more.
         assert longest < 1.0, longest
         await hang_up(observer)
+
+
+async def test_caller_that_never_reads_is_dropped_through_the_gateway(
+    tmp_path: Path, backends: tuple[RuntimeServer, RuntimeServer]
+) -> None:
+    """A PCM caller that streams but never reads: the runtime's lag probe, relayed as pings,
+    sees it (too_slow) as it would directly, and the gateway lets go of both sockets, so the
+    slot frees and the gateway holds nothing."""
+    with gateway(tmp_path, backends) as process:
+        before = sum(
+            server.metric("sessions_ended_total", reason="too_slow") for server in backends
+        )
+        client, sending = await never_reader_of(process.port)
+        try:
+            assert await eventually(lambda: process.status()["active"] == 1, 10)
+            assert await eventually(
+                lambda: (
+                    sum(
+                        server.metric("sessions_ended_total", reason="too_slow")
+                        for server in backends
+                    )
+                    > before
+                ),
+                30,
+            )
+            assert await eventually(lambda: process.status()["active"] == 0, 30)
+            assert await eventually(lambda: sum(active(s) for s in backends) == 0, 10)
+        finally:
+            sending.cancel()
+            client.reset()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,7 +135,14 @@ class Relay:
             self._abort(upstream)
         else:
             first = self._from_client if self._from_client in done else from_backend
-            ended = await self._close_other(upstream, first.result())
+            try:
+                # A side that stopped reading cannot take even a close: bounded.
+                ended = await asyncio.wait_for(
+                    self._close_other(upstream, first.result()), CLOSE_TIMEOUT_SECONDS
+                )
+            except TimeoutError:
+                ended = ENDED_STALLED
+                self._abort(upstream)
         await self._settle(self._from_client)
         await self._settle(from_backend)
         self.metrics.ended.labels(ended).inc()
@@ -183,7 +191,7 @@ class Relay:
         transport = upstream.ws.get_extra_info("socket")
         if transport is not None:
             with contextlib.suppress(OSError):
-                transport.shutdown(2)  # SHUT_RDWR: the backend sees the end at once
+                transport.shutdown(socket.SHUT_RDWR)  # the backend sees the end at once
 
     def _abort_client(self) -> None:
         self.transport.abort()
