@@ -20,7 +20,7 @@ import struct
 from aiohttp import WSMsgType, web
 
 from voicefleet import constants
-from voicefleet.api.runtime import FrameMs, GpuInfo, ModelInfo, RuntimeStatus, SessionCounts
+from voicefleet.testing.contract_server import report
 
 LIVE = web.AppKey("live", list[int])
 CAPACITY = web.AppKey("capacity", int)
@@ -46,23 +46,7 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
 
 
 async def status(request: web.Request) -> web.Response:
-    answer = RuntimeStatus(
-        sessions=SessionCounts(active=request.app[LIVE][0], capacity=request.app[CAPACITY]),
-        draining=False,
-        ready=True,
-        frame_ms=FrameMs(p50=0.0, p95=0.0),
-        late_frames=0,
-        model=ModelInfo(
-            backend="echo",
-            name="echo",
-            variant="none",
-            context_steps=1,
-            max_session_seconds=3600,
-            device="cpu",
-            loaded=True,
-        ),
-        gpu=GpuInfo(available=False),
-    )
+    answer = report(request.app[LIVE][0], request.app[CAPACITY], draining=False)
     return web.json_response(answer.wire())
 
 

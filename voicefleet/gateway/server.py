@@ -15,6 +15,7 @@ from voicefleet.gateway.discovery import StaticBackends
 from voicefleet.gateway.limits import SHUTDOWN_TIMEOUT_SECONDS
 from voicefleet.gateway.routes import GATEWAY_KEY, add_routes
 from voicefleet.gateway.service import Gateway
+from voicefleet.runtime.eventloop import loop_factory
 
 log = logging.getLogger("voicefleet.gateway")
 
@@ -25,7 +26,8 @@ def serve(config: GatewayConfig) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(_main(config))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_main(config))
 
 
 async def _main(config: GatewayConfig) -> int:
