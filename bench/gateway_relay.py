@@ -19,8 +19,11 @@ histogram (``relay_latency_seconds``: read from one side to written to the other
 crossing), the upper bound of the bucket holding the percentile. The load average is printed:
 on a shared machine the numbers are the machine's as much as the gateway's.
 
-Usage: ``python -m bench.gateway_relay [--conversations 25,50,100,200] [--seconds 20]
-[--upstream echo|runtime] [--client-processes 2] [--out results.json]``
+Each level runs ``--rounds`` times each way, direct and gateway alternated, so both meet the
+same spells of load from whatever else runs on the machine.
+
+Usage: ``python -m bench.gateway_relay [--conversations 25,50,100,200] [--seconds 10]
+[--rounds 3] [--upstream echo|runtime] [--client-processes 2] [--out results.json]``
 """
 
 from __future__ import annotations
@@ -193,10 +196,8 @@ def _histogram(gateway: GatewayProcess) -> list[tuple[float, float]]:
     return sorted(buckets.items())
 
 
-def _bucket_quantiles(
-    before: list[tuple[float, float]], after: list[tuple[float, float]]
-) -> dict[str, float]:
-    counts = [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+def _bucket_quantiles(counts: list[tuple[float, float]]) -> dict[str, float]:
+    """From cumulative bucket counts: the upper bound of the bucket holding each quantile."""
     total = counts[-1][1] if counts else 0.0
     answer = {}
     for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
@@ -205,9 +206,19 @@ def _bucket_quantiles(
     return answer
 
 
-def run_level(
+@dataclass
+class Run:
+    """One run's raw measurements: round trips, and the gateway's CPU and histogram."""
+
+    rtts: list[float]
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    buckets: list[tuple[float, float]] | None = None
+
+
+def run_once(
     urls: list[str], upstream: str, seconds: float, processes: int, gateway: GatewayProcess | None
-) -> Level:
+) -> Run:
     start = time.monotonic() + CONNECT_SECONDS
     context = multiprocessing.get_context("spawn")
     pipes, workers = [], []
@@ -225,21 +236,38 @@ def run_level(
     buckets_before = _histogram(gateway) if gateway else []
     measured_from = time.monotonic()
     time.sleep(max(0.0, start + seconds - time.monotonic()))
-    cpu = None
-    in_gateway = None
+    run = Run([])
     if gateway is not None:
-        busy = _cpu_seconds(gateway.process.pid) - cpu_before
-        cpu = round(100 * busy / (time.monotonic() - measured_from), 1)
-        in_gateway = _bucket_quantiles(buckets_before, _histogram(gateway))
-    rtts: list[float] = []
+        run.cpu_seconds = _cpu_seconds(gateway.process.pid) - cpu_before
+        run.wall_seconds = time.monotonic() - measured_from
+        after = _histogram(gateway)
+        run.buckets = [
+            (bound, a - b) for (bound, a), (_, b) in zip(after, buckets_before, strict=True)
+        ]
     for pipe in pipes:
-        rtts.extend(pipe.recv())
+        run.rtts.extend(pipe.recv())
     for worker in workers:
         worker.join()
-    if not rtts:
+    if not run.rtts:
         raise RuntimeError("no round trips measured: did the conversations connect?")
+    return run
+
+
+def level_of(runs: list[Run], conversations: int, gateway: bool) -> Level:
+    """The runs of one level and path, pooled."""
+    rtts = [rtt for run in runs for rtt in run.rtts]
+    cpu = None
+    in_gateway = None
+    if gateway:
+        wall = sum(run.wall_seconds for run in runs)
+        cpu = round(100 * sum(run.cpu_seconds for run in runs) / wall, 1)
+        pooled: dict[float, float] = {}
+        for run in runs:
+            for bound, count in run.buckets or []:
+                pooled[bound] = pooled.get(bound, 0.0) + count
+        in_gateway = _bucket_quantiles(sorted(pooled.items()))
     return Level(
-        conversations=len(urls),
+        conversations=conversations,
         path="gateway" if gateway else "direct",
         samples=len(rtts),
         p50_ms=round(_percentile(rtts, 0.50), 3),
@@ -271,7 +299,8 @@ def start_echo(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conversations", default="25,50,100,200")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per level and path")
     parser.add_argument("--upstream", choices=(ECHO, RUNTIME), default=ECHO)
     parser.add_argument("--runtimes", type=int, default=2, help="runtime mode: processes")
     parser.add_argument("--slots", type=int, default=2, help="runtime mode: slots each")
@@ -303,17 +332,23 @@ def main() -> int:
                 upstreams[i % len(upstreams)].replace("http", "ws", 1) + constants.PATH_MOSHI_CHAT
                 for i in range(count)
             ]
-            rows.append(run_level(direct, args.upstream, args.seconds, args.client_processes, None))
-            if servers:
-                for server in servers:
-                    server.wait_idle(30)
             through = [f"{gateway.ws}{constants.PATH_MOSHI_CHAT}"] * count
-            rows.append(
-                run_level(through, args.upstream, args.seconds, args.client_processes, gateway)
-            )
-            if servers:
-                for server in servers:
-                    server.wait_idle(30)
+            runs: dict[bool, list[Run]] = {False: [], True: []}
+            # Alternated, so both paths meet the same spells of load from the machine's others.
+            for _ in range(args.rounds):
+                for via in (False, True):
+                    runs[via].append(
+                        run_once(
+                            through if via else direct,
+                            args.upstream,
+                            args.seconds,
+                            args.client_processes,
+                            gateway if via else None,
+                        )
+                    )
+                    for server in servers:
+                        server.wait_idle(30)
+            rows += [level_of(runs[False], count, False), level_of(runs[True], count, True)]
             _print_pair(rows[-2], rows[-1])
     finally:
         gateway.stop()
@@ -331,6 +366,7 @@ def main() -> int:
                     "cpus": os.cpu_count(),
                     "upstream": args.upstream,
                     "seconds": args.seconds,
+                    "rounds": args.rounds,
                     "clientProcesses": args.client_processes,
                     "loadBefore": load_before,
                     "loadAfter": load_after,
@@ -352,7 +388,8 @@ def _print_pair(direct: Level, through: Level) -> None:
 
 def _table(rows: list[Level], args: argparse.Namespace, before: Any, after: Any) -> str:
     lines = [
-        f"upstream {args.upstream}, {args.seconds:g} s per run ({WARMUP_SECONDS:g} s warm-up), "
+        f"upstream {args.upstream}, {args.rounds} alternated runs of {args.seconds:g} s per "
+        f"level and path ({WARMUP_SECONDS:g} s warm-up each), "
         f"{args.client_processes} client processes, {os.cpu_count()} CPUs, load average "
         f"{before[0]:.2f} before, {after[0]:.2f} after",
         "CONVERSATIONS  GATEWAY CPU %  DIRECT RTT p50/p95/p99 MS  GATEWAY RTT p50/p95/p99 MS  "
