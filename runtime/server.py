@@ -112,7 +112,7 @@ def _load(hub: Hub) -> BatchedEngine:
 
 async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
     config = hub.config
-    listener = Listener(config.header_timeout_seconds, hub.metrics)
+    listener = Listener(config.header_timeout_seconds, hub.metrics.connections_timed_out)
     app = web.Application(middlewares=[listener.middleware])
     app[HUB_KEY] = hub
     add_routes(app)
@@ -122,7 +122,7 @@ async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
-        logger=server_logger(hub.metrics),
+        logger=server_logger(hub.metrics.bad_requests),
     )
     await runner.setup()
     assert runner.server is not None

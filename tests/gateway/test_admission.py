@@ -47,6 +47,11 @@ async def test_conversations_spread_over_both_backends_on_every_protocol(
         for server in backends:
             assert process.metric("conversations_relayed_total", backend=server.http) == 1
 
+        async with (
+            aiohttp.ClientSession() as client,
+            client.ws_connect(chat(process), compress=15) as offered,
+        ):
+            assert offered.compress == 0  # permessage-deflate offered, not agreed
         pcm = await pcm_session(f"{process.ws}/ws/pcm", 1.5, 16_000)
         # 80 ms at 16 kHz, 16-bit: the rate was passed on.
         assert pcm.chunks and set(pcm.chunks) == {2560}, pcm.chunks[:5]

@@ -26,6 +26,7 @@ from voicefleet.testing.runtime_process import RuntimeServer
 pytestmark = pytest.mark.runtime
 
 EXIT_OK = 0
+HEADER_TIMEOUT_SECONDS = 2
 # 12.5 audio messages a second: this many is two seconds of a conversation.
 TWO_SECONDS = 25
 
@@ -127,11 +128,15 @@ async def test_hostile_callers_are_contained_and_others_keep_their_audio(
     """Through the gateway: protocol abuse and a message over the runtime's bound get the
     runtime's own 0x05 and close 1003; a message over aiohttp's bound is refused by the
     gateway with 1009 before it is read whole; a compressed frame (never negotiated) and a
-    burst of 5000 messages are cut off. A conversation beside them keeps its audio."""
-    with gateway(tmp_path, backends) as process:
+    burst of 5000 messages are cut off, and a connection that sends no request is closed after
+    --header-timeout-seconds. A conversation beside them keeps its audio."""
+    with gateway(
+        tmp_path, backends, f"--header-timeout-seconds={HEADER_TIMEOUT_SECONDS}"
+    ) as process:
         observer = await call(chat(process))
         await audio_after(observer, 5)
         during = len(observer.audio_at)
+        silent = await RawClient.connect("127.0.0.1", process.port)
 
         errors, code = await _protocol_abuse(chat(process))
         assert code == 1003 and errors, (errors, code)
@@ -146,6 +151,10 @@ async def test_hostile_callers_are_contained_and_others_keep_their_audio(
         burst = b"".join(frame(OP_BINARY, b"\x01") for _ in range(5000))
         assert await _raw(process.port, burst + frame(OP_CLOSE, (1000).to_bytes(2, "big")))
 
+        # A connection that never sends its request is closed and counted (slowloris).
+        assert await silent.closed_by_server(HEADER_TIMEOUT_SECONDS + 10)
+        silent.reset()
+        assert process.metric("connections_timed_out_total") == 1
         # Every attacker's session is gone from the backends; the observer's stays.
         assert await eventually(lambda: sum(active(s) for s in backends) == 1, 20)
         assert await eventually(lambda: process.status()["active"] == 1, 10)

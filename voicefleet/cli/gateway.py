@@ -9,6 +9,7 @@ import sys
 from voicefleet import constants
 from voicefleet.cli.runtime import positive_seconds
 from voicefleet.gateway import limits
+from voicefleet.runtime import limits as runtime_limits
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +63,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"period of each backend's {constants.PATH_STATUS} poll "
         f"(default {limits.POLL_SECONDS:g})",
     )
+    parser.add_argument(
+        "--header-timeout-seconds",
+        type=positive_seconds,
+        default=runtime_limits.HEADER_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request line and headers by then "
+        f"(default {runtime_limits.HEADER_TIMEOUT_SECONDS:g}, as the runtime's)",
+    )
     parser.set_defaults(func=_serve)
 
 
@@ -88,5 +97,6 @@ def _serve(args: argparse.Namespace) -> int:
         queue_wait_seconds=args.queue_wait_seconds,
         drain_seconds=args.drain_seconds,
         poll_seconds=args.poll_seconds,
+        header_timeout_seconds=args.header_timeout_seconds,
     )
     return serve(config)

@@ -101,8 +101,10 @@ class Admission:
             # Counted as taken before the upgrade, so callers arriving meanwhile are offered
             # to the next backend instead of all to this one.
             backend.active += 1
-            outcome = await self._connect(backend, target)
-            backend.active -= 1
+            try:
+                outcome = await self._connect(backend, target)
+            finally:
+                backend.active -= 1
             if isinstance(outcome, BackendRefused):
                 self.pool.refused(backend, outcome.reason, outcome.detail)
                 continue

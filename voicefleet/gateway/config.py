@@ -14,3 +14,4 @@ class GatewayConfig:
     queue_wait_seconds: float
     drain_seconds: float
     poll_seconds: float
+    header_timeout_seconds: float

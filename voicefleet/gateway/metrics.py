@@ -67,4 +67,12 @@ class GatewayMetrics:
             f"{P}relay_stalls", "Conversations aborted because one side stopped reading.",
             registry=r,
         )  # fmt: skip
+        self.connections_timed_out = Counter(
+            f"{P}connections_timed_out",
+            "Connections closed for not sending a whole request in time (slowloris).",
+            registry=r,
+        )
+        self.bad_requests = Counter(
+            f"{P}bad_requests", "Requests that could not be parsed (answered 400).", registry=r
+        )
         self.draining = Gauge(f"{P}draining", "1 once SIGTERM was received.", registry=r)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +131,7 @@ class Relay:
             self.metrics.relay_stalls.inc()
             self._from_client.cancel()
             from_backend.cancel()
-            self._abort(upstream)
+            await self._abort(upstream)
         else:
             first = self._from_client if self._from_client in done else from_backend
             try:
@@ -142,7 +141,7 @@ class Relay:
                 )
             except TimeoutError:
                 ended = ENDED_STALLED
-                self._abort(upstream)
+                await self._abort(upstream)
         await self._settle(self._from_client)
         await self._settle(from_backend)
         self.metrics.ended.labels(ended).inc()
@@ -186,12 +185,15 @@ class Relay:
         if not self.client.closed:
             self._abort_client()
 
-    def _abort(self, upstream: Upstream) -> None:
+    async def _abort(self, upstream: Upstream) -> None:
+        """Drop the caller's connection now; the backend's gets a close, and is dropped too
+        if that cannot go out in time (aiohttp releases the connection either way)."""
         self._abort_client()
-        transport = upstream.ws.get_extra_info("socket")
-        if transport is not None:
-            with contextlib.suppress(OSError):
-                transport.shutdown(socket.SHUT_RDWR)  # the backend sees the end at once
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(
+                upstream.ws.close(code=CLOSE_GOING_AWAY, message=_reason(STALLED.reason)),
+                CLOSE_TIMEOUT_SECONDS,
+            )
 
     def _abort_client(self) -> None:
         self.transport.abort()

@@ -1,4 +1,6 @@
-"""The gateway process: listen, poll the backends, relay; on SIGTERM stop taking new
+"""The gateway process: listen (with the runtime's deadline on each connection's request
+line and headers, and its quiet count of unparsable requests: ``runtime/listener.py``), poll
+the backends, relay; on SIGTERM stop taking new
 conversations, keep the live ones until they end or ``--drain-seconds`` passes, then exit 0.
 A second signal stops at once."""
 
@@ -16,6 +18,8 @@ from voicefleet.gateway.limits import SHUTDOWN_TIMEOUT_SECONDS
 from voicefleet.gateway.routes import GATEWAY_KEY, add_routes
 from voicefleet.gateway.service import Gateway
 from voicefleet.runtime.eventloop import loop_factory
+from voicefleet.runtime.limits import KEEPALIVE_SECONDS
+from voicefleet.runtime.listener import Listener, server_logger
 
 log = logging.getLogger("voicefleet.gateway")
 
@@ -33,15 +37,21 @@ def serve(config: GatewayConfig) -> int:
 async def _main(config: GatewayConfig) -> int:
     gateway = Gateway(config, StaticBackends(config.backends))
     await gateway.start()
-    app = web.Application()
+    listener = Listener(config.header_timeout_seconds, gateway.metrics.connections_timed_out)
+    app = web.Application(middlewares=[listener.middleware])
     app[GATEWAY_KEY] = gateway
     add_routes(app)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
+        logger=server_logger(gateway.metrics.bad_requests, "voicefleet.gateway.http"),
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-    await site.start()
+    assert runner.server is not None
+    await listener.start(runner.server, config.host, config.port)
     log.info("listening on http://%s:%d, relaying to %s", config.host, config.port, config.backends)
     stop_now = asyncio.Event()
     _install_signals(gateway, stop_now)
@@ -52,7 +62,7 @@ async def _main(config: GatewayConfig) -> int:
         emptied.cancel()
         now.cancel()
     finally:
-        await site.stop()
+        await listener.stop()
         await gateway.shut_live()
         await runner.cleanup()
         await gateway.stop()

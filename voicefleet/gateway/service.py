@@ -27,7 +27,7 @@ from voicefleet.gateway.upstream import (
     session_timeout,
 )
 from voicefleet.gateway.wire import CLOSE_TRY_AGAIN_LATER, Notice
-from voicefleet.runtime.endings import CLOSE_GOING_AWAY
+from voicefleet.runtime.endings import CLOSE_GOING_AWAY, CLOSE_POLICY
 from voicefleet.runtime.sockets import bound_buffers, caller_websocket
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Gateway:
             if outcome is None:
                 return client
         if isinstance(outcome, Rejected):
-            await relay.refuse(Notice(CLOSE_TRY_AGAIN_LATER, "rejected", outcome.detail))
+            await relay.refuse(Notice(CLOSE_POLICY, "rejected by the server", outcome.detail))
             return client
         await self._relay(relay, outcome)
         return client
@@ -194,9 +194,6 @@ class Gateway:
                     f"{self.admission.queue_wait_seconds:g} s of waiting",
                 )
             )
-            return None
-        except asyncio.CancelledError:
-            # Told to reconnect by the drain meanwhile.
             return None
         finally:
             self.waiting.discard(relay)
