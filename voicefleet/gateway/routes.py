@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from voicefleet import constants
-from voicefleet.gateway.service import Gateway
+from voicefleet.gateway.service import REFUSED_DRAINING, Gateway
 from voicefleet.gateway.wire import RELAYED_PATHS
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
@@ -27,7 +27,7 @@ async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     if gateway.ready():
         return web.json_response({"ready": True})
-    reason = "draining" if gateway.draining else REASON_NO_BACKEND
+    reason = REFUSED_DRAINING if gateway.draining else REASON_NO_BACKEND
     return web.json_response({"ready": False, "reason": reason}, status=503)
 
 

@@ -42,21 +42,28 @@ class GatewayProcess(LoopbackProcess):
                     return float(sample.value)
         return 0.0
 
-    def ready(self) -> bool:
+    def answers(self, path: str) -> bool:
+        """Whether ``path`` answers 200."""
         try:
-            return http("GET", f"{self.http}{constants.PATH_READYZ}")[0] == 200
+            return http("GET", f"{self.http}{path}")[0] == 200
         except OSError:
             return False
 
-    def wait_ready(self) -> None:
+    def ready(self) -> bool:
+        return self.answers(constants.PATH_READYZ)
+
+    def wait_for(self, path: str) -> None:
+        """Until ``path`` answers 200."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited {self.process.returncode}:\n{self.log()}")
-            if self.ready():
+            if self.answers(path):
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"gateway not ready in {READY_TIMEOUT_SECONDS} s:\n{self.log()}")
+        raise TimeoutError(
+            f"gateway: no 200 from {path} in {READY_TIMEOUT_SECONDS} s:\n{self.log()}"
+        )
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -68,7 +75,8 @@ class GatewayProcess(LoopbackProcess):
 def start_gateway(
     tmp_path: Path, backends: Sequence[str], extra_args: Sequence[str] = (), *, ready: bool = True
 ) -> GatewayProcess:
-    """``backends`` are http://host:port URLs; ``ready``: wait until one is in rotation."""
+    """``backends`` are http://host:port URLs. Returns once it listens, and with ``ready``
+    once a backend is in rotation."""
     port = free_port()
     log_path = tmp_path / f"gateway-{port}.log"
     command = [
@@ -84,10 +92,9 @@ def start_gateway(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     gateway = GatewayProcess(process, port, log_path)
-    if ready:
-        try:
-            gateway.wait_ready()
-        except BaseException:
-            gateway.stop()
-            raise
+    try:
+        gateway.wait_for(constants.PATH_READYZ if ready else constants.PATH_HEALTHZ)
+    except BaseException:
+        gateway.stop()
+        raise
     return gateway
