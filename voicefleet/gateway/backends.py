@@ -3,8 +3,9 @@ at once by what the gateway itself did since (a conversation admitted or ended, 
 refused), and which backend a new conversation should try first.
 
 Polling is one task per backend: every ``--poll-seconds``, or sooner when admission asks
-(a refusal the books did not predict). A backend that does not answer in time, answers badly
-or refuses a connection is out of rotation until it answers again.
+(a refusal the books did not predict). A backend that does not answer in time, answers badly,
+refuses a connection or is still loading its model is out of rotation until it answers
+again, loaded.
 """
 
 from __future__ import annotations
@@ -156,11 +157,15 @@ class BackendPool:
         except ValidationError as exc:
             self._out_of_rotation(backend, f"{url} answered a status it cannot read: {exc}")
             return
+        backend.loaded = status.model.loaded
+        if not backend.loaded:
+            # Up, but no conversation can start there yet.
+            self._out_of_rotation(backend, f"{backend.url} is still loading its model")
+            return
         if not backend.in_rotation:
             log.info("backend %s in rotation", backend.url)
         backend.in_rotation = True
         backend.last_error = None
-        backend.loaded = status.model.loaded
         backend.draining = status.draining
         backend.capacity = status.sessions.capacity
         backend.active = status.sessions.active
