@@ -96,6 +96,7 @@ class Relay:
         # time.monotonic() at which a write began that has not returned yet, by direction.
         self._writing: dict[str, float] = {}
         self._stalled = asyncio.Event()
+        self._shut = False
         self._from_client = asyncio.create_task(self._pump_up(), name="relay-up")
 
     # --- before a backend is found ---------------------------------------------------------
@@ -144,16 +145,22 @@ class Relay:
                 await self._abort(upstream)
         await self._settle(self._from_client)
         await self._settle(from_backend)
+        if self._shut:
+            ended = ENDED_SHUTDOWN  # the gateway closed the caller: not the caller's doing
         self.metrics.ended.labels(ended).inc()
         return ended
 
     async def shut(self) -> None:
         """The gateway's drain deadline passed: tell the caller, close both sides."""
+        self._shut = True
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(tell(self.client, self.path, SHUTDOWN), CLOSE_TIMEOUT_SECONDS)
 
     def stalled(self, now: float) -> bool:
-        """Whether a write has been stuck for too long; if so, the relay is aborted."""
+        """Whether a write has just been found stuck for too long; the relay is then
+        aborted."""
+        if self._stalled.is_set():
+            return False
         if any(now - since > RELAY_STALL_SECONDS for since in self._writing.values()):
             self._stalled.set()
             return True
