@@ -1,10 +1,11 @@
 """The gateway's pure decisions, without processes: which backend a conversation is offered
-to first, and which close codes may be passed on."""
+to first, which close codes may be passed on, and which --backend flags are refused."""
 
 from __future__ import annotations
 
 import pytest
 
+from voicefleet.cli import main
 from voicefleet.gateway.backends import Backend, BackendPool
 from voicefleet.gateway.metrics import GatewayMetrics
 from voicefleet.gateway.wire import sendable
@@ -49,3 +50,8 @@ def test_candidates_most_free_first_then_fewest_active() -> None:
 )
 def test_only_codes_a_close_frame_may_carry_are_passed_on(code: int | None, expected: int) -> None:
     assert sendable(code, 1001) == expected
+
+
+def test_backend_flags_must_be_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", "--backend", "http://10.0.0.1:8998", "--backend", "10.0.0.2:8998"]) == 2
+    assert "--backend takes http://host:port URLs, not 10.0.0.2:8998" in capsys.readouterr().err
