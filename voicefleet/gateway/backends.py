@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from pydantic import ValidationError
 
 from voicefleet import constants
 from voicefleet.api.runtime import RuntimeStatus
-from voicefleet.gateway.limits import BUSY_BACKOFF_SECONDS, POLL_TIMEOUT_SECONDS, REPOLL_SECONDS
+from voicefleet.gateway.limits import POLL_TIMEOUT_SECONDS, REPOLL_SECONDS
 from voicefleet.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ class Backend:
     active: int = 0
     # Conversations this gateway relays to it now.
     relaying: int = 0
-    not_before: float = 0.0  # time.monotonic() before which it is not offered (busy)
     last_error: str | None = None
     _poke: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -52,14 +50,8 @@ class Backend:
     def free(self) -> int:
         return max(0, self.capacity - self.active)
 
-    def admissible(self, now: float) -> bool:
-        return (
-            self.in_rotation
-            and self.loaded
-            and not self.draining
-            and self.free > 0
-            and now >= self.not_before
-        )
+    def admissible(self) -> bool:
+        return self.in_rotation and self.loaded and not self.draining and self.free > 0
 
 
 class BackendPool:
@@ -98,8 +90,7 @@ class BackendPool:
     def candidates(self) -> list[Backend]:
         """Backends to offer a new conversation, best first: the most free slots, then the
         fewest active conversations (the least loaded frame clock)."""
-        now = time.monotonic()
-        ready = [b for b in self.backends.values() if b.admissible(now)]
+        ready = [b for b in self.backends.values() if b.admissible()]
         return sorted(ready, key=lambda b: (-b.free, b.active))
 
     def any_in_rotation(self) -> bool:
@@ -126,10 +117,9 @@ class BackendPool:
         if reason == REFUSED_UNREACHABLE:
             self._out_of_rotation(backend, detail)
         else:
-            # Full, draining, loading or busy: its next answer says which. Until then it is
-            # offered nobody.
+            # Full, draining, loading or busy: its next answer, soon, says which. Until then
+            # it is offered nobody.
             backend.active = backend.capacity
-            backend.not_before = time.monotonic() + BUSY_BACKOFF_SECONDS
             asyncio.get_running_loop().call_later(REPOLL_SECONDS, backend._poke.set)
 
     # --- polling -----------------------------------------------------------------------------
@@ -169,9 +159,8 @@ class BackendPool:
         backend.draining = status.draining
         backend.capacity = status.sessions.capacity
         backend.active = status.sessions.active
-        backend.not_before = 0.0
         self._count_rotation()
-        if backend.admissible(time.monotonic()):
+        if backend.admissible():
             self.on_slot()
 
     def _out_of_rotation(self, backend: Backend, why: str) -> None:

@@ -25,12 +25,10 @@ DRAIN_SECONDS = 300.0
 # half a second is too busy or gone, and out of rotation is the right place for it.
 POLL_TIMEOUT_SECONDS = 0.5
 # A pod that answered 503 although the gateway's books gave it a free slot (a slot freed a
-# moment later than the relay saw the end, or taken by a direct caller) is asked again this
-# soon, instead of at the next period.
+# moment later than the relay saw the end, taken by a direct caller, or the runtime's "busy"
+# start limit, whose bucket refills one start per 50 ms) is offered nobody until its status
+# is read again, this soon instead of at the next period.
 REPOLL_SECONDS = 0.05
-# A pod that refused for starting too many sessions at once (the runtime's "busy", its
-# Retry-After of 1 s) is not offered new callers for this long.
-BUSY_BACKOFF_SECONDS = 1.0
 
 # --- relaying ------------------------------------------------------------------------------
 # The upstream upgrade: a connect and one request to a pod; longer means the pod is not
