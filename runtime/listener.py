@@ -9,7 +9,8 @@ on a kept-alive connection are bounded by aiohttp's keep-alive timeout (``KEEPAL
 
 aiohttp answers a request it cannot parse (smuggling attempts, bad headers, lines too long)
 with a 400 and logs a traceback at ERROR for each: a log flood anyone can cause. Those are
-counted instead (``voicefleet_runtime_bad_requests_total``); other errors still log.
+counted instead (``voicefleet_runtime_bad_requests_total``; the gateway, which uses this
+module too, has its own counters); other errors still log.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
-
-from voicefleet.runtime.metrics import RuntimeMetrics
+from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Listener:
-    def __init__(self, header_timeout: float, metrics: RuntimeMetrics) -> None:
+    def __init__(self, header_timeout: float, timed_out: Counter) -> None:
         self.header_timeout = header_timeout
-        self._metrics = metrics
+        self._timed_out = timed_out
         self._waiting: dict[RequestHandler, asyncio.TimerHandle] = {}
         self._server: asyncio.Server | None = None
 
@@ -60,7 +60,7 @@ class Listener:
         if self._waiting.pop(connection, None) is None:
             return
         if connection.transport is not None:
-            self._metrics.connections_timed_out.inc()
+            self._timed_out.inc()
             log.info("closing a connection with no request after %g s", self.header_timeout)
             connection.force_close()
 
@@ -76,20 +76,20 @@ class Listener:
 class QuietBadRequests(logging.Filter):
     """Counts and drops aiohttp's records of requests it could not parse."""
 
-    def __init__(self, metrics: RuntimeMetrics) -> None:
+    def __init__(self, bad_requests: Counter) -> None:
         super().__init__()
-        self._metrics = metrics
+        self._bad_requests = bad_requests
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
-            self._metrics.bad_requests.inc()
+            self._bad_requests.inc()
             return False
         return True
 
 
-def server_logger(metrics: RuntimeMetrics) -> logging.Logger:
+def server_logger(bad_requests: Counter, name: str = "voicefleet.runtime.http") -> logging.Logger:
     """The logger aiohttp's connection handlers report to."""
-    logger = logging.getLogger("voicefleet.runtime.http")
-    logger.addFilter(QuietBadRequests(metrics))
+    logger = logging.getLogger(name)
+    logger.addFilter(QuietBadRequests(bad_requests))
     return logger

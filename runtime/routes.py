@@ -3,11 +3,8 @@
 Refusals happen before the upgrade, as plain HTTP 503 with Retry-After, so a load balancer or
 client can try another pod without speaking WebSocket first.
 
-WebSockets are set up for the session's own supervision: no aiohttp heartbeat (it pings only a
-caller that sends nothing, and callers stream; the session's lag probe pings all of them),
-pings and pongs handed to the session, no per-message compression (audio does not compress,
-and inflating a caller's frames is CPU the caller controls), and small socket buffers
-(``limits.SEND_BUFFER_BYTES``) so stale audio cannot pile up for a caller that stopped reading.
+WebSockets are set up for the session's own supervision (``sockets.py``, shared with the
+gateway).
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -37,17 +33,13 @@ from voicefleet.runtime.hub import (
     Hub,
     Refusal,
 )
-from voicefleet.runtime.limits import (
-    BODY_TIMEOUT_SECONDS,
-    CLOSE_TIMEOUT_SECONDS,
-    SEND_BUFFER_BYTES,
-    WRITE_BUFFER_BYTES,
-)
+from voicefleet.runtime.limits import BODY_TIMEOUT_SECONDS
 from voicefleet.runtime.move_routes import add_move_routes
 from voicefleet.runtime.protocol import MAX_MESSAGE_BYTES, parse_sampling
 from voicefleet.runtime.resample import SUPPORTED_RATES
 from voicefleet.runtime.services import Services
 from voicefleet.runtime.session import Connection, Session
+from voicefleet.runtime.sockets import bound_buffers, caller_websocket
 from voicefleet.runtime.ws_audio import AudioSession
 from voicefleet.runtime.ws_moshi import MoshiSession
 from voicefleet.runtime.ws_pcm import PcmSession
@@ -81,25 +73,6 @@ AUDIO_QUERY_NAMES = {
 }
 
 
-def _websocket() -> web.WebSocketResponse:
-    return web.WebSocketResponse(
-        max_msg_size=WS_MAX_MSG_SIZE,
-        autoping=False,
-        heartbeat=None,
-        compress=False,
-        # How long a close handshake waits for the caller's answer.
-        timeout=CLOSE_TIMEOUT_SECONDS,
-        writer_limit=WRITE_BUFFER_BYTES,
-    )
-
-
-def _bound_buffers(transport: asyncio.Transport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-    transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
-
-
 async def _serve(
     request: web.Request, factory: SessionFactory, sampling: Sampling | None = None
 ) -> Any:
@@ -118,7 +91,7 @@ async def _serve(
     if isinstance(claim, Refusal):
         return _refuse(claim)
     session_id = hub.next_session_id()
-    ws = _websocket()
+    ws = caller_websocket(WS_MAX_MSG_SIZE)
     # The gateway names the session by this id when it asks for its state.
     ws.headers[constants.HEADER_SESSION] = str(session_id)
     try:
@@ -137,7 +110,7 @@ async def _serve(
         hub.unclaim(claim)
         hub.metrics.upgrades_aborted.inc()
         return ws
-    _bound_buffers(transport)
+    bound_buffers(transport)
     session = factory(hub.services(), Connection(ws, transport, claim, session_id))
     session.elapsed_before = elapsed
     hub.join(session)

@@ -18,7 +18,6 @@ import contextlib
 import faulthandler
 import functools
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -35,6 +34,7 @@ from voicefleet.runtime.backends import BackendLoadError, get_loader
 from voicefleet.runtime.config import RuntimeConfig
 from voicefleet.runtime.drain import SIGNAL
 from voicefleet.runtime.engine import BatchedEngine
+from voicefleet.runtime.eventloop import loop_factory
 from voicefleet.runtime.hub import Hub
 from voicefleet.runtime.limits import (
     CLOSE_TIMEOUT_SECONDS,
@@ -66,18 +66,8 @@ def serve(config: RuntimeConfig) -> int:
     sys.setswitchinterval(0.0002)
     # `kill -USR1 <pid>` prints every thread's stack: the first question about a stuck pod.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_main(config))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where installed: the same sockets for a fraction of the GIL time."""
-    try:
-        uvloop = importlib.import_module("uvloop")  # optional: not a declared dependency
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def _device(name: str) -> torch.device:
@@ -122,7 +112,7 @@ def _load(hub: Hub) -> BatchedEngine:
 
 async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
     config = hub.config
-    listener = Listener(config.header_timeout_seconds, hub.metrics)
+    listener = Listener(config.header_timeout_seconds, hub.metrics.connections_timed_out)
     app = web.Application(middlewares=[listener.middleware])
     app[HUB_KEY] = hub
     add_routes(app)
@@ -132,7 +122,7 @@ async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
-        logger=server_logger(hub.metrics),
+        logger=server_logger(hub.metrics.bad_requests),
     )
     await runner.setup()
     assert runner.server is not None

@@ -173,6 +173,7 @@ CONTENT_TYPE_SLOT_STATE: Final = "application/vnd.voicefleet.slot-state"
 ENV_POOL_TOKEN: Final = "VOICEFLEET_POOL_TOKEN"
 RUNTIME_METRIC_PREFIX: Final = "voicefleet_runtime_"
 OPERATOR_METRIC_PREFIX: Final = "voicefleet_operator_"
+GATEWAY_METRIC_PREFIX: Final = "voicefleet_gateway_"
 
 # --- Audio ------------------------------------------------------------------------------------
 MOSHI_SAMPLE_RATE: Final = 24_000

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "voicefleet.cli.crd",
     "voicefleet.cli.sandbox",
     "voicefleet.cli.runtime",
+    "voicefleet.cli.gateway",
     "voicefleet.cli.operator",
 )
 

@@ -118,7 +118,7 @@ BOUNDS = (
 )
 
 
-def _positive_seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
@@ -129,7 +129,7 @@ def _add_bounds(serve: argparse.ArgumentParser) -> None:
     for name, default, help_text in BOUNDS:
         serve.add_argument(
             "--" + name.replace("_", "-"),
-            type=_positive_seconds,
+            type=positive_seconds,
             default=default,
             metavar="SECONDS",
             help=f"{help_text} (default {default:g})",

@@ -25,12 +25,12 @@ METRIC_PREFIX = "voicefleet_runtime_"
 
 
 @dataclass
-class RuntimeServer:
+class LoopbackProcess:
+    """A process of ours serving HTTP on a loopback port, its output in a log file."""
+
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
-    token: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def http(self) -> str:
@@ -42,6 +42,12 @@ class RuntimeServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class RuntimeServer(LoopbackProcess):
+    token: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
@@ -100,14 +106,19 @@ class RuntimeServer:
         return sorted(pids)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            self.process.send_signal(signal.SIGINT)  # the second signal skips the drain
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, 15)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Two signals (the second skips any drain), then a kill if it has not exited by then."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def start_server(

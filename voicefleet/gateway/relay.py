@@ -1,0 +1,257 @@
+"""One relayed conversation: the caller's socket and the backend's, every message passed on
+unchanged both ways (binary, text, pings and pongs, so the runtime's lag probe measures the
+caller itself), and the close of either side passed on to the other with its code and reason.
+
+The caller's side is read from the moment it is upgraded, before any backend is found: while
+the caller waits in the queue, what it sends is dropped (no conversation exists to hear it:
+Kyutai's clients send nothing before the handshake anyway), its pings are answered, and its
+hang-up is seen at once.
+
+Each message's time inside the gateway (from the read returning to the write returning) goes
+into ``relay_latency_seconds``. A write that has not returned for ``RELAY_STALL_SECONDS``
+means that side stopped reading: the sweeper aborts the conversation (``stalled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from voicefleet.gateway.limits import RELAY_STALL_SECONDS
+from voicefleet.gateway.metrics import DOWN, UP, GatewayMetrics
+from voicefleet.gateway.upstream import Upstream
+from voicefleet.gateway.wire import MAX_CLOSE_REASON_BYTES, Notice, sendable, tell
+from voicefleet.runtime.endings import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+)
+from voicefleet.runtime.limits import CLOSE_TIMEOUT_SECONDS
+
+# Who ended a relayed conversation (the label of conversations_ended_total).
+ENDED_BY_CALLER = "caller"
+ENDED_BY_BACKEND = "backend"
+ENDED_BACKEND_LOST = "backend_lost"
+ENDED_STALLED = "stalled"
+ENDED_SHUTDOWN = "gateway_shutdown"
+
+BACKEND_LOST = Notice(
+    CLOSE_INTERNAL_ERROR,
+    "backend lost",
+    "the server holding this conversation went away; please reconnect",
+)
+STALLED = Notice(CLOSE_POLICY, "too slow", "this caller stopped reading; closing")
+SHUTDOWN = Notice(
+    CLOSE_GOING_AWAY,
+    "gateway shutdown",
+    "this gateway is shutting down and its drain deadline passed; please reconnect",
+)
+
+Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+_RELAYED = (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Why one direction stopped: the message that ended it (a close, or the socket gone)."""
+
+    side: str  # UP: the caller's socket ended; DOWN: the backend's
+    kind: WSMsgType
+    code: int | None
+    reason: str
+
+
+async def _forward(sink: Socket, kind: WSMsgType, data: Any) -> None:
+    if kind is WSMsgType.BINARY:
+        await sink.send_bytes(data)
+    elif kind is WSMsgType.TEXT:
+        await sink.send_str(data)
+    elif kind is WSMsgType.PING:
+        await sink.ping(data)
+    else:
+        await sink.pong(data)
+
+
+class Relay:
+    def __init__(
+        self,
+        client: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        path: str,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.client = client
+        self.transport = transport
+        self.path = path
+        self.metrics = metrics
+        self.upstream: Upstream | None = None
+        # time.monotonic() at which a write began that has not returned yet, by direction.
+        self._writing: dict[str, float] = {}
+        self._stalled = asyncio.Event()
+        self._shut = False
+        self._from_client = asyncio.create_task(self._pump_up(), name="relay-up")
+
+    # --- before a backend is found ---------------------------------------------------------
+    async def until_caller_leaves(self, waiting: asyncio.Future[Any]) -> bool:
+        """Wait for ``waiting``; False (and ``waiting`` cancelled) if the caller hangs up
+        first."""
+        await asyncio.wait({waiting, self._from_client}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            return True
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await waiting
+        return False
+
+    async def refuse(self, notice: Notice) -> None:
+        """Tell a caller that gets no conversation why, and close."""
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(tell(self.client, self.path, notice), CLOSE_TIMEOUT_SECONDS)
+        await self._settle(self._from_client)
+
+    # --- relaying ------------------------------------------------------------------------------
+    async def run(self, upstream: Upstream) -> str:
+        """Relay until either side ends; then close the other. Returns who ended it."""
+        self.upstream = upstream
+        from_backend = asyncio.create_task(self._pump_down(upstream.ws), name="relay-down")
+        stalled = asyncio.create_task(self._stalled.wait())
+        done, _ = await asyncio.wait(
+            {self._from_client, from_backend, stalled}, return_when=asyncio.FIRST_COMPLETED
+        )
+        stalled.cancel()
+        if self._stalled.is_set():
+            ended = ENDED_STALLED
+            self.metrics.relay_stalls.inc()
+            self._from_client.cancel()
+            from_backend.cancel()
+            await self._abort(upstream)
+        else:
+            first = self._from_client if self._from_client in done else from_backend
+            try:
+                # A side that stopped reading cannot take even a close: bounded.
+                ended = await asyncio.wait_for(
+                    self._close_other(upstream, first.result()), CLOSE_TIMEOUT_SECONDS
+                )
+            except TimeoutError:
+                ended = ENDED_STALLED
+                await self._abort(upstream)
+        await self._settle(self._from_client)
+        await self._settle(from_backend)
+        if self._shut:
+            ended = ENDED_SHUTDOWN  # the gateway closed the caller: not the caller's doing
+        self.metrics.ended.labels(ended).inc()
+        return ended
+
+    async def shut(self) -> None:
+        """The gateway's drain deadline passed: tell the caller, close both sides."""
+        self._shut = True
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(tell(self.client, self.path, SHUTDOWN), CLOSE_TIMEOUT_SECONDS)
+
+    def stalled(self, now: float) -> bool:
+        """Whether a write has just been found stuck for too long; the relay is then
+        aborted."""
+        if self._stalled.is_set():
+            return False
+        if any(now - since > RELAY_STALL_SECONDS for since in self._writing.values()):
+            self._stalled.set()
+            return True
+        return False
+
+    async def _close_other(self, upstream: Upstream, ending: Ended) -> str:
+        """Pass one side's end on to the other; who ended the conversation."""
+        if ending.side == UP:
+            # A caller's close code goes on as sent; a caller that vanished is "going away".
+            closed = ending.kind is WSMsgType.CLOSE
+            code = sendable(ending.code, CLOSE_GOING_AWAY) if closed else CLOSE_GOING_AWAY
+            with contextlib.suppress(ConnectionError):
+                await upstream.ws.close(code=code, message=_reason(ending.reason))
+            return ENDED_BY_CALLER
+        with contextlib.suppress(ConnectionError):
+            if ending.kind is WSMsgType.CLOSE:
+                code = sendable(ending.code, CLOSE_NORMAL)
+                await self.client.close(code=code, message=_reason(ending.reason))
+                return ENDED_BY_BACKEND
+            await tell(self.client, self.path, BACKEND_LOST)
+        return ENDED_BACKEND_LOST
+
+    async def _settle(self, task: asyncio.Task[Ended]) -> None:
+        """Let a direction end by itself after its socket closed; cancel it if it hangs."""
+        await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await task
+        if not self.client.closed:
+            self._abort_client()
+
+    async def _abort(self, upstream: Upstream) -> None:
+        """Drop the caller's connection now; the backend's gets a close, and is dropped too
+        if that cannot go out in time (aiohttp releases the connection either way)."""
+        self._abort_client()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(
+                upstream.ws.close(code=CLOSE_GOING_AWAY, message=_reason(STALLED.reason)),
+                CLOSE_TIMEOUT_SECONDS,
+            )
+
+    def _abort_client(self) -> None:
+        self.transport.abort()
+
+    # --- the two directions ------------------------------------------------------------------
+    def _to_backend(self) -> Socket | None:
+        return self.upstream.ws if self.upstream is not None else None
+
+    def _to_caller(self) -> Socket | None:
+        return self.client
+
+    async def _pump_up(self) -> Ended:
+        """Caller -> backend. Before a backend is found, messages are dropped and pings are
+        answered here."""
+        return await self._pump(self.client, self._to_backend, UP, DOWN)
+
+    async def _pump_down(self, upstream: aiohttp.ClientWebSocketResponse) -> Ended:
+        return await self._pump(upstream, self._to_caller, DOWN, UP)
+
+    async def _pump(
+        self, source: Socket, sink_of: Callable[[], Socket | None], side: str, other: str
+    ) -> Ended:
+        """Pass ``source``'s messages on until it ends (an Ended of ``side``) or the sink
+        does (of ``other``)."""
+        observe = self.metrics.relay_latency.labels(side).observe
+        writing = self._writing
+        while True:
+            message = await source.receive()
+            kind = message.type
+            if kind not in _RELAYED:
+                return _ended(side, message)
+            started = time.perf_counter()
+            sink = sink_of()
+            if sink is None:
+                if kind is WSMsgType.PING:
+                    await source.pong(message.data)
+                continue
+            writing[side] = time.monotonic()
+            try:
+                await _forward(sink, kind, message.data)
+            except ConnectionError:
+                return Ended(other, WSMsgType.CLOSED, None, "")
+            del writing[side]
+            observe(time.perf_counter() - started)
+
+
+def _reason(text: str) -> bytes:
+    return text.encode()[:MAX_CLOSE_REASON_BYTES]
+
+
+def _ended(side: str, message: aiohttp.WSMessage) -> Ended:
+    if message.type is WSMsgType.CLOSE:
+        return Ended(side, WSMsgType.CLOSE, message.data, message.extra or "")
+    return Ended(side, message.type, None, "")

@@ -1,0 +1,52 @@
+"""HTTP routes of the gateway's one port: every WebSocket path of the runtime, relayed, and
+the gateway's own control endpoints (the runtime's names, so probes and scrapers need no
+second configuration)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from voicefleet import constants
+from voicefleet.gateway.service import REFUSED_DRAINING, Gateway
+from voicefleet.gateway.wire import RELAYED_PATHS
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+REASON_NO_BACKEND = "no_backend"
+
+
+async def converse(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY_KEY].converse(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    if gateway.ready():
+        return web.json_response({"ready": True})
+    reason = REFUSED_DRAINING if gateway.draining else REASON_NO_BACKEND
+    return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[GATEWAY_KEY].metrics.registry)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[GATEWAY_KEY].status().wire())
+
+
+def add_routes(app: web.Application) -> None:
+    for path in RELAYED_PATHS:
+        app.router.add_get(path, converse)
+    app.router.add_get(constants.PATH_HEALTHZ, healthz)
+    app.router.add_get(constants.PATH_READYZ, readyz)
+    app.router.add_get(constants.PATH_METRICS, metrics)
+    app.router.add_get(constants.PATH_STATUS, status)
