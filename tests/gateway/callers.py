@@ -32,6 +32,8 @@ class Caller:
     handshake_at: float | None = None
     audio: int = 0
     audio_at: list[float] = field(default_factory=list)
+    ogg: bytearray = field(default_factory=bytearray)  # every audio message's pages, in order
+    handshakes: int = 0
     notices: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
@@ -72,11 +74,13 @@ class Caller:
         if self.first_kind is None:
             self.first_kind = kind
         if kind == KIND_HANDSHAKE:
+            self.handshakes += 1
             self.handshake_at = time.monotonic()
             self.handshaken.set()
         elif kind == KIND_AUDIO:
             self.audio += 1
             self.audio_at.append(time.monotonic())
+            self.ogg += data[1:]
         elif kind == KIND_METADATA:
             self.notices.append(json.loads(data[1:]))
         elif kind == KIND_ERROR:

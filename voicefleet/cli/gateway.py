@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from voicefleet import constants
 from voicefleet.cli.runtime import positive_seconds
@@ -71,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="close a connection that has not sent a whole request line and headers by then "
         f"(default {runtime_limits.HEADER_TIMEOUT_SECONDS:g}, as the runtime's)",
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="file with the pool token (else $" + constants.ENV_POOL_TOKEN + "): with it, "
+        "conversations on a draining pod are moved to another pod instead of being told to "
+        "reconnect",
+    )
     parser.set_defaults(func=_serve)
 
 
@@ -84,10 +93,16 @@ def _count(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from voicefleet.gateway.config import GatewayConfig  # noqa: PLC0415
     from voicefleet.gateway.server import serve  # noqa: PLC0415
+    from voicefleet.runtime.config import read_token  # noqa: PLC0415
 
     bad = [url for url in args.backend if not url.startswith(("http://", "https://"))]
     if bad:
         print(f"--backend takes http://host:port URLs, not {', '.join(bad)}", file=sys.stderr)
+        return 2
+    try:
+        token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
+    except OSError as exc:
+        print(f"cannot read --token-file: {exc}", file=sys.stderr)
         return 2
     config = GatewayConfig(
         backends=tuple(args.backend),
@@ -98,5 +113,6 @@ def _serve(args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         poll_seconds=args.poll_seconds,
         header_timeout_seconds=args.header_timeout_seconds,
+        token=token,
     )
     return serve(config)

@@ -15,3 +15,5 @@ class GatewayConfig:
     drain_seconds: float
     poll_seconds: float
     header_timeout_seconds: float
+    # The pool token, for moving conversations off draining pods; None: no moves.
+    token: str | None = None

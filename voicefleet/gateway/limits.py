@@ -45,6 +45,15 @@ RELAY_STALL_SECONDS = 6.0
 # How often live relays are checked for a stalled write.
 SWEEP_SECONDS = 0.5
 
+# --- moving conversations --------------------------------------------------------------------
+# One call of a move (an export, or an import, which answers once the new slot has replayed
+# the conversation: about a second for 240 s of Moshi on a GPU). The runtime gives up on an
+# import after 60 s itself (runtime/limits.py IMPORT_TIMEOUT_SECONDS).
+MOVE_CALL_SECONDS = 65.0
+# Caller messages held while a move switches pods: the switch takes a fraction of a second
+# (12.5 messages a second); a caller sending far more is not sending audio.
+MAX_HELD_MESSAGES = 250
+
 # --- stopping ------------------------------------------------------------------------------
 # After the conversations are gone, how long aiohttp may take to close what is left.
 SHUTDOWN_TIMEOUT_SECONDS = 3.0

@@ -63,6 +63,26 @@ class GatewayMetrics:
             buckets=RELAY_BUCKETS,
             registry=r,
         )
+        self.moved = Counter(
+            f"{P}conversations_moved", "Conversations moved to another pod as theirs drained.",
+            registry=r,
+        )  # fmt: skip
+        self.move_failures = Counter(
+            f"{P}move_failures",
+            "Moves that did not happen (the conversation stayed, its caller told of the drain).",
+            ["reason"],
+            registry=r,
+        )
+        self.move_seconds = Histogram(
+            f"{P}move_seconds", "From a pod's drain notice to the conversation on another pod.",
+            buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.switch_seconds = Histogram(
+            f"{P}move_switch_seconds",
+            "The part of a move during which the caller's audio was held.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
         self.relay_stalls = Counter(
             f"{P}relay_stalls", "Conversations aborted because one side stopped reading.",
             registry=r,

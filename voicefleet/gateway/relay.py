@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from voicefleet.gateway.limits import RELAY_STALL_SECONDS
+from voicefleet.gateway.limits import MAX_HELD_MESSAGES, RELAY_STALL_SECONDS
 from voicefleet.gateway.metrics import DOWN, UP, GatewayMetrics
+from voicefleet.gateway.streams import streams_for
 from voicefleet.gateway.upstream import Upstream
 from voicefleet.gateway.wire import MAX_CLOSE_REASON_BYTES, Notice, sendable, tell
 from voicefleet.runtime.endings import (
@@ -93,10 +94,23 @@ class Relay:
         self.path = path
         self.metrics = metrics
         self.upstream: Upstream | None = None
+        self.streams = streams_for(path)
+        # Called with this relay when its pod says it drains; True: the notice is the
+        # gateway's to act on (it moves the conversation), and the caller does not see it.
+        self.on_drain: Callable[[Relay], bool] = lambda _relay: False
+        # The pod's drain notice, kept to pass on should the move fail.
+        self.drain_notice: tuple[WSMsgType, Any] | None = None
         # time.monotonic() at which a write began that has not returned yet, by direction.
         self._writing: dict[str, float] = {}
         self._stalled = asyncio.Event()
         self._shut = False
+        # While a move switches pods, the caller's messages wait here (None: not switching).
+        self._held: list[tuple[WSMsgType, Any]] | None = None
+        self._switched = asyncio.Event()
+        self._from_backend: asyncio.Task[Ended] | None = None
+        self.moving = False
+        # Pods this conversation was moved off, or tried to be: each is tried once.
+        self.tried_moving_from: set[str] = set()
         self._from_client = asyncio.create_task(self._pump_up(), name="relay-up")
 
     # --- before a backend is found ---------------------------------------------------------
@@ -121,12 +135,12 @@ class Relay:
     async def run(self, upstream: Upstream) -> str:
         """Relay until either side ends; then close the other. Returns who ended it."""
         self.upstream = upstream
-        from_backend = asyncio.create_task(self._pump_down(upstream.ws), name="relay-down")
+        self._from_backend = asyncio.create_task(self._pump_down(upstream), name="relay-down")
         stalled = asyncio.create_task(self._stalled.wait())
-        done, _ = await asyncio.wait(
-            {self._from_client, from_backend, stalled}, return_when=asyncio.FIRST_COMPLETED
-        )
+        done = await self._until_the_end(stalled)
         stalled.cancel()
+        upstream = self.upstream
+        from_backend = self._from_backend
         if self._stalled.is_set():
             ended = ENDED_STALLED
             self.metrics.relay_stalls.inc()
@@ -149,6 +163,63 @@ class Relay:
             ended = ENDED_SHUTDOWN  # the gateway closed the caller: not the caller's doing
         self.metrics.ended.labels(ended).inc()
         return ended
+
+    async def _until_the_end(self, stalled: asyncio.Task[Any]) -> set[asyncio.Task[Any]]:
+        """Wait for either side to end (or a stall), across moves: a move starts a new
+        backend direction, and the old pod closing during a move ends nothing."""
+        while True:
+            assert self._from_backend is not None
+            switched = asyncio.create_task(self._switched.wait())
+            done, _ = await asyncio.wait(
+                {self._from_client, self._from_backend, stalled, switched},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not ({self._from_client, stalled} & done) and self.moving:
+                # The old pod closed mid-move: the move's outcome decides.
+                done, _ = await asyncio.wait(
+                    {self._from_client, switched}, return_when=asyncio.FIRST_COMPLETED
+                )
+            switched.cancel()
+            if {self._from_client, stalled} & done or not self._switched.is_set():
+                return done
+            self._switched.clear()
+
+    # --- moving to another pod -------------------------------------------------------------
+    def hold(self) -> None:
+        """Keep the caller's messages here until :meth:`switch` or :meth:`release`."""
+        self._held = []
+
+    async def release(self) -> None:
+        """The move failed: what was held goes to the pod that still has the conversation."""
+        await self._flush(self.upstream)
+
+    async def switch(self, new: Upstream) -> Upstream:
+        """Go on with ``new`` (a session that continues this conversation on another pod):
+        the caller's held messages go there first, and the old pod's messages are dropped
+        from now on. Returns the old upstream, for the caller to close."""
+        old = self.upstream
+        assert old is not None
+        self.upstream = new
+        self.streams.switch()
+        await self._flush(new)
+        self._from_backend = asyncio.create_task(self._pump_down(new), name="relay-down")
+        self._switched.set()
+        return old
+
+    async def pass_drain_notice(self) -> None:
+        """The move failed: the caller gets its pod's drain notice after all."""
+        if self.drain_notice is not None:
+            kind, data = self.drain_notice
+            with contextlib.suppress(ConnectionError):
+                await _forward(self.client, kind, data)
+
+    async def _flush(self, upstream: Upstream | None) -> None:
+        held, self._held = self._held or [], None
+        if upstream is None:
+            return
+        for kind, data in held:
+            with contextlib.suppress(ConnectionError):
+                await _forward(upstream.ws, kind, self.streams.up(kind, data))
 
     async def shut(self) -> None:
         """The gateway's drain deadline passed: tell the caller, close both sides."""
@@ -206,25 +277,44 @@ class Relay:
         self.transport.abort()
 
     # --- the two directions ------------------------------------------------------------------
-    def _to_backend(self) -> Socket | None:
-        return self.upstream.ws if self.upstream is not None else None
-
-    def _to_caller(self) -> Socket | None:
-        return self.client
+    def _to_backend(self, kind: WSMsgType, data: Any) -> tuple[Socket | None, Any]:
+        if self._held is not None and kind in (WSMsgType.BINARY, WSMsgType.TEXT):
+            if len(self._held) < MAX_HELD_MESSAGES:
+                self._held.append((kind, data))
+            return None, None
+        if self.upstream is None:
+            return None, data
+        return self.upstream.ws, self.streams.up(kind, data)
 
     async def _pump_up(self) -> Ended:
         """Caller -> backend. Before a backend is found, messages are dropped and pings are
-        answered here."""
+        answered here; while a move switches pods, messages are held."""
         return await self._pump(self.client, self._to_backend, UP, DOWN)
 
-    async def _pump_down(self, upstream: aiohttp.ClientWebSocketResponse) -> Ended:
-        return await self._pump(upstream, self._to_caller, DOWN, UP)
+    async def _pump_down(self, upstream: Upstream) -> Ended:
+        """Backend -> caller, for as long as ``upstream`` holds the conversation."""
+
+        def to_caller(kind: WSMsgType, data: Any) -> tuple[Socket | None, Any]:
+            if self.upstream is not upstream:
+                return None, None  # moved on: what the old pod still says is dropped
+            if self.streams.drain_notice(kind, data):
+                self.drain_notice = (kind, data)
+                if self.on_drain(self):
+                    return None, None
+            out = self.streams.down(kind, data)
+            return (self.client, out) if out is not None else (None, None)
+
+        return await self._pump(upstream.ws, to_caller, DOWN, UP)
 
     async def _pump(
-        self, source: Socket, sink_of: Callable[[], Socket | None], side: str, other: str
+        self,
+        source: Socket,
+        route: Callable[[WSMsgType, Any], tuple[Socket | None, Any]],
+        side: str,
+        other: str,
     ) -> Ended:
         """Pass ``source``'s messages on until it ends (an Ended of ``side``) or the sink
-        does (of ``other``)."""
+        does (of ``other``); ``route`` says where a message goes, and as what."""
         observe = self.metrics.relay_latency.labels(side).observe
         writing = self._writing
         while True:
@@ -233,14 +323,14 @@ class Relay:
             if kind not in _RELAYED:
                 return _ended(side, message)
             started = time.perf_counter()
-            sink = sink_of()
+            sink, data = route(kind, message.data)
             if sink is None:
-                if kind is WSMsgType.PING:
+                if kind is WSMsgType.PING and data is not None:
                     await source.pong(message.data)
                 continue
             writing[side] = time.monotonic()
             try:
-                await _forward(sink, kind, message.data)
+                await _forward(sink, kind, data)
             except ConnectionError:
                 return Ended(other, WSMsgType.CLOSED, None, "")
             del writing[side]

@@ -17,6 +17,7 @@ from voicefleet.gateway.config import GatewayConfig
 from voicefleet.gateway.discovery import BackendSource
 from voicefleet.gateway.limits import MAX_MESSAGE_BYTES, SWEEP_SECONDS
 from voicefleet.gateway.metrics import GatewayMetrics
+from voicefleet.gateway.mover import MoveFailed, Mover
 from voicefleet.gateway.relay import Relay
 from voicefleet.gateway.upstream import (
     BackendRefused,
@@ -54,6 +55,9 @@ class Gateway:
             queue_wait_seconds=config.queue_wait_seconds,
         )
         self.relays: set[Relay] = set()
+        self.mover: Mover | None = None
+        self._moves: dict[Relay, asyncio.Task[None]] = {}
+        self._targets: dict[Relay, Target] = {}
         self.waiting: set[Relay] = set()
         self.draining = False
         self.drain_deadline = 0.0
@@ -69,6 +73,8 @@ class Gateway:
             connector=aiohttp.TCPConnector(limit=0), timeout=session_timeout()
         )
         self.pool.start(self._session)
+        if self.config.token is not None:
+            self.mover = Mover(self._session, self.pool, self.metrics, self.config.token)
         self._tasks = [
             asyncio.create_task(self.source.watch(self.pool.publish), name="discovery"),
             asyncio.create_task(self.admission.run(), name="dispatcher"),
@@ -120,6 +126,9 @@ class Gateway:
             for relay in list(self.relays):
                 if relay.stalled(now):
                     log.info("a relayed conversation stalled (one side stopped reading): aborted")
+                elif relay.upstream is not None and relay.upstream.backend.draining:
+                    # A path without drain notices (/audio), or a notice not seen: the poll.
+                    self._start_move(relay)
 
     async def _connect(
         self, backend: Backend, target: Target
@@ -162,7 +171,7 @@ class Gateway:
         if isinstance(outcome, Rejected):
             await relay.refuse(Notice(CLOSE_POLICY, "rejected by the server", outcome.detail))
             return client
-        await self._relay(relay, outcome)
+        await self._relay(relay, outcome, target)
         return client
 
     async def _queue(self, relay: Relay, target: Target) -> Upstream | Rejected | None:
@@ -199,14 +208,47 @@ class Gateway:
             self.waiting.discard(relay)
             self._check_empty()
 
-    async def _relay(self, relay: Relay, upstream: Upstream) -> None:
+    async def _relay(self, relay: Relay, upstream: Upstream, target: Target) -> None:
         self.relays.add(relay)
+        self._targets[relay] = target
+        relay.on_drain = self._start_move
         try:
             await relay.run(upstream)
         finally:
             self.relays.discard(relay)
-            self.pool.released(upstream.backend)
+            self._targets.pop(relay, None)
+            move = self._moves.pop(relay, None)
+            if move is not None:
+                move.cancel()
+            # The pod that holds the conversation at its end (another one after a move).
+            self.pool.released(relay.upstream.backend if relay.upstream else upstream.backend)
             self._check_empty()
+
+    # --- moving conversations off draining pods ---------------------------------------------------
+    def _start_move(self, relay: Relay) -> bool:
+        """Move ``relay``'s conversation (once per pod it is on); True when the gateway
+        takes care of its pod's drain, so its caller need not hear of it."""
+        if self.mover is None:
+            return False
+        running = self._moves.get(relay)
+        if running is not None:
+            return True
+        if relay.upstream is None or relay.upstream.backend.url in relay.tried_moving_from:
+            return False
+        relay.tried_moving_from.add(relay.upstream.backend.url)
+        self._moves[relay] = asyncio.create_task(self._move(relay), name="move")
+        return True
+
+    async def _move(self, relay: Relay) -> None:
+        assert self.mover is not None
+        try:
+            await self.mover.move(relay, self._targets[relay])
+        except MoveFailed as exc:
+            self.metrics.move_failures.labels(exc.reason).inc()
+            log.warning("a conversation could not be moved (%s): %s", exc.reason, exc)
+            await relay.pass_drain_notice()
+        finally:
+            self._moves.pop(relay, None)
 
     async def _hand_back(self, outcome: Upstream | Rejected) -> None:
         if isinstance(outcome, Upstream):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from voicefleet import constants
 from voicefleet.gateway.backends import (
     REFUSED_BAD_ANSWER,
     REFUSED_UNAVAILABLE,
@@ -39,6 +40,9 @@ class Target:
 class Upstream:
     backend: Backend
     ws: aiohttp.ClientWebSocketResponse
+    # The runtime's name for the session (its upgrade's X-Voicefleet-Session), by which the
+    # gateway asks for its state when it moves the conversation.
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,9 @@ async def connect(
         return BackendRefused(REFUSED_BAD_ANSWER, detail)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return BackendRefused(REFUSED_UNREACHABLE, f"{url}: {exc!r}")
-    return Upstream(backend, ws)
+    # aiohttp keeps the upgrade's answer only on the socket's private _response.
+    session_id = ws._response.headers.get(constants.HEADER_SESSION)
+    return Upstream(backend, ws, session_id)
 
 
 def session_timeout() -> aiohttp.ClientTimeout:

@@ -1,0 +1,157 @@
+"""Moving live conversations through a real gateway between two real runtimes (tiny model):
+a pod drains, and its conversations go on on the other pod with the caller's socket open,
+its audio one stream, and none of the switch visible."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gateway.callers import audio_after, call, hang_up
+from tests.gateway.conftest import TOKEN
+from tests.gateway.helpers import chat, gateway
+from tests.gateway.test_ogg_splice import check_one_stream
+from voicefleet import constants
+from voicefleet.testing.attacks import eventually
+from voicefleet.testing.attacks.common import active
+from voicefleet.testing.clients import pcm_session
+from voicefleet.testing.kyutai_client import HeadlessAudio
+from voicefleet.testing.loopback import http
+from voicefleet.testing.runtime_process import RuntimeServer, start_server
+
+pytestmark = pytest.mark.runtime
+
+DRAIN = {"deadlineSeconds": 20, "reason": "test"}
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[RuntimeServer, RuntimeServer]]:
+    """Two backends of their own: a drained runtime stays unready until it is stopped."""
+    first = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
+    try:
+        second = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+def _token_file(tmp_path: Path) -> str:
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    return f"--token-file={path}"
+
+
+def _drain(server: RuntimeServer) -> None:
+    status, _, body = http("POST", server.http + constants.PATH_DRAIN, DRAIN, token=TOKEN)
+    assert status == 200, body
+
+
+def _holder(pair: tuple[RuntimeServer, RuntimeServer]) -> tuple[RuntimeServer, RuntimeServer]:
+    """(the backend holding the one conversation, the other)."""
+    first, second = pair
+    return (first, second) if active(first) == 1 else (second, first)
+
+
+async def test_a_moshi_conversation_moves_when_its_pod_drains(
+    tmp_path: Path, two: tuple[RuntimeServer, RuntimeServer]
+) -> None:
+    with gateway(tmp_path, two, _token_file(tmp_path)) as gw:
+        caller = await call(chat(gw))
+        await audio_after(caller, 15)
+        old, new = _holder(two)
+        drained_at = time.monotonic()
+        _drain(old)
+        assert await eventually(lambda: active(new) == 1 and active(old) == 0, 20), gw.log()
+        await audio_after(caller, 25)  # two more seconds of audio, from the new pod
+        assert caller.task is not None and not caller.task.done()
+        assert caller.close_code is None and caller.errors == []
+        # Nothing of the switch shows: no drain notice, one handshake, one session notice.
+        assert [n.get("type") for n in caller.notices] == ["session"], caller.notices
+        assert caller.handshakes == 1
+        check_one_stream(bytes(caller.ogg))
+        assert gw.metric("conversations_moved_total") == 1
+        after = [t for t in caller.audio_at if t > drained_at]
+        gaps = [b - a for a, b in itertools.pairwise(after)]
+        print(f"longest audio gap across the move: {max(gaps) * 1000:.0f} ms")
+        await hang_up(caller)
+        assert await eventually(lambda: active(new) == 0, 10)
+
+
+async def test_a_pcm_conversation_moves_when_its_pod_drains(
+    tmp_path: Path, two: tuple[RuntimeServer, RuntimeServer]
+) -> None:
+    with gateway(tmp_path, two, _token_file(tmp_path)) as gw:
+        talking = asyncio.create_task(pcm_session(f"{gw.ws}{constants.PATH_PCM}", 6.0, 16_000))
+        assert await eventually(lambda: sum(active(s) for s in two) == 1, 10)
+        old, _ = _holder(two)
+        await asyncio.sleep(1.5)
+        _drain(old)
+        transcript = await talking
+        assert gw.metric("conversations_moved_total") == 1, gw.log()
+        types = [n.get("type") for n in transcript.notices if n.get("type") != "text"]
+        assert types == ["session"], transcript.notices
+        # Audio all the way: ~75 chunks of 80 ms in 6 s; a cut conversation stops early.
+        assert len(transcript.chunks) >= 60, len(transcript.chunks)
+        assert active(old) == 0
+
+
+async def test_with_no_room_elsewhere_the_caller_hears_of_the_drain(tmp_path: Path) -> None:
+    only = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
+    try:
+        with gateway(tmp_path, [only], _token_file(tmp_path)) as gw:
+            caller = await call(chat(gw))
+            await audio_after(caller, 5)
+            _drain(only)
+            assert await eventually(
+                lambda: gw.metric("move_failures_total", reason="no_slot") == 1, 10
+            ), gw.log()
+            await asyncio.wait_for(_drain_notice(caller), 10)
+            await hang_up(caller)
+    finally:
+        only.stop()
+
+
+async def _drain_notice(caller: object) -> None:
+    while not any(n.get("type") == "drain" for n in caller.notices):  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+
+
+def test_kyutais_client_through_the_gateway_survives_a_drain(
+    tmp_path: Path, two: tuple[RuntimeServer, RuntimeServer]
+) -> None:
+    with gateway(tmp_path, two, _token_file(tmp_path)) as gw, HeadlessAudio() as audio:
+
+        def drain_its_pod() -> None:
+            assert poll_active(two)
+            old, _ = _holder(two)
+            _drain(old)
+
+        timer = threading.Timer(3.0, drain_its_pod)
+        timer.start()
+        try:
+            run = audio.run_client(gw.ws, 9.0)
+        finally:
+            timer.cancel()
+        assert run.exit_code is None, run  # still talking when the user stopped it
+        assert not run.lost_connection and "Connection closed" not in run.stderr, run.stderr
+        assert gw.metric("conversations_moved_total") == 1, gw.log()
+        # ~12 pieces of text a second for 9 s, from both pods: a cut call stops at 3 s.
+        assert len(run.words) >= 70, run.stdout
+
+
+def poll_active(pair: tuple[RuntimeServer, RuntimeServer]) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sum(active(s) for s in pair) == 1:
+            return True
+        time.sleep(0.05)
+    return False
