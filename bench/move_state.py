@@ -23,7 +23,7 @@ from voicefleet.runtime.backends.moshi_step import MoshiBackend
 from voicefleet.runtime.backends.slot_state import SlotState
 from voicefleet.runtime.config import RuntimeConfig
 
-CHUNKS = (1, 8, 32, 128)
+CHUNKS = (1, 8, 32, 64, 128)
 FRAME = 1920
 
 
@@ -40,6 +40,8 @@ def _replay_seconds(target: MoshiBackend, state: SlotState, chunk: int) -> float
     started = time.perf_counter()
     while left:
         left = target.import_step(1, chunk)
+    if target.device.type == "cuda":
+        torch.cuda.synchronize(target.device)  # the replay's kernels, not only their launch
     seconds = time.perf_counter() - started
     target.reset([1], [Sampling()])  # the next import starts from nothing again
     target.freeze(np.array([True, False]))
