@@ -207,17 +207,8 @@ async def drain(request: web.Request) -> web.Response:
     return _json(answer.wire())
 
 
-async def page(_request: web.Request) -> web.Response:
-    return web.Response(
-        body=webpage.page(),
-        content_type=webpage.PAGE_CONTENT_TYPE,
-        charset="utf-8",
-        headers=webpage.PAGE_HEADERS,
-    )
-
-
 def add_routes(app: web.Application) -> None:
-    app.router.add_get(constants.PATH_PAGE, page)
+    app.router.add_get(constants.PATH_PAGE, webpage.handler)
     app.router.add_get(constants.PATH_MOSHI_CHAT, moshi_chat)
     app.router.add_get(constants.PATH_PCM, pcm_chat)
     app.router.add_get(constants.PATH_AUDIO, audio_chat)

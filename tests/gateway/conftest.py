@@ -4,6 +4,7 @@ shared by the module's tests, and a gateway process per test in front of them.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,17 @@ def backends(pair: tuple[RuntimeServer, RuntimeServer]) -> tuple[RuntimeServer, 
     for server in pair:
         server.wait_idle()
     return pair
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[RuntimeServer, RuntimeServer]]:
+    """Two backends of their own: a drained runtime stays unready until it is stopped."""
+    first = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
+    try:
+        second = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    first.stop()
+    second.stop()

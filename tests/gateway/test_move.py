@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,21 +29,7 @@ pytestmark = pytest.mark.runtime
 DRAIN = {"deadlineSeconds": 20, "reason": "test"}
 
 
-@pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[RuntimeServer, RuntimeServer]]:
-    """Two backends of their own: a drained runtime stays unready until it is stopped."""
-    first = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
-    try:
-        second = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
-
-
-def _token_file(tmp_path: Path) -> str:
+def token_file(tmp_path: Path) -> str:
     path = tmp_path / "token"
     path.write_text(TOKEN)
     return f"--token-file={path}"
@@ -64,7 +49,7 @@ def _holder(pair: tuple[RuntimeServer, RuntimeServer]) -> tuple[RuntimeServer, R
 async def test_a_moshi_conversation_moves_when_its_pod_drains(
     tmp_path: Path, two: tuple[RuntimeServer, RuntimeServer]
 ) -> None:
-    with gateway(tmp_path, two, _token_file(tmp_path)) as gw:
+    with gateway(tmp_path, two, token_file(tmp_path)) as gw:
         caller = await call(chat(gw))
         await audio_after(caller, 15)
         old, new = _holder(two)
@@ -89,7 +74,7 @@ async def test_a_moshi_conversation_moves_when_its_pod_drains(
 async def test_a_pcm_conversation_moves_when_its_pod_drains(
     tmp_path: Path, two: tuple[RuntimeServer, RuntimeServer]
 ) -> None:
-    with gateway(tmp_path, two, _token_file(tmp_path)) as gw:
+    with gateway(tmp_path, two, token_file(tmp_path)) as gw:
         talking = asyncio.create_task(pcm_session(f"{gw.ws}{constants.PATH_PCM}", 6.0, 16_000))
         assert await eventually(lambda: sum(active(s) for s in two) == 1, 10)
         old, _ = _holder(two)
@@ -107,7 +92,7 @@ async def test_a_pcm_conversation_moves_when_its_pod_drains(
 async def test_with_no_room_elsewhere_the_caller_hears_of_the_drain(tmp_path: Path) -> None:
     only = start_server(tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN)
     try:
-        with gateway(tmp_path, [only], _token_file(tmp_path)) as gw:
+        with gateway(tmp_path, [only], token_file(tmp_path)) as gw:
             caller = await call(chat(gw))
             await audio_after(caller, 5)
             _drain(only)
@@ -128,7 +113,7 @@ async def _drain_notice(caller: object) -> None:
 def test_kyutais_client_through_the_gateway_survives_a_drain(
     tmp_path: Path, two: tuple[RuntimeServer, RuntimeServer]
 ) -> None:
-    with gateway(tmp_path, two, _token_file(tmp_path)) as gw, HeadlessAudio() as audio:
+    with gateway(tmp_path, two, token_file(tmp_path)) as gw, HeadlessAudio() as audio:
 
         def drain_its_pod() -> None:
             assert poll_active(two)

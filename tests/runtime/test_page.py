@@ -28,16 +28,16 @@ def _active(server: RuntimeServer) -> int:
     return int(sessions["active"])
 
 
-async def _state(page: Page) -> dict[str, Any]:
+async def state_of(page: Page) -> dict[str, Any]:
     state: dict[str, Any] = await page.evaluate("JSON.parse(JSON.stringify(window.vf))")
     return state
 
 
-async def _talked(page: Page, frames: int, since: dict[str, Any] | None = None) -> dict[str, Any]:
+async def talked(page: Page, frames: int, since: dict[str, Any] | None = None) -> dict[str, Any]:
     base = since or {"sent": 0, "received": 0}
 
     async def enough() -> dict[str, Any] | None:
-        state = await _state(page)
+        state = await state_of(page)
         more = (
             state["sent"] - base["sent"] >= frames
             and state["received"] - base["received"] >= frames
@@ -66,7 +66,7 @@ async def test_a_browser_talks_to_the_runtime_from_the_page(shared_server: Runti
         page = await browser.page()
         await page.open(shared_server.http + constants.PATH_PAGE)
         await page.evaluate("document.getElementById('start').click()")
-        state = await _talked(page, FRAMES)
+        state = await talked(page, FRAMES)
         assert state["session"], state
         # The tiny model's text pieces are shown as they come.
         await page.wait_for(
@@ -77,7 +77,7 @@ async def test_a_browser_talks_to_the_runtime_from_the_page(shared_server: Runti
         assert shared_server.metric("sessions_started_total", protocol="pcm") >= 1
         await page.evaluate("document.getElementById('stop').click()")
         await asyncio.to_thread(shared_server.wait_idle)
-        final = await _state(page)
+        final = await state_of(page)
         assert final["state"] == "idle"
         assert final["errors"] == [] and page.exceptions == [], (final, page.exceptions)
         await page.close()
@@ -97,7 +97,7 @@ async def test_the_page_moves_on_to_where_a_draining_pod_says(tmp_path: Path) ->
             page = await browser.page()
             await page.open(draining.http + constants.PATH_PAGE)
             await page.evaluate("document.getElementById('start').click()")
-            await _talked(page, FRAMES)
+            await talked(page, FRAMES)
             async with (
                 aiohttp.ClientSession() as http,
                 http.post(
@@ -111,7 +111,7 @@ async def test_the_page_moves_on_to_where_a_draining_pod_says(tmp_path: Path) ->
                 lambda: asyncio.to_thread(lambda: _active(draining) == 0),
                 what="the drained pod to close the conversation",
             )
-            after = await _talked(page, FRAMES, since=await _state(page))
+            after = await talked(page, FRAMES, since=await state_of(page))
             assert after["reconnects"] == 1
             assert other.status()["sessions"] == {"active": 1, "capacity": 2}
             assert after["errors"] == [] and page.exceptions == [], (after, page.exceptions)

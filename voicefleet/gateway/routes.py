@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from voicefleet import constants
+from voicefleet import constants, webpage
 from voicefleet.gateway.service import REFUSED_DRAINING, Gateway
 from voicefleet.gateway.wire import RELAYED_PATHS
 
@@ -44,6 +44,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get(constants.PATH_PAGE, webpage.handler)
     for path in RELAYED_PATHS:
         app.router.add_get(path, converse)
     app.router.add_get(constants.PATH_HEALTHZ, healthz)

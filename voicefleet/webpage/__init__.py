@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+from aiohttp import web
+
 PAGE_FILE = "index.html"
 PAGE_CONTENT_TYPE = "text/html"
 # The page runs only its own inline code; its sockets go to the host it came from or the
@@ -29,3 +31,10 @@ PAGE_HEADERS = {
 def page() -> bytes:
     """The page's bytes, read once from the package."""
     return resources.files(__package__).joinpath(PAGE_FILE).read_bytes()
+
+
+async def handler(_request: web.Request) -> web.Response:
+    """``GET /`` on the runtime and on the gateway."""
+    return web.Response(
+        body=page(), content_type=PAGE_CONTENT_TYPE, charset="utf-8", headers=PAGE_HEADERS
+    )
