@@ -1,5 +1,6 @@
 """The gateway's pure decisions, without processes: which backend a conversation is offered
-to first, which close codes may be passed on, and which --backend flags are refused."""
+to first, which close codes may be passed on, which flags are refused, and what a DNS name
+of backends resolves to."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from voicefleet.cli import main
 from voicefleet.gateway.backends import Backend, BackendPool
+from voicefleet.gateway.discovery import DnsBackends, backend_url
 from voicefleet.gateway.metrics import GatewayMetrics
 from voicefleet.gateway.wire import sendable
 
@@ -55,3 +57,30 @@ def test_only_codes_a_close_frame_may_carry_are_passed_on(code: int | None, expe
 def test_backend_flags_must_be_urls(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gateway", "--backend", "http://10.0.0.1:8998", "--backend", "10.0.0.2:8998"]) == 2
     assert "--backend takes http://host:port URLs, not 10.0.0.2:8998" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "give either --backend URL (repeated) or --backends-dns NAME:PORT"),
+        (
+            ["--backend", "http://10.0.0.1:8998", "--backends-dns", "pool-pods:8998"],
+            "give either --backend URL (repeated) or --backends-dns NAME:PORT",
+        ),
+        (["--backends-dns", "pool-pods"], "--backends-dns takes NAME:PORT, not pool-pods"),
+        (["--backends-dns", "pool-pods:0"], "--backends-dns takes NAME:PORT, not pool-pods:0"),
+    ],
+)
+def test_backends_come_from_exactly_one_source(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gateway", *args]) == 2
+    assert says in capsys.readouterr().err
+
+
+async def test_dns_names_every_address_as_a_backend() -> None:
+    # localhost: 127.0.0.1 everywhere, ::1 too where /etc/hosts says so.
+    urls = await DnsBackends("localhost", 8998, 1.0).resolve()
+    assert "http://127.0.0.1:8998" in urls
+    assert urls <= {"http://127.0.0.1:8998", "http://[::1]:8998"}
+    assert backend_url("fd00::5", 80) == "http://[fd00::5]:80"

@@ -32,9 +32,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--backend",
         action="append",
-        required=True,
+        default=[],
         metavar="URL",
         help="a runtime pod, http://host:port (repeat for each)",
+    )
+    parser.add_argument(
+        "--backends-dns",
+        metavar="NAME:PORT",
+        help="every address NAME resolves to is a runtime pod on PORT, resolved again every "
+        "--poll-seconds (a pool's headless Service: <pool>-pods.<namespace>.svc:8998)",
     )
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=constants.RUNTIME_PORT)
@@ -99,6 +105,14 @@ def _serve(args: argparse.Namespace) -> int:
     if bad:
         print(f"--backend takes http://host:port URLs, not {', '.join(bad)}", file=sys.stderr)
         return 2
+    if bool(args.backend) == bool(args.backends_dns):
+        print("give either --backend URL (repeated) or --backends-dns NAME:PORT", file=sys.stderr)
+        return 2
+    if args.backends_dns is not None:
+        name, _, port = args.backends_dns.rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            print(f"--backends-dns takes NAME:PORT, not {args.backends_dns}", file=sys.stderr)
+            return 2
     try:
         token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
     except OSError as exc:
@@ -114,5 +128,6 @@ def _serve(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         header_timeout_seconds=args.header_timeout_seconds,
         token=token,
+        backends_dns=args.backends_dns,
     )
     return serve(config)

@@ -17,3 +17,6 @@ class GatewayConfig:
     header_timeout_seconds: float
     # The pool token, for moving conversations off draining pods; None: no moves.
     token: str | None = None
+    # NAME:PORT whose addresses are the backends (a pool's headless Service), or None: the
+    # fixed ``backends``.
+    backends_dns: str | None = None

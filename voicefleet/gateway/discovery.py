@@ -1,12 +1,18 @@
 """Where the set of backends comes from: one small interface, so the relay and admission never
-know. Today a fixed list of URLs (``--backend``); next, the pool's pod EndpointSlices, as a
-second :class:`BackendSource` that publishes the ready and draining pods' addresses as they
-change."""
+know. A fixed list of URLs (``--backend``), or every address a DNS name resolves to
+(``--backends-dns``): a pool's headless Service names every pod, ready, loading or
+draining, so the gateway needs no access to the Kubernetes API to follow the pool."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+import socket
 from collections.abc import Callable, Iterable
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 Publish = Callable[[frozenset[str]], None]
 
@@ -26,3 +32,44 @@ class StaticBackends:
 
     async def watch(self, publish: Publish) -> None:
         publish(self.urls)
+
+
+class DnsBackends:
+    """``--backends-dns NAME:PORT``: every address ``NAME`` resolves to, resolved again every
+    ``period`` seconds. A failed lookup keeps the last set: a DNS blip must not take live
+    backends out of rotation (their polls say whether they are there)."""
+
+    def __init__(self, name: str, port: int, period: float) -> None:
+        self.name = name
+        self.port = port
+        self.period = period
+
+    async def resolve(self) -> frozenset[str]:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            self.name, self.port, type=socket.SOCK_STREAM
+        )
+        return frozenset(backend_url(str(info[4][0]), self.port) for info in infos)
+
+    async def watch(self, publish: Publish) -> None:
+        last: frozenset[str] | None = None
+        failing = False
+        while True:
+            try:
+                urls = await self.resolve()
+            except OSError as exc:
+                if not failing:
+                    log.warning("cannot resolve %s (keeping the last backends): %s", self.name, exc)
+                failing = True
+            else:
+                failing = False
+                if urls != last:
+                    log.info("%s resolves to %d backends", self.name, len(urls))
+                    publish(urls)
+                    last = urls
+            await asyncio.sleep(self.period)
+
+
+def backend_url(address: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 address in brackets."""
+    host = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    return f"http://{host}:{port}"

@@ -13,7 +13,7 @@ import signal
 from aiohttp import web
 
 from voicefleet.gateway.config import GatewayConfig
-from voicefleet.gateway.discovery import StaticBackends
+from voicefleet.gateway.discovery import BackendSource, DnsBackends, StaticBackends
 from voicefleet.gateway.limits import SHUTDOWN_TIMEOUT_SECONDS
 from voicefleet.gateway.routes import GATEWAY_KEY, add_routes
 from voicefleet.gateway.service import Gateway
@@ -35,7 +35,7 @@ def serve(config: GatewayConfig) -> int:
 
 
 async def _main(config: GatewayConfig) -> int:
-    gateway = Gateway(config, StaticBackends(config.backends))
+    gateway = Gateway(config, _source(config))
     await gateway.start()
     listener = Listener(config.header_timeout_seconds, gateway.metrics.connections_timed_out)
     app = web.Application(middlewares=[listener.middleware])
@@ -52,7 +52,12 @@ async def _main(config: GatewayConfig) -> int:
     await runner.setup()
     assert runner.server is not None
     await listener.start(runner.server, config.host, config.port)
-    log.info("listening on http://%s:%d, relaying to %s", config.host, config.port, config.backends)
+    log.info(
+        "listening on http://%s:%d, relaying to %s",
+        config.host,
+        config.port,
+        config.backends_dns or config.backends,
+    )
     stop_now = asyncio.Event()
     _install_signals(gateway, stop_now)
     try:
@@ -68,6 +73,13 @@ async def _main(config: GatewayConfig) -> int:
         await gateway.stop()
         log.info("stopped (exit %d)", EXIT_OK)
     return EXIT_OK
+
+
+def _source(config: GatewayConfig) -> BackendSource:
+    if config.backends_dns is None:
+        return StaticBackends(config.backends)
+    name, _, port = config.backends_dns.rpartition(":")
+    return DnsBackends(name, int(port), config.poll_seconds)
 
 
 def _install_signals(gateway: Gateway, stop_now: asyncio.Event) -> None:
