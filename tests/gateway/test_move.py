@@ -19,7 +19,7 @@ from tests.gateway.test_ogg_splice import check_one_stream
 from voicefleet import constants
 from voicefleet.testing.attacks import eventually
 from voicefleet.testing.attacks.common import active
-from voicefleet.testing.clients import pcm_session
+from voicefleet.testing.clients import audio_session, pcm_session
 from voicefleet.testing.kyutai_client import HeadlessAudio
 from voicefleet.testing.loopback import http
 from voicefleet.testing.runtime_process import RuntimeServer, start_server
@@ -77,9 +77,12 @@ async def test_a_pcm_conversation_moves_when_its_pod_drains(
     with gateway(tmp_path, two, token_file(tmp_path)) as gw:
         talking = asyncio.create_task(pcm_session(f"{gw.ws}{constants.PATH_PCM}", 6.0, 16_000))
         assert await eventually(lambda: sum(active(s) for s in two) == 1, 10)
-        old, _ = _holder(two)
+        old, new = _holder(two)
         await asyncio.sleep(1.5)
         _drain(old)
+        # The old pod would keep it to the drain deadline (20 s): it is on the new one now.
+        assert await eventually(lambda: active(new) == 1 and active(old) == 0, 10)
+        assert not talking.done()
         transcript = await talking
         assert gw.metric("conversations_moved_total") == 1, gw.log()
         types = [n.get("type") for n in transcript.notices if n.get("type") != "text"]
@@ -140,3 +143,34 @@ def poll_active(pair: tuple[RuntimeServer, RuntimeServer]) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+async def test_a_hertz_dev_conversation_on_audio_moves_when_its_pod_drains(
+    tmp_path: Path,
+) -> None:
+    """/audio has no notices: the gateway learns of the drain from its poll."""
+    servers = [
+        start_server(
+            tmp_path, max_sessions=2, max_session_seconds=60, token=TOKEN, backend="hertz-tiny"
+        )
+        for _ in range(2)
+    ]
+    try:
+        with gateway(tmp_path, servers, token_file(tmp_path)) as gw:
+            talking = asyncio.create_task(audio_session(f"{gw.ws}{constants.PATH_AUDIO}", 7.0))
+            assert await eventually(lambda: sum(active(s) for s in servers) == 1, 10)
+            old, new = _holder((servers[0], servers[1]))
+            await asyncio.sleep(2.0)
+            _drain(old)
+            # The old pod would keep it to the drain deadline (20 s): it is on the new one now.
+            assert await eventually(lambda: active(new) == 1 and active(old) == 0, 10)
+            assert not talking.done()
+            transcript = await talking
+            assert gw.metric("conversations_moved_total") == 1, gw.log()
+            assert transcript.not_audio == [], transcript.not_audio
+            # 125 ms frames for 7 s: 56; a conversation cut at the drain stops near 16.
+            assert len(transcript.samples) >= 45, len(transcript.samples)
+            assert active(old) == 0
+    finally:
+        for server in servers:
+            server.stop()
