@@ -81,6 +81,7 @@ class Mover:
             first = await self._export(old)
             backend, ticket = await self._import_anywhere(first, avoid=old.backend)
             relay.hold()
+            held_from = time.monotonic()  # the caller's audio waits from here to the switch
             try:
                 final = await self._export(old)
                 await self._import(backend, final, into=ticket)
@@ -88,21 +89,24 @@ class Mover:
             except BaseException:
                 await relay.release()
                 raise
-            switched = time.monotonic()
             retired = await relay.switch(new)
         finally:
             relay.moving = False
         self.pool.admitted(backend)
         self.pool.released(old.backend)
+        took, held = time.monotonic() - started, time.monotonic() - held_from
         self.metrics.moved.inc()
-        self.metrics.move_seconds.observe(time.monotonic() - started)
-        self.metrics.switch_seconds.observe(time.monotonic() - switched)
+        self.metrics.move_seconds.observe(took)
+        self.metrics.switch_seconds.observe(held)
+        # The caller's address names the conversation, so a move can be traced to its caller.
         log.info(
-            "moved a conversation from %s to %s at step %s in %.2f s",
+            "moved the conversation of %s from %s to %s at step %s in %.3f s (switch %.3f s)",
+            _address(relay),
             old.backend.url,
             backend.url,
             final.steps,
-            time.monotonic() - started,
+            took,
+            held,
         )
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(
@@ -163,6 +167,11 @@ class Mover:
         if not isinstance(outcome, Upstream):
             raise MoveFailed(FAILED_RESUME, outcome.detail)
         return outcome
+
+
+def _address(relay: Relay) -> str:
+    peer = relay.transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "an unknown caller"
 
 
 def _timeout() -> aiohttp.ClientTimeout:
