@@ -302,6 +302,12 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         cut = [h for h in heard if h["closed_at"] is not None and start <= h["closed_at"] <= end]
         ports |= {h["port"] for h in cut}
         gaps = [longest_gap(by_port[p]["audio_at"], start, end) for p in ports if p in by_port]
+        # The same window for the conversations that stayed put: what the machine did to all.
+        others = [
+            longest_gap(h["audio_at"], start, end)
+            for h in heard
+            if h["port"] not in ports and (h["closed_at"] is None or h["closed_at"] > start)
+        ]
         switches = [m["switch_s"] for m in mine]
         rows.append(
             {
@@ -318,6 +324,7 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
                     "p95": _ms(_pct(gaps, 0.95)),
                     "max": _ms(max(gaps, default=None)),
                 },
+                "others_gap_ms": {"p50": _ms(_pct(others, 0.5)), "p95": _ms(_pct(others, 0.95))},
                 "switch_ms": {"p50": _ms(_pct(switches, 0.5)), "p95": _ms(_pct(switches, 0.95))},
             }
         )
@@ -350,7 +357,15 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 def table(summary: dict[str, Any]) -> str:
     """One row per drained pod, laid out like the interruption drill's table."""
-    header = ("POD", "CONVERSATIONS", "MOVED", "CUT", "LONGEST GAP p50/p95/max", "SWITCH p50/p95")
+    header = (
+        "POD",
+        "CONVERSATIONS",
+        "MOVED",
+        "CUT",
+        "LONGEST GAP p50/p95/max",
+        "SWITCH p50/p95",
+        "THE OTHERS' GAP p50/p95",
+    )
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f}"
@@ -363,6 +378,7 @@ def table(summary: dict[str, Any]) -> str:
             str(r["cut"]),
             f"{ms(r['gap_ms']['p50'])} / {ms(r['gap_ms']['p95'])} / {ms(r['gap_ms']['max'])} ms",
             f"{ms(r['switch_ms']['p50'])} / {ms(r['switch_ms']['p95'])} ms",
+            f"{ms(r['others_gap_ms']['p50'])} / {ms(r['others_gap_ms']['p95'])} ms",
         )
         for r in summary["rows"]
     ]
