@@ -9,10 +9,13 @@ never closes (issue 15, item 2; the runtime's half is ``runtime/move_routes.py``
    protocol on the new pod with the ticket, hands it the held messages and drops whatever
    the old pod still sends. The old session is closed, which frees its slot.
 
-The old pod stepped the conversation on silence between the hold and the final export (a
-frame or two), and audio it made after that export is not heard; the new pod continues from
-the exported step. If anything fails before the switch the conversation stays where it was,
-and the caller gets the pod's own drain notice, as without a gateway.
+The old pod steps the conversation on silence from the hold to the switch, and what it says
+until the switch still reaches the caller (so the caller hears no gap); the new pod continues
+from the final export's step, so the frames the old pod made after it are heard from the old
+pod only. The held messages reach the new pod at once and it takes one a frame: the caller is
+heard that much later from then on (the whole hold: ``move_switch_seconds``). If anything
+fails before the switch the conversation stays where it was, and the caller gets the pod's
+own drain notice, as without a gateway.
 """
 
 from __future__ import annotations
