@@ -64,6 +64,12 @@ async def test_a_moshi_conversation_moves_when_its_pod_drains(
         assert caller.handshakes == 1
         check_one_stream(bytes(caller.ogg))
         assert gw.metric("conversations_moved_total") == 1
+        # The switch metric is the time the caller's audio was held: a final export and a
+        # catch-up import, each served between two of a pod's frames, and the upgrade of the
+        # new session; never just the instant the held messages were flushed.
+        held = gw.metric("move_switch_seconds_sum")
+        assert gw.metric("move_switch_seconds_count") == 1
+        assert 0.01 <= held <= gw.metric("move_seconds_sum"), (held, gw.log())
         after = [t for t in caller.audio_at if t > drained_at]
         gaps = [b - a for a, b in itertools.pairwise(after)]
         print(f"longest audio gap across the move: {max(gaps) * 1000:.0f} ms")

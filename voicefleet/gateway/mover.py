@@ -9,10 +9,13 @@ never closes (issue 15, item 2; the runtime's half is ``runtime/move_routes.py``
    protocol on the new pod with the ticket, hands it the held messages and drops whatever
    the old pod still sends. The old session is closed, which frees its slot.
 
-The old pod stepped the conversation on silence between the hold and the final export (a
-frame or two), and audio it made after that export is not heard; the new pod continues from
-the exported step. If anything fails before the switch the conversation stays where it was,
-and the caller gets the pod's own drain notice, as without a gateway.
+The old pod steps the conversation on silence from the hold to the switch, and what it says
+until the switch still reaches the caller (so the caller hears no gap); the new pod continues
+from the final export's step, so the frames the old pod made after it are heard from the old
+pod only. The held messages reach the new pod at once and it takes one a frame: the caller is
+heard that much later from then on (the whole hold: ``move_switch_seconds``). If anything
+fails before the switch the conversation stays where it was, and the caller gets the pod's
+own drain notice, as without a gateway.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Mover:
             first = await self._export(old)
             backend, ticket = await self._import_anywhere(first, avoid=old.backend)
             relay.hold()
+            held_from = time.monotonic()  # the caller's audio waits from here to the switch
             try:
                 final = await self._export(old)
                 await self._import(backend, final, into=ticket)
@@ -88,21 +92,24 @@ class Mover:
             except BaseException:
                 await relay.release()
                 raise
-            switched = time.monotonic()
             retired = await relay.switch(new)
         finally:
             relay.moving = False
         self.pool.admitted(backend)
         self.pool.released(old.backend)
+        took, held = time.monotonic() - started, time.monotonic() - held_from
         self.metrics.moved.inc()
-        self.metrics.move_seconds.observe(time.monotonic() - started)
-        self.metrics.switch_seconds.observe(time.monotonic() - switched)
+        self.metrics.move_seconds.observe(took)
+        self.metrics.switch_seconds.observe(held)
+        # The caller's address names the conversation, so a move can be traced to its caller.
         log.info(
-            "moved a conversation from %s to %s at step %s in %.2f s",
+            "moved the conversation of %s from %s to %s at step %s in %.3f s (switch %.3f s)",
+            _address(relay),
             old.backend.url,
             backend.url,
             final.steps,
-            time.monotonic() - started,
+            took,
+            held,
         )
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(
@@ -163,6 +170,11 @@ class Mover:
         if not isinstance(outcome, Upstream):
             raise MoveFailed(FAILED_RESUME, outcome.detail)
         return outcome
+
+
+def _address(relay: Relay) -> str:
+    peer = relay.transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "an unknown caller"
 
 
 def _timeout() -> aiohttp.ClientTimeout:
