@@ -4,12 +4,18 @@ of backends resolves to."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
+from aiohttp import WSMsgType
+
+from voicefleet import constants
 from voicefleet.cli import main
 from voicefleet.gateway.backends import Backend, BackendPool
 from voicefleet.gateway.discovery import DnsBackends, backend_url
 from voicefleet.gateway.metrics import GatewayMetrics
+from voicefleet.gateway.relay import Relay
+from voicefleet.gateway.upstream import Upstream
 from voicefleet.gateway.wire import sendable
 
 
@@ -84,3 +90,40 @@ async def test_dns_names_every_address_as_a_backend() -> None:
     assert "http://127.0.0.1:8998" in urls
     assert urls <= {"http://127.0.0.1:8998", "http://[::1]:8998"}
     assert backend_url("fd00::5", 80) == "http://[fd00::5]:80"
+
+
+class _Silent:
+    """A caller's socket that sends nothing (the test feeds the relay's route directly)."""
+
+    async def receive(self) -> None:
+        await asyncio.Event().wait()
+
+
+class _Recording:
+    """A pod's socket that records what it is sent, yielding to the loop on each send as a
+    real socket does when its buffer fills."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        await asyncio.sleep(0)
+        self.sent.append(data)
+
+
+async def test_held_messages_reach_the_new_pod_before_what_the_caller_sends_meanwhile() -> None:
+    relay = Relay(_Silent(), None, constants.PATH_PCM, GatewayMetrics())  # type: ignore[arg-type]
+    new = _Recording()
+    relay.hold()
+    for index in range(3):
+        relay._to_backend(WSMsgType.BINARY, b"held %d" % index)
+    pod = Upstream(_backend("http://new", capacity=2, active=0), new)  # type: ignore[arg-type]
+    relay.upstream = pod  # as switch() does before it flushes
+    flushing = asyncio.create_task(relay._flush(pod))
+    await asyncio.sleep(0)  # the flush is inside its first send
+    sink, data = relay._to_backend(WSMsgType.BINARY, b"live")
+    if sink is not None:
+        await sink.send_bytes(data)
+    await flushing
+    assert new.sent == [b"held 0", b"held 1", b"held 2", b"live"]
+    relay._from_client.cancel()

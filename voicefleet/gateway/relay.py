@@ -214,12 +214,14 @@ class Relay:
                 await _forward(self.client, kind, data)
 
     async def _flush(self, upstream: Upstream | None) -> None:
-        held, self._held = self._held or [], None
-        if upstream is None:
-            return
-        for kind, data in held:
+        """Send what was held, in order; what the caller sends meanwhile is held behind it
+        (a message sent straight on during a send of the flush would overtake the rest)."""
+        held = self._held or []
+        while held and upstream is not None:
+            kind, data = held.pop(0)
             with contextlib.suppress(ConnectionError):
                 await _forward(upstream.ws, kind, self.streams.up(kind, data))
+        self._held = None
 
     async def shut(self) -> None:
         """The gateway's drain deadline passed: tell the caller, close both sides."""
