@@ -24,6 +24,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter
 
+from voicefleet.runtime.limits import KEEPALIVE_SECONDS
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,3 +95,34 @@ def server_logger(bad_requests: Counter, name: str = "voicefleet.runtime.http") 
     logger = logging.getLogger(name)
     logger.addFilter(QuietBadRequests(bad_requests))
     return logger
+
+
+async def start_http(
+    add_routes: Callable[[web.Application], None],
+    *,
+    host: str,
+    port: int,
+    header_timeout_seconds: float,
+    shutdown_timeout_seconds: float,
+    timed_out: Counter,
+    bad_requests: Counter,
+    logger_name: str,
+) -> tuple[web.AppRunner, Listener]:
+    """An aiohttp app with ``add_routes``' routes, listening on ``host:port`` behind a
+    :class:`Listener`; aiohttp's own signal handling and access log off (the runtime and the
+    gateway handle signals themselves, and a log line per request is a flood)."""
+    listener = Listener(header_timeout_seconds, timed_out)
+    app = web.Application(middlewares=[listener.middleware])
+    add_routes(app)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout_seconds,
+        keepalive_timeout=max(KEEPALIVE_SECONDS, header_timeout_seconds),
+        logger=server_logger(bad_requests, logger_name),
+    )
+    await runner.setup()
+    assert runner.server is not None
+    await listener.start(runner.server, host, port)
+    return runner, listener

@@ -39,10 +39,9 @@ from voicefleet.runtime.hub import Hub
 from voicefleet.runtime.limits import (
     CLOSE_TIMEOUT_SECONDS,
     EXIT_BACKSTOP_SECONDS,
-    KEEPALIVE_SECONDS,
     SHUTDOWN_TIMEOUT_SECONDS,
 )
-from voicefleet.runtime.listener import Listener, server_logger
+from voicefleet.runtime.listener import Listener, start_http
 from voicefleet.runtime.routes import HUB_KEY, add_routes
 from voicefleet.runtime.supervisor import Supervisor
 
@@ -112,23 +111,23 @@ def _load(hub: Hub) -> BatchedEngine:
 
 async def _start_http(hub: Hub) -> tuple[web.AppRunner, Listener]:
     config = hub.config
-    listener = Listener(config.header_timeout_seconds, hub.metrics.connections_timed_out)
-    app = web.Application(middlewares=[listener.middleware])
-    app[HUB_KEY] = hub
-    add_routes(app)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
-        logger=server_logger(hub.metrics.bad_requests),
+
+    def routes(app: web.Application) -> None:
+        app[HUB_KEY] = hub
+        add_routes(app)
+
+    started = await start_http(
+        routes,
+        host=config.host,
+        port=config.port,
+        header_timeout_seconds=config.header_timeout_seconds,
+        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_SECONDS,
+        timed_out=hub.metrics.connections_timed_out,
+        bad_requests=hub.metrics.bad_requests,
+        logger_name="voicefleet.runtime.http",
     )
-    await runner.setup()
-    assert runner.server is not None
-    await listener.start(runner.server, config.host, config.port)
     log.info("listening on http://%s:%d (backend %s)", config.host, config.port, config.backend)
-    return runner, listener
+    return started
 
 
 def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:

@@ -18,8 +18,7 @@ from voicefleet.gateway.limits import SHUTDOWN_TIMEOUT_SECONDS
 from voicefleet.gateway.routes import GATEWAY_KEY, add_routes
 from voicefleet.gateway.service import Gateway
 from voicefleet.runtime.eventloop import loop_factory
-from voicefleet.runtime.limits import KEEPALIVE_SECONDS
-from voicefleet.runtime.listener import Listener, server_logger
+from voicefleet.runtime.listener import start_http
 
 log = logging.getLogger("voicefleet.gateway")
 
@@ -37,21 +36,21 @@ def serve(config: GatewayConfig) -> int:
 async def _main(config: GatewayConfig) -> int:
     gateway = Gateway(config, _source(config))
     await gateway.start()
-    listener = Listener(config.header_timeout_seconds, gateway.metrics.connections_timed_out)
-    app = web.Application(middlewares=[listener.middleware])
-    app[GATEWAY_KEY] = gateway
-    add_routes(app)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        keepalive_timeout=max(KEEPALIVE_SECONDS, config.header_timeout_seconds),
-        logger=server_logger(gateway.metrics.bad_requests, "voicefleet.gateway.http"),
+
+    def routes(app: web.Application) -> None:
+        app[GATEWAY_KEY] = gateway
+        add_routes(app)
+
+    runner, listener = await start_http(
+        routes,
+        host=config.host,
+        port=config.port,
+        header_timeout_seconds=config.header_timeout_seconds,
+        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_SECONDS,
+        timed_out=gateway.metrics.connections_timed_out,
+        bad_requests=gateway.metrics.bad_requests,
+        logger_name="voicefleet.gateway.http",
     )
-    await runner.setup()
-    assert runner.server is not None
-    await listener.start(runner.server, config.host, config.port)
     log.info(
         "listening on http://%s:%d, relaying to %s",
         config.host,
