@@ -165,6 +165,7 @@ PATH_DRAIN: Final = "/v1/drain"
 # that body to another pod's import, then open the same protocol there with QUERY_RESUME.
 PATH_SESSION_EXPORT: Final = "/v1/sessions/{session}/export"
 PATH_SESSION_IMPORT: Final = "/v1/sessions/import"
+PATH_BACKENDS: Final = "/v1/backends"  # the gateway's set of runtime pods, from the operator
 HEADER_SESSION: Final = "X-Voicefleet-Session"
 HEADER_STEPS: Final = "X-Voicefleet-Steps"
 QUERY_RESUME: Final = "resume"

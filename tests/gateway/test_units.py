@@ -12,9 +12,23 @@ from aiohttp import WSMsgType
 from voicefleet import constants
 from voicefleet.cli import main
 from voicefleet.gateway.backends import Backend, BackendPool
+from voicefleet.gateway.cuts import (
+    CUT_GATEWAY_SHUTDOWN,
+    CUT_POD_DRAINED,
+    CUT_POD_ERROR,
+    CUT_POD_LOST,
+    cut_reason,
+)
 from voicefleet.gateway.discovery import DnsBackends, backend_url
 from voicefleet.gateway.metrics import GatewayMetrics
-from voicefleet.gateway.relay import Relay
+from voicefleet.gateway.relay import (
+    ENDED_BACKEND_LOST,
+    ENDED_BY_BACKEND,
+    ENDED_BY_CALLER,
+    ENDED_SHUTDOWN,
+    ENDED_STALLED,
+    Relay,
+)
 from voicefleet.gateway.upstream import Upstream
 from voicefleet.gateway.wire import sendable
 
@@ -65,23 +79,45 @@ def test_backend_flags_must_be_urls(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--backend takes http://host:port URLs, not 10.0.0.2:8998" in capsys.readouterr().err
 
 
+ONE_SOURCE = "give one of --backend URL (repeated), --backends-dns NAME:PORT or --backends-pushed"
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        ([], "give either --backend URL (repeated) or --backends-dns NAME:PORT"),
-        (
-            ["--backend", "http://10.0.0.1:8998", "--backends-dns", "pool-pods:8998"],
-            "give either --backend URL (repeated) or --backends-dns NAME:PORT",
-        ),
+        ([], ONE_SOURCE),
+        (["--backend", "http://10.0.0.1:8998", "--backends-dns", "pool-pods:8998"], ONE_SOURCE),
+        (["--backends-dns", "pool-pods:8998", "--backends-pushed"], ONE_SOURCE),
+        (["--backends-pushed"], "--backends-pushed needs the pool token"),
         (["--backends-dns", "pool-pods"], "--backends-dns takes NAME:PORT, not pool-pods"),
         (["--backends-dns", "pool-pods:0"], "--backends-dns takes NAME:PORT, not pool-pods:0"),
     ],
 )
 def test_backends_come_from_exactly_one_source(
-    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv(constants.ENV_POOL_TOKEN, raising=False)
     assert main(["gateway", *args]) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("ended", "close", "cut"),
+    [
+        (ENDED_BY_CALLER, None, None),
+        (ENDED_BY_BACKEND, (1000, "session_limit"), None),  # the cap the pool asked for
+        (ENDED_BY_BACKEND, (1008, "idle"), None),  # the caller's doing
+        (ENDED_BY_BACKEND, (1001, "drain"), CUT_POD_DRAINED),  # a move that did not happen
+        (ENDED_BY_BACKEND, (1011, "engine failure"), CUT_POD_ERROR),
+        (ENDED_BACKEND_LOST, None, CUT_POD_LOST),
+        (ENDED_SHUTDOWN, None, CUT_GATEWAY_SHUTDOWN),
+        (ENDED_STALLED, None, None),
+    ],
+)
+def test_only_the_platforms_ends_count_as_cuts(
+    ended: str, close: tuple[int, str] | None, cut: str | None
+) -> None:
+    assert cut_reason(ended, close) == cut
 
 
 async def test_dns_names_every_address_as_a_backend() -> None:

@@ -24,6 +24,16 @@ class QueueView(ContractModel):
     wait_seconds: float = Field(ge=0)
 
 
+class BackendsPush(ContractModel):
+    """``PUT /v1/backends``: the pool's runtime pods, from the operator (signed, see
+    ``voicefleet.api.signature``). The whole set each time; the gateway keeps conversations
+    on a pod that left it until they end, and admits none there."""
+
+    backends: list[str] = Field(
+        max_length=10_000, description="Base URLs of the runtime pods, http://host:port."
+    )
+
+
 class GatewayStatus(ContractModel):
     ready: bool
     draining: bool
@@ -31,3 +41,13 @@ class GatewayStatus(ContractModel):
     active: int = Field(ge=0, description="Conversations relayed now.")
     queue: QueueView
     backends: list[BackendView]
+    moved: int = Field(
+        default=0,
+        ge=0,
+        description="Conversations moved to another pod since this gateway started.",
+    )
+    cut: dict[str, int] = Field(
+        default_factory=dict,
+        description="Conversations the platform ended since this gateway started, by reason "
+        "(a pod drained or lost with the conversation still on it, this gateway's shutdown).",
+    )

@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="every address NAME resolves to is a runtime pod on PORT, resolved again every "
         "--poll-seconds (a pool's headless Service: <pool>-pods.<namespace>.svc:8998)",
     )
+    parser.add_argument(
+        "--backends-pushed",
+        action="store_true",
+        help=f"the operator sends the pool's runtime pods (PUT {constants.PATH_BACKENDS}, "
+        "signed with the pool token, which this then needs): how the operator runs it",
+    )
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=constants.RUNTIME_PORT)
     parser.add_argument(
@@ -105,8 +111,11 @@ def _serve(args: argparse.Namespace) -> int:
     if bad:
         print(f"--backend takes http://host:port URLs, not {', '.join(bad)}", file=sys.stderr)
         return 2
-    if bool(args.backend) == bool(args.backends_dns):
-        print("give either --backend URL (repeated) or --backends-dns NAME:PORT", file=sys.stderr)
+    if sum(map(bool, (args.backend, args.backends_dns, args.backends_pushed))) != 1:
+        print(
+            "give one of --backend URL (repeated), --backends-dns NAME:PORT or --backends-pushed",
+            file=sys.stderr,
+        )
         return 2
     if args.backends_dns is not None:
         name, _, port = args.backends_dns.rpartition(":")
@@ -117,6 +126,14 @@ def _serve(args: argparse.Namespace) -> int:
         token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
     except OSError as exc:
         print(f"cannot read --token-file: {exc}", file=sys.stderr)
+        return 2
+    if args.backends_pushed and token is None:
+        print(
+            "--backends-pushed needs the pool token (--token-file or $"
+            + constants.ENV_POOL_TOKEN
+            + ") to check what the operator sends",
+            file=sys.stderr,
+        )
         return 2
     config = GatewayConfig(
         backends=tuple(args.backend),
@@ -129,5 +146,6 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout_seconds=args.header_timeout_seconds,
         token=token,
         backends_dns=args.backends_dns,
+        backends_pushed=args.backends_pushed,
     )
     return serve(config)

@@ -20,3 +20,5 @@ class GatewayConfig:
     # NAME:PORT whose addresses are the backends (a pool's headless Service), or None: the
     # fixed ``backends``.
     backends_dns: str | None = None
+    # The operator sends the backends (PUT /v1/backends, signed with the token).
+    backends_pushed: bool = False

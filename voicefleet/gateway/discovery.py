@@ -1,7 +1,9 @@
 """Where the set of backends comes from: one small interface, so the relay and admission never
-know. A fixed list of URLs (``--backend``), or every address a DNS name resolves to
-(``--backends-dns``): a pool's headless Service names every pod, ready, loading or
-draining, so the gateway needs no access to the Kubernetes API to follow the pool."""
+know. A fixed list of URLs (``--backend``); every address a DNS name resolves to
+(``--backends-dns``: a pool's headless Service names every pod, ready, loading or
+draining); or the set the operator sends (``--backends-pushed``: ``PUT /v1/backends``,
+signed with the pool token, which is how the operator runs it). None of them needs access
+to the Kubernetes API."""
 
 from __future__ import annotations
 
@@ -32,6 +34,30 @@ class StaticBackends:
 
     async def watch(self, publish: Publish) -> None:
         publish(self.urls)
+
+
+class PushedBackends:
+    """``--backends-pushed``: the set the operator last sent. Empty until the first push,
+    so the gateway stays unready until it knows its pool."""
+
+    def __init__(self) -> None:
+        self._publish: Publish | None = None
+        self._last: frozenset[str] = frozenset()
+
+    async def watch(self, publish: Publish) -> None:
+        self._publish = publish
+        publish(self._last)
+
+    def push(self, urls: Iterable[str]) -> bool:
+        """Take the operator's set; True when it changed."""
+        new = frozenset(url.rstrip("/") for url in urls)
+        if new == self._last:
+            return False
+        log.info("the operator sent %d backends", len(new))
+        self._last = new
+        if self._publish is not None:
+            self._publish(new)
+        return True
 
 
 class DnsBackends:

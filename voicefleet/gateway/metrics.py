@@ -67,6 +67,12 @@ class GatewayMetrics:
             f"{P}conversations_moved", "Conversations moved to another pod as theirs drained.",
             registry=r,
         )  # fmt: skip
+        self.cut = Counter(
+            f"{P}conversations_cut",
+            "Conversations the platform ended (not the caller, not the session cap), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.move_failures = Counter(
             f"{P}move_failures",
             "Moves that did not happen (the conversation stayed, its caller told of the drain).",

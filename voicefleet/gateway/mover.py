@@ -71,6 +71,7 @@ class Mover:
         self.http = http
         self.pool = pool
         self.metrics = metrics
+        self.moved = 0  # for GET /v1/status (the counter above is for scrapers)
         self._auth = {"Authorization": f"Bearer {token}"}
 
     async def move(self, relay: Relay, target: Target) -> None:
@@ -99,6 +100,7 @@ class Mover:
         self.pool.released(old.backend)
         took, held = time.monotonic() - started, time.monotonic() - held_from
         self.metrics.moved.inc()
+        self.moved += 1
         self.metrics.move_seconds.observe(took)
         self.metrics.switch_seconds.observe(held)
         # The caller's address names the conversation, so a move can be traced to its caller.

@@ -111,6 +111,8 @@ class Relay:
         self.moving = False
         # Pods this conversation was moved off, or tried to be: each is tried once.
         self.tried_moving_from: set[str] = set()
+        # The pod's close code and reason, when the pod ended the conversation.
+        self.backend_close: tuple[int | None, str] | None = None
         self._from_client = asyncio.create_task(self._pump_up(), name="relay-up")
 
     # --- before a backend is found ---------------------------------------------------------
@@ -250,6 +252,7 @@ class Relay:
             return ENDED_BY_CALLER
         with contextlib.suppress(ConnectionError):
             if ending.kind is WSMsgType.CLOSE:
+                self.backend_close = (ending.code, ending.reason)
                 code = sendable(ending.code, CLOSE_NORMAL)
                 await self.client.close(code=code, message=_reason(ending.reason))
                 return ENDED_BY_BACKEND

@@ -13,7 +13,12 @@ import signal
 from aiohttp import web
 
 from voicefleet.gateway.config import GatewayConfig
-from voicefleet.gateway.discovery import BackendSource, DnsBackends, StaticBackends
+from voicefleet.gateway.discovery import (
+    BackendSource,
+    DnsBackends,
+    PushedBackends,
+    StaticBackends,
+)
 from voicefleet.gateway.limits import SHUTDOWN_TIMEOUT_SECONDS
 from voicefleet.gateway.routes import GATEWAY_KEY, add_routes
 from voicefleet.gateway.service import Gateway
@@ -55,7 +60,7 @@ async def _main(config: GatewayConfig) -> int:
         "listening on http://%s:%d, relaying to %s",
         config.host,
         config.port,
-        config.backends_dns or config.backends,
+        config.backends_dns or config.backends or "the backends the operator sends",
     )
     stop_now = asyncio.Event()
     _install_signals(gateway, stop_now)
@@ -75,6 +80,8 @@ async def _main(config: GatewayConfig) -> int:
 
 
 def _source(config: GatewayConfig) -> BackendSource:
+    if config.backends_pushed:
+        return PushedBackends()
     if config.backends_dns is None:
         return StaticBackends(config.backends)
     name, _, port = config.backends_dns.rpartition(":")

@@ -4,6 +4,7 @@ drain, and the one conversation handler every relayed path shares."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -14,6 +15,7 @@ from voicefleet.api.gateway import BackendView, GatewayStatus, QueueView
 from voicefleet.gateway.admission import Admission, QueueFull
 from voicefleet.gateway.backends import Backend, BackendPool
 from voicefleet.gateway.config import GatewayConfig
+from voicefleet.gateway.cuts import cut_reason
 from voicefleet.gateway.discovery import BackendSource
 from voicefleet.gateway.limits import MAX_MESSAGE_BYTES, SWEEP_SECONDS
 from voicefleet.gateway.metrics import GatewayMetrics
@@ -59,6 +61,7 @@ class Gateway:
         self._moves: dict[Relay, asyncio.Task[None]] = {}
         self._targets: dict[Relay, Target] = {}
         self.waiting: set[Relay] = set()
+        self.cuts: collections.Counter[str] = collections.Counter()
         self.draining = False
         self.drain_deadline = 0.0
         self.emptied = asyncio.Event()
@@ -213,7 +216,11 @@ class Gateway:
         self._targets[relay] = target
         relay.on_drain = self._start_move
         try:
-            await relay.run(upstream)
+            ended = await relay.run(upstream)
+            cut = cut_reason(ended, relay.backend_close)
+            if cut is not None:
+                self.metrics.cut.labels(cut).inc()
+                self.cuts[cut] += 1
         finally:
             self.relays.discard(relay)
             self._targets.pop(relay, None)
@@ -292,6 +299,8 @@ class Gateway:
                 )
                 for b in sorted(self.pool.backends.values(), key=lambda b: b.url)
             ],
+            moved=self.mover.moved if self.mover is not None else 0,
+            cut=dict(self.cuts),
         )
 
 
