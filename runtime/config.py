@@ -23,6 +23,7 @@ class RuntimeConfig:
     drain_seconds: int = 30
     reconnect_url: str | None = None
     codec_workers: int = 1
+    cpu_threads: int = 1
     # Audio a session may queue before the oldest is dropped (2 s), each way: enough to ride
     # out network jitter, little enough that a burst never turns into seconds of lag.
     queue_seconds: float = 2.0

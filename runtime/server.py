@@ -80,6 +80,8 @@ def _load(hub: Hub) -> BatchedEngine:
     config = hub.config
     started = time.perf_counter()
     device = _device(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(config.cpu_threads)
     backend = get_loader(config.backend)(config, device)
     engine = BatchedEngine(
         backend,

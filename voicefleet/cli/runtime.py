@@ -72,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=max(1, min(8, (os.cpu_count() or 2) // 2)),
         help="processes for Ogg/Opus encoding and decoding (0: in the server process)",
     )
+    serve.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="torch threads for a model on the CPU (the tiny model): each step is a few small "
+        "ops, and torch's default (every core of the host, not the pod's share) makes "
+        "processes that share a node thrash (default 1)",
+    )
     _add_bounds(serve)
     serve.set_defaults(func=_serve)
     convert = commands.add_parser(
@@ -145,8 +153,11 @@ def _serve(args: argparse.Namespace) -> int:
     from voicefleet.runtime.config import RuntimeConfig, read_token  # noqa: PLC0415
     from voicefleet.runtime.server import serve  # noqa: PLC0415
 
-    if args.max_sessions < 1 or args.max_session_seconds < 1:
-        print("--max-sessions and --max-session-seconds must be at least 1", file=sys.stderr)
+    if min(args.max_sessions, args.max_session_seconds, args.cpu_threads) < 1:
+        print(
+            "--max-sessions, --max-session-seconds and --cpu-threads must be at least 1",
+            file=sys.stderr,
+        )
         return 2
     try:
         token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
@@ -166,6 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
         drain_seconds=args.drain_seconds,
         reconnect_url=args.reconnect_url,
         codec_workers=args.codec_workers,
+        cpu_threads=args.cpu_threads,
         prompt=args.prompt,
         greedy=args.greedy,
         **{name: getattr(args, name) for name, _, _ in BOUNDS},
