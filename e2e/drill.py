@@ -142,7 +142,12 @@ def drill_table(steps: Sequence[DrillStep]) -> str:
         )
         for s in steps
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return table(rows)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the header first) as aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )

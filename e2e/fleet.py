@@ -163,7 +163,9 @@ class Runtimes:
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, pod: client.V1Pod, token: str, slots: int = 2) -> None:
+    def start(
+        self, pod: client.V1Pod, token: str, slots: int = 2, session_seconds: int = 240
+    ) -> None:
         """A tiny-model runtime on the pod's IP.
 
         Few slots and one thread: every slot steps every 80 ms on the CPU, and the control
@@ -176,7 +178,7 @@ class Runtimes:
         argv = [
             sys.executable, "-m", "voicefleet", "runtime", "serve", "--backend", "tiny",
             "--host", ip, "--port", str(constants.RUNTIME_PORT), "--max-sessions", str(slots),
-            "--codec-workers", "0",
+            "--codec-workers", "0", "--max-session-seconds", str(session_seconds),
         ]  # fmt: skip
         env = {**os.environ, constants.ENV_POOL_TOKEN: token, "OMP_NUM_THREADS": "1"}
         self.processes[ip] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -24,6 +24,7 @@ from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
 from voicefleet import constants
+from voicefleet.testing import kube_admin
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ class Monitor:
         self.pool_gone: dict[str, float] = {}  # pool uid -> when the watch saw it go
         core = client.CoreV1Api(api)
         objects = client.CustomObjectsApi(api)
-        selector = constants.LABEL_POOL
+        selector = kube_admin.RUNTIME_PODS
 
         def list_pods(**kwargs: Any) -> Any:
             return core.list_namespaced_pod(namespace, label_selector=selector, **kwargs)

@@ -38,6 +38,8 @@ POOL_MANIFEST: dict[str, Any] = {
             "spotPercentage": 100,
             "interruption": {"drainSeconds": DRAIN_SECONDS},
         },
+        # The real node is the sandbox's only one, and a spot node: the gateway may run there.
+        "gateway": {"capacityType": "any"},
     },
 }
 # Where replacements go once the real node is interrupted: a fake spot node, created only
@@ -116,7 +118,30 @@ def apply_pool(cluster: fleet.Cluster) -> list[client.V1Pod]:
         60,
         "the pool's status to count both pods ready",
     )
+    wait_for(
+        lambda: (
+            (kube_admin.get_pool(cluster.api, APPS, POOL)["status"].get("gateway") or {}).get(
+                "readyReplicas"
+            )
+            == 2
+        ),
+        180,
+        "the pool's status to count both gateway replicas ready",
+    )
     return found
+
+
+def gateway_pods(cluster: fleet.Cluster) -> list[client.V1Pod]:
+    selector = ",".join(
+        f"{k}={v}"
+        for k, v in {
+            constants.LABEL_POOL: POOL,
+            constants.LABEL_COMPONENT: constants.COMPONENT_GATEWAY,
+        }.items()
+    )
+    return list(
+        client.CoreV1Api(cluster.api).list_namespaced_pod(APPS, label_selector=selector).items
+    )
 
 
 def endpoint_addresses(cluster: fleet.Cluster) -> set[str]:

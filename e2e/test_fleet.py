@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e import argocd, drill, fleet
+from e2e import argocd, drill, fleet, moves
 from tests.fixtures.sandbox import Cluster as SandboxCluster
 from tests.fixtures.sandbox import wait_until
 from voicefleet import catalog, constants
@@ -282,6 +282,123 @@ def test_interruption_drill(
             assert any(f"draining {pod} " in (e.message or "") for e in drains), pod
 
 
+MOVING_CONVERSATIONS = 20
+MOVING_GAP_MS = 300.0  # the longest audio gap per conversation, p95 (the issue's target)
+
+
+def test_moving_drill(
+    cluster: fleet.Cluster,
+    operator: Operator,
+    runtimes: fleet.Runtimes,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Twenty live conversations through the pool's gateway, on the pods of two spot nodes;
+    each node gets a cloud's interruption signal in turn; every conversation goes on, moved
+    with its context to an on-demand pod, and no caller's socket closes."""
+    pytest.importorskip("torch", reason="the runtime needs torch")
+    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(
+        f"{DRILL_POOL}-gateway", APPS
+    )
+    gateway_pods = wait_until(
+        lambda: (
+            (found := moves.gateway_pods(cluster, APPS, DRILL_POOL))
+            and len(found) == 2
+            and all(p.status.pod_ip for p in found)
+            and found
+        ),
+        what="the gateway's two replicas running",
+    )
+    token = kube_admin.pool_token(cluster.api, APPS, DRILL_POOL)
+    gateways = moves.Gateways(tmp_path_factory.mktemp("gateways"))
+    callers = moves.Callers()
+    pods = fleet.serving_pods(cluster, APPS, DRILL_POOL)
+    spot: dict[str, client.V1Pod] = {}
+    for pod in pods:
+        if pod.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.SPOT:
+            spot.setdefault(pod.spec.node_name, pod)
+    chosen = sorted(spot.items())[:2]
+    (target_pod, *_) = [
+        p
+        for p in pods
+        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.ON_DEMAND
+    ]
+    per_spot_pod = MOVING_CONVERSATIONS // len(chosen)
+    steps = []
+    try:
+        for pod in gateway_pods:
+            gateways.start(pod, deployment, token)
+        gateways.wait_up()
+        for _, pod in chosen:
+            runtimes.start(pod, token, slots=per_spot_pod, session_seconds=120)
+        runtimes.wait_serving()
+        urls = {f"http://{pod.status.pod_ip}:{constants.RUNTIME_PORT}" for _, pod in chosen}
+        wait_until(
+            lambda: all(urls <= gateways.in_rotation(ip) for ip in gateways.processes),
+            what="both gateways to have the runtime pods from the operator",
+        )
+        gateway_ips = sorted(gateways.processes)
+        for index in range(MOVING_CONVERSATIONS):
+            callers.call(gateway_ips[index % len(gateway_ips)])
+        wait_until(
+            lambda: all(len(c.audio) >= 10 for c in callers.conversations),
+            what="every conversation hearing audio",
+        )
+        # Then the pod they move to, with room for them all.
+        runtimes.start(target_pod, token, slots=MOVING_CONVERSATIONS, session_seconds=120)
+        runtimes.wait_serving()
+        target_url = f"http://{target_pod.status.pod_ip}:{constants.RUNTIME_PORT}"
+        wait_until(
+            lambda: all(target_url in gateways.in_rotation(ip) for ip in gateways.processes),
+            what="both gateways to have the pod to move to",
+        )
+        wait_until(
+            lambda: (
+                int(
+                    kube_admin.get_pool(cluster.api, APPS, DRILL_POOL)["status"]["sessions"][
+                        "active"
+                    ]
+                )
+                >= MOVING_CONVERSATIONS
+            ),
+            what="the operator to see the live conversations",
+        )
+        for (node, pod), signal in zip(chosen, drill.DRILL_SIGNALS[1:], strict=False):
+            steps.append(
+                moves.interrupt_node(
+                    cluster,
+                    APPS,
+                    DRILL_POOL,
+                    node=node,
+                    signal=signal,
+                    pod_ip=pod.status.pod_ip,
+                    callers=callers,
+                )
+            )
+    finally:
+        for node, _ in chosen:
+            drill.clear_node(cluster, node)
+        callers.close()
+        gateways.stop()
+        runtimes.stop()
+    with capsys.disabled():
+        print(f"\n\nmoving drill (pool {DRILL_POOL}, {MOVING_CONVERSATIONS} conversations)")
+        print(moves.moves_table(steps), "\n")
+
+    assert len(steps) == 2
+    assert sum(s.conversations for s in steps) == MOVING_CONVERSATIONS
+    gaps = [gap for s in steps for gap in s.gaps_ms]
+    for step in steps:
+        assert step.moved == step.conversations, step
+        assert step.cut == {}, step
+        assert step.sockets_closed == 0, step
+        assert step.min_capacity >= step.target, step
+    assert all(c.closed is None for c in callers.conversations)
+    # The gateway took care of every drain: no caller was told to reconnect.
+    assert [n for c in callers.conversations for n in c.notices] == []
+    assert moves.p95(gaps) <= MOVING_GAP_MS, gaps
+
+
 def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> None:
     core = client.CoreV1Api(cluster.api)
     selector = f"{constants.LABEL_POOL}=minimal"
@@ -292,6 +409,7 @@ def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> 
     cluster.kubectl_run("delete", f"--namespace={APPS}", "voiceagentpool/minimal")
     assert time.monotonic() - started < DELETE_SECONDS
     policy = client.PolicyV1Api(cluster.api)
+    apps = client.AppsV1Api(cluster.api)
 
     def gone() -> bool:
         return not (
@@ -299,6 +417,7 @@ def test_deleting_a_pool_removes_everything_it_owned(cluster: fleet.Cluster) -> 
             or core.list_namespaced_service(APPS, label_selector=selector).items
             or core.list_namespaced_secret(APPS, label_selector=selector).items
             or policy.list_namespaced_pod_disruption_budget(APPS, label_selector=selector).items
+            or apps.list_namespaced_deployment(APPS, label_selector=selector).items
         )
 
     wait_until(gone, what="everything minimal owned to be garbage-collected")

@@ -62,9 +62,12 @@ def _operator_objects() -> Iterator[dict[str, Any]]:
             uid="00000000-0000-0000-0000-000000000001",
         )  # fmt: skip
         yield builders.build_secret(ref, builders.pool_token(b"key", ref))
-        yield builders.build_service(ref)
+        yield builders.build_service(ref, gateway=pool.spec.gateway.enabled)
         yield builders.build_headless_service(ref)
         yield builders.build_pdb(ref)
+        if pool.spec.gateway.enabled:
+            yield builders.build_gateway_deployment(ref, pool.spec)
+            yield builders.build_gateway_pdb(ref)
         planned = plan(pool.spec, catalog.builtin())
         template = builders.build_pod_template(
             ref, pool.spec, planned, constants.CapacityType.SPOT, pool.spec.gpu.product

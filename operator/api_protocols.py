@@ -1,7 +1,7 @@
-"""The two external services the operator's reconcile talks to, as protocols.
+"""The external services the operator's reconcile talks to, as protocols.
 
-``kube.Kube`` (the Kubernetes API) and ``runtime_client.RuntimeClient`` (the runtime pods)
-are the real implementations; ``tests/operator/fakes.py`` has in-memory ones, so the
+``kube.Kube`` (the Kubernetes API), ``runtime_client.RuntimeClient`` (the runtime pods) and
+``gateway_client.GatewayClient`` (the pools' gateways) are the real implementations; ``tests/operator/fakes.py`` has in-memory ones, so the
 reconcile runs in the unit tier with no cluster (KubeRay's fake-client tier). Only what the
 reconcile uses is here.
 """
@@ -12,6 +12,7 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from voicefleet.api.gateway import GatewayStatus
 from voicefleet.api.runtime import DrainResponse, RuntimeStatus
 
 
@@ -81,5 +82,13 @@ class RuntimeApi(Protocol):
     async def drain(
         self, pod_ip: str, token: str, deadline_seconds: int, reason: str
     ) -> DrainResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class GatewayApi(Protocol):
+    """The calls to a pool's gateway replicas; errors are ``gateway_client.GatewayCallError``."""
+
+    async def push(self, pod_ip: str, token: str, backends: Sequence[str]) -> GatewayStatus: ...
 
     async def close(self) -> None: ...

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from voicefleet import constants
 from voicefleet.operator import builders, metrics, scaling
-from voicefleet.operator.api_protocols import KubeApi, RuntimeApi
+from voicefleet.operator.api_protocols import GatewayApi, KubeApi, RuntimeApi
 from voicefleet.operator.background import Background
 from voicefleet.operator.config import OperatorConfig
 from voicefleet.operator.kube import KubeError
@@ -34,6 +34,8 @@ from voicefleet.operator.pod_actions import PodActions
 from voicefleet.operator.pool_objects import PoolObjects
 from voicefleet.operator.pool_state import PoolState
 from voicefleet.operator.reconcile import TRIGGER_NODE, TRIGGER_POD, Outcome, PoolPass
+from voicefleet.operator.gateway_client import GatewayClient
+from voicefleet.operator.gateway_reports import GatewayReports, backend_urls
 from voicefleet.operator.runtime_reports import RuntimeReports
 from voicefleet.operator.scaling import PodView
 
@@ -57,6 +59,7 @@ class Fleet:
         key: bytes,
         pool_bodies: PoolBodies,
         pods_by_node: PodsByNode,
+        gateway_client: GatewayApi | None = None,
     ) -> None:
         self.kube = kube
         self.runtime = runtime
@@ -64,6 +67,10 @@ class Fleet:
         self.pool_bodies = pool_bodies
         self.background = Background(kube)
         self.reports = RuntimeReports(runtime)
+        self.gateway_client = gateway_client or GatewayClient(
+            config.runtime_timeout_seconds, config.runtime_port
+        )
+        self.gateways = GatewayReports(self.gateway_client, key)
         self.objects = PoolObjects(kube, key)
         self.pod_actions = PodActions(
             kube, runtime, self.background, key, config.spot_fallback_seconds
@@ -77,6 +84,7 @@ class Fleet:
             self.objects,
             self.pod_actions,
             self.background,
+            self.gateways,
         )
         self.closed = False
         self._locks: dict[str, asyncio.Lock] = {}
@@ -93,6 +101,7 @@ class Fleet:
         self.nodes.close()
         await self.background.close()
         await self.runtime.close()
+        await self.gateway_client.close()
         await self.kube.close()
 
     # --- entry points --------------------------------------------------------------------
@@ -118,7 +127,12 @@ class Fleet:
         if poll:
             # Ask the runtimes first, outside the lock: a slow pod must not hold up a node
             # reaction waiting for the same pool.
-            await self.reports.poll(pool)
+            await asyncio.gather(
+                self.reports.poll(pool),
+                self.gateways.push(
+                    pool, backend_urls(self.reports.views(pool), self.config.runtime_port)
+                ),
+            )
         async with lock:
             if on_locked is not None:
                 on_locked()
@@ -230,6 +244,7 @@ class Fleet:
         self._states.pop(key, None)
         self._pending.discard(key)
         self.reports.forget(key)
+        self.gateways.forget(key)
         self.objects.forget(key)
         for pod_key in [k for k in self._pod_digests if k[0] == namespace and _of(name, k[1])]:
             del self._pod_digests[pod_key]

@@ -52,6 +52,7 @@ KINDS: Final[dict[str, tuple[str, str, bool]]] = {
     "Event": ("/api/v1", "events", True),
     "Node": ("/api/v1", "nodes", False),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
     # Leader election among the operator's replicas (operator/leader.py).
     "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
     constants.KIND: (f"/apis/{constants.API_VERSION}", constants.PLURAL, True),

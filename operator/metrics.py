@@ -75,3 +75,8 @@ LEADER = Gauge(
     f"{P}leader",
     "1 while this replica holds the leader Lease and runs the reconciles, 0 on standby.",
 )
+GATEWAY_PUSHES = Counter(
+    f"{P}gateway_pushes_total",
+    "Backend sets sent to gateway replicas, by outcome (ok, refused, error).",
+    ["outcome"],
+)

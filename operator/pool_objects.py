@@ -1,4 +1,5 @@
-"""The pool's objects besides its pods: the token Secret, the two Services, the PDB.
+"""The pool's objects besides its pods: the token Secret, the two Services, the PDB, and the
+gateway's Deployment and PDB (deleted again when the pool turns its gateway off).
 
 Each is applied only when it differs from what the operator last applied (an applied-hash
 annotation), and only when the pool owns it (an owner reference to its UID). An object of
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from voicefleet import constants
+from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import builders
 from voicefleet.operator.api_protocols import KubeApi
 from voicefleet.operator.kube import KubeError
@@ -25,6 +27,8 @@ from voicefleet.operator.scaling import PodView
 # behind the operator's back; a spec change re-checks them at once).
 VERIFY_SECONDS: Final = 30.0
 T = TypeVar("T")
+# What ``verified`` holds for an object made sure to be absent.
+GONE: Final = "gone"
 # JSON pointer to the first owner reference's UID (the pool's, on what the operator made).
 OWNER_UID_PATH: Final = "/metadata/ownerReferences/0/uid"
 
@@ -67,19 +71,37 @@ class PoolObjects:
         # pool key -> (kind, name) -> (applied hash, when it was last seen in place)
         self.verified: dict[str, dict[tuple[str, str], tuple[str, float]]] = {}
 
-    async def ensure_all(self, pool: builders.PoolRef, *, force: bool, fresh: bool) -> Ensured:
-        """Every object but the pods. They depend on nothing but the pool, and not on each
-        other: all at once."""
-        results = await asyncio.gather(
-            self.ensure_secret(pool),
-            *(
-                self.ensure(pool, manifest, force=force, fresh=fresh)
-                for manifest in (
-                    builders.build_service(pool),
-                    builders.build_headless_service(pool),
-                    builders.build_pdb(pool),
-                )
-            ),
+    async def ensure_all(
+        self,
+        pool: builders.PoolRef,
+        spec: VoiceAgentPoolSpec | None,
+        *,
+        force: bool,
+        fresh: bool,
+        settings: builders.PodSettings = builders.PodSettings(),
+    ) -> Ensured:
+        """Every object but the pods; they do not depend on each other: all at once.
+        ``spec`` None (it does not validate): what depends on it (the callers' Service and
+        the gateway) is left as it is."""
+        # The Secret first: the gateway mounts it, and must never mount a stranger's.
+        secret = await asyncio.gather(self.ensure_secret(pool), return_exceptions=True)
+        secret_owned = secret[0] is None
+        manifests = [builders.build_headless_service(pool), builders.build_pdb(pool)]
+        unwanted: list[tuple[str, str]] = []
+        if spec is not None:
+            gateway = spec.gateway.enabled
+            manifests.append(builders.build_service(pool, gateway=gateway))
+            name = builders.gateway_name(pool)
+            if gateway and secret_owned:
+                manifests += [
+                    builders.build_gateway_deployment(pool, spec, settings),
+                    builders.build_gateway_pdb(pool),
+                ]
+            else:
+                unwanted = [("Deployment", name), ("PodDisruptionBudget", name)]
+        results = [*secret] + await asyncio.gather(
+            *(self.ensure(pool, manifest, force=force, fresh=fresh) for manifest in manifests),
+            *(self.ensure_gone(pool, kind, name) for kind, name in unwanted),
             return_exceptions=True,
         )
         conflicts: list[str] = []
@@ -91,7 +113,6 @@ class PoolObjects:
                 raise result
             elif result:
                 conflicts.append(result)
-        secret_owned = results[0] is None
         return Ensured(conflicts, refusals[0] if refusals else None, secret_owned)
 
     async def ensure_secret(self, pool: builders.PoolRef) -> str | None:
@@ -172,6 +193,16 @@ class PoolObjects:
                 await _refusable(self.kube.apply(manifest), manifest)
         verified[key] = (digest, time.monotonic())
         return None
+
+    async def ensure_gone(self, pool: builders.PoolRef, kind: str, name: str) -> None:
+        """Delete the pool's own ``kind`` ``name`` if it exists (a stranger's is left be)."""
+        verified = self.verified.setdefault(pool.key, {})
+        if verified.get((kind, name), ("", 0.0))[0] == GONE:
+            return
+        live = await self.kube.get(kind, pool.namespace, name)
+        if live is not None and builders.owned_by(live, pool):
+            await self.kube.delete(kind, pool.namespace, name, uid=live["metadata"].get("uid"))
+        verified[(kind, name)] = (GONE, time.monotonic())
 
     async def label_serving(self, pool: builders.PoolRef, pods: Sequence[PodView]) -> None:
         """Keep the label the callers' Service selects on (``constants.LABEL_SERVING``) true

@@ -14,6 +14,8 @@ Three scopes, and why each rule exists:
     their status.
   - Pods: everything but update: it owns them directly (create, delete, annotate draining).
   - Services, PodDisruptionBudgets: read and server-side apply (create, patch).
+  - Deployments (the pool's gateway) and PodDisruptionBudgets: also delete, when a pool
+    turns its gateway off.
   - Secrets: create and patch only: the pool token Secret is applied, never read.
   - ConfigMaps: get (the pool's price table).
   - Events: create and patch.
@@ -72,7 +74,9 @@ def pool_rules() -> list[dict[str, Any]]:
         _rule([constants.GROUP], [f"{constants.PLURAL}/status"], ["get", "patch", "update"]),
         _rule([""], ["pods"], [*READ, "create", "patch", "delete"]),
         _rule([""], ["services"], [*READ, "create", "patch"]),
-        _rule(["policy"], ["poddisruptionbudgets"], [*READ, "create", "patch"]),
+        _rule(["policy"], ["poddisruptionbudgets"], [*READ, "create", "patch", "delete"]),
+        # The pool's gateway; deleted again when the pool turns it off.
+        _rule(["apps"], ["deployments"], [*READ, "create", "patch", "delete"]),
         # No get, list or watch: the operator never reads a pool namespace's Secrets.
         _rule([""], ["secrets"], ["create", "patch"]),
         _rule([""], ["configmaps"], ["get"]),

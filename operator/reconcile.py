@@ -40,6 +40,7 @@ from voicefleet.operator import builders, interruption, metrics, pool_objects, s
 from voicefleet.operator.api_protocols import KubeApi
 from voicefleet.operator.background import Background
 from voicefleet.operator.config import OperatorConfig
+from voicefleet.operator.gateway_reports import GatewayReports
 from voicefleet.operator.nodes import NodeWatch
 from voicefleet.operator.planner import PlanError, plan
 from voicefleet.operator.pod_actions import PodActions
@@ -88,7 +89,9 @@ class PoolPass:
         objects: PoolObjects,
         pod_actions: PodActions,
         background: Background,
+        gateways: GatewayReports,
     ) -> None:
+        self.gateways = gateways
         self.kube = kube
         self.config = config
         self.watch = watch
@@ -126,7 +129,13 @@ class PoolPass:
         # Service never goes empty on an upgrade.
         await self.objects.label_serving(pool, pods)
         if not state.refused.waiting(time.time(), pool.generation):
-            ensured = await self.objects.ensure_all(pool, force=force_verify, fresh=fresh)
+            ensured = await self.objects.ensure_all(
+                pool,
+                planned.spec if planned is not None else None,
+                force=force_verify,
+                fresh=fresh,
+                settings=self.config.pods,
+            )
             state.object_conflicts = ensured.conflicts
             state.secret_owned = ensured.secret_owned
             if ensured.refusal is not None:
@@ -222,6 +231,9 @@ class PoolPass:
             create_error=state.refused.message or None,
             conflicts=conflicts,
             nodes_not_ready=self._nodes_not_ready(pool, body, state, pods),
+            gateway=self.gateways.summary(pool)
+            if planned is not None and planned.spec.gateway.enabled
+            else None,
         )
         wanted = status.compute(observed, previous)
         if planned is None and previous.get("plan"):
@@ -308,6 +320,17 @@ class PoolPass:
             if builders.ordinal_of(pool, b["metadata"]["name"]) is not None
             and builders.owned_by(b, pool)
         ]
+        # The gateway's pods belong to its Deployment's ReplicaSets, not to the pool; one
+        # that only copies their labels gets a push it cannot use (signed, no token in it).
+        self.gateways.seen(
+            pool,
+            [
+                PodView.from_body(b)
+                for b in bodies
+                if (b["metadata"].get("labels") or {}).get(constants.LABEL_COMPONENT)
+                == constants.COMPONENT_GATEWAY
+            ],
+        )
         names = {v.name for v in views}
         for name in [n for n in state.drain_failures if n not in names]:
             del state.drain_failures[name]

@@ -17,9 +17,7 @@ from pydantic import ValidationError
 from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse, RuntimeStatus
 from voicefleet.operator import metrics
-
-DEFAULT_TIMEOUT_SECONDS: Final = 1.0
-
+from voicefleet.operator.pod_calls import PodHttp, base_url
 
 class RuntimeCallError(RuntimeError):
     """A runtime pod did not answer as the contract says: unreachable, timed out, refused
@@ -31,30 +29,8 @@ class RuntimeCallError(RuntimeError):
         self.status = status
 
 
-def base_url(pod_ip: str, port: int = constants.RUNTIME_PORT) -> str:
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
-    return f"http://{host}:{port}"
-
-
-class RuntimeClient:
+class RuntimeClient(PodHttp):
     """Calls to runtime pods; one connection pool for the operator's life."""
-
-    def __init__(
-        self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, port: int = constants.RUNTIME_PORT
-    ) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, connect=timeout_seconds)
-        self.port = port
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # No proxy from the environment: pod IPs are reached directly.
-            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def status(self, pod_ip: str) -> RuntimeStatus:
         url = base_url(pod_ip, self.port) + constants.PATH_STATUS

@@ -57,6 +57,10 @@ class RuntimeReports:
             del reports[name]
         return [self._with_report(reports.get(v.name), v) for v in views]
 
+    def views(self, pool: PoolRef) -> list[PodView]:
+        """The runtime pods the pool's last pass saw."""
+        return list(self._seen.get(pool.key, []))
+
     def forget(self, pool_key: str) -> None:
         self._reports.pop(pool_key, None)
         self._seen.pop(pool_key, None)

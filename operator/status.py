@@ -15,7 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from voicefleet import constants
-from voicefleet.api.status import Condition, PlanStatus, SessionsStatus, VoiceAgentPoolStatus
+from voicefleet.api.status import (
+    Condition,
+    GatewayPoolStatus,
+    PlanStatus,
+    SessionsStatus,
+    VoiceAgentPoolStatus,
+)
 from voicefleet.operator.scaling import PodView
 from voicefleet.rfc3339 import format_time
 
@@ -42,6 +48,8 @@ class Observation:
     conflicts: Sequence[str] = ()
     # So many nodes NotReady at once that nothing is drained for it (see interruption.py).
     nodes_not_ready: str | None = None
+    # The pool's gateway replicas and what they counted (None: the pool runs none).
+    gateway: GatewayPoolStatus | None = None
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, gen: int) -> Condition:
@@ -205,6 +213,7 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None = None) -> dict
         sessions=SessionsStatus(
             active=sum(p.sessions_active or 0 for p in pods), capacity=capacity
         ),
+        gateway=obs.gateway,
         selector=obs.selector,
         conditions=[
             _ready(obs, len(serving), capacity),
@@ -222,6 +231,8 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None = None) -> dict
         condition["lastTransitionTime"] = (
             old_time if old_status == condition["status"] and old_time else format_time(obs.now)
         )
+    if obs.gateway is None and (previous or {}).get("gateway") is not None:
+        wire["gateway"] = None  # a merge patch removes a key only when told null
     return wire
 
 

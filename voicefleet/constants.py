@@ -44,6 +44,7 @@ SERVING_YES: Final = "true"
 SERVING_NO: Final = "false"
 FINALIZER: Final = f"{GROUP}/finalizer"
 COMPONENT_RUNTIME: Final = "runtime"
+COMPONENT_GATEWAY: Final = "gateway"
 
 # --- Well-known node labels ------------------------------------------------------------------
 NODE_LABEL_GPU_PRODUCT: Final = "nvidia.com/gpu.product"
@@ -185,10 +186,14 @@ HERTZ_FRAME_SAMPLES: Final = 2000  # 125 ms at 16 kHz
 # --- Names derived from a pool's name (the bound on pool names follows from them) -----------
 SUFFIX_HEADLESS_SERVICE: Final = "-pods"
 SUFFIX_TOKEN_SECRET: Final = "-token"
+SUFFIX_GATEWAY: Final = "-gateway"  # the gateway's Deployment and PodDisruptionBudget
 RUNTIME_CONTAINER: Final = "runtime"
+GATEWAY_CONTAINER: Final = "gateway"
 # The runtime image's user (runtime/Dockerfile's USER); runtime pods run as it.
 RUNTIME_UID: Final = 10001
 # Where the project's images are published (scripts/build-images.sh tags them so), and the
 # runtime image a pool gets when spec.runtime.image is empty: the operator's own version.
 IMAGE_REPOSITORY: Final = "ghcr.io/voicefleet"
 DEFAULT_RUNTIME_IMAGE: Final = f"{IMAGE_REPOSITORY}/runtime:{__version__}"
+# The gateway runs from the operator's image (it needs no torch): the operator's own version.
+DEFAULT_GATEWAY_IMAGE: Final = f"{IMAGE_REPOSITORY}/operator:{__version__}"

@@ -77,8 +77,11 @@ class PoolView:
             raise fleet.FleetError(f"{what}: not settled at {target} sessions: {pods}")
 
     def unscheduled(self) -> int:
-        """Pool pods (of any pool) not being deleted that no node took, as the API lists."""
-        listed = self.core.list_namespaced_pod(NAMESPACE, label_selector=constants.LABEL_POOL)
+        """Runtime pods (of any pool) not being deleted that no node took, as the API lists."""
+        runtime = (
+            f"{constants.LABEL_POOL},{constants.LABEL_COMPONENT}={constants.COMPONENT_RUNTIME}"
+        )
+        listed = self.core.list_namespaced_pod(NAMESPACE, label_selector=runtime)
         return sum(
             1
             for p in listed.items

@@ -4,8 +4,11 @@ the runtime image, in namespaces that enforce Pod Security "restricted".
 
 In file order, on one installation: the chart's operator runs in a container and leads ->
 a tiny pool (no GPU) becomes Ready with real pods whose startup, readiness and liveness
-probes are the kubelet's -> a live conversation through the pool's Service (kube-proxy) ->
-a full pod turns unready and leaves the Service -> an interruption drill on the real node:
+probes are the kubelet's -> a live conversation through the pool's Service (kube-proxy) and
+its gateway (two replicas from the operator's image, told of the runtime pods by the
+operator) -> a full pod turns unready and the gateway sends the next caller to the other
+pod -> an interruption drill on the real node (every pod of the pool is on it, so the
+gateway has nowhere to move a conversation and passes the pod's drain notice on):
 its signal, the drain notice on the live conversations, a replacement serving elsewhere,
 and the old pods' preStop hook and exit 0 within their grace period.
 
@@ -101,20 +104,27 @@ def test_a_tiny_pool_runs_real_runtime_pods_without_a_gpu(cluster: fleet.Cluster
         assert status.started and status.ready and status.restart_count == 0
 
 
-def test_a_live_conversation_through_the_pools_service(
-    cluster: fleet.Cluster, callers: fleet.Callers
+def test_a_live_conversation_through_the_pools_service_and_gateway(
+    cluster: fleet.Cluster, real: Sandbox, callers: fleet.Callers
 ) -> None:
     service = client.CoreV1Api(cluster.api).read_namespaced_service(POOL, APPS)
     ip = service.spec.cluster_ip
+    # The Service leads to the pool's gateway (from the operator's image), which relays to
+    # the runtime pods it was told of by the operator.
+    gateways = realpods.gateway_pods(cluster)
+    assert len(gateways) == 2
+    for pod in gateways:
+        (container,) = pod.spec.containers
+        assert container.image == images.image_ref("operator")
+        assert container.command == ["voicefleet", "gateway"]
     wait_until(
-        lambda: (
-            realpods.endpoint_addresses(cluster)
-            == {p.status.pod_ip for p in realpods.pods(cluster)}
-        ),
-        what="both pods behind the Service",
+        lambda: realpods.endpoint_addresses(cluster) == {p.status.pod_ip for p in gateways},
+        what="both gateway replicas behind the Service",
     )
     callers.call(ip)
     assert callers.open[ip] == 1
+    inside = str(real.real_node_netns)
+    assert sorted(_active(inside, p) for p in realpods.pods(cluster)) == [0, 1]
 
 
 def _active(netns_name: str, pod: client.V1Pod) -> int:
@@ -139,10 +149,11 @@ def test_a_full_pod_turns_unready_and_leaves_the_service(
         lambda: not kube_admin.is_ready(core.read_namespaced_pod(target.metadata.name, APPS)),
         what=f"{target.metadata.name} to turn unready when full",
     )
-    wait_until(
-        lambda: target.status.pod_ip not in realpods.endpoint_addresses(cluster),
-        what="the full pod to leave the Service",
-    )
+    # The next caller of the Service gets the slot left on the other pod, not a refusal.
+    (other,) = [p for p in realpods.pods(cluster) if p.metadata.name != target.metadata.name]
+    service_ip = client.CoreV1Api(cluster.api).read_namespaced_service(POOL, APPS)
+    callers.call(service_ip.spec.cluster_ip)
+    assert _active(inside, other) == 2
 
 
 def test_interruption_drill_on_the_real_node(

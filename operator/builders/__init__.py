@@ -11,6 +11,12 @@ from voicefleet.operator.builders.common import (
     selector_labels,
     selector_string,
 )
+from voicefleet.operator.builders.gateway import (
+    build_gateway_deployment,
+    build_gateway_pdb,
+    gateway_name,
+    gateway_selector,
+)
 from voicefleet.operator.builders.ownership import owned_by
 from voicefleet.operator.builders.pdb import build_pdb, pdb_name
 from voicefleet.operator.builders.pod import (
@@ -31,6 +37,8 @@ from voicefleet.operator.builders.services import (
 __all__ = [
     "PodSettings",
     "PoolRef",
+    "build_gateway_deployment",
+    "build_gateway_pdb",
     "build_headless_service",
     "build_pdb",
     "build_pod",
@@ -38,6 +46,8 @@ __all__ = [
     "build_secret",
     "build_service",
     "content_hash",
+    "gateway_name",
+    "gateway_selector",
     "headless_service_name",
     "ordinal_of",
     "owned_by",

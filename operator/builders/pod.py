@@ -85,6 +85,8 @@ class PodSettings:
     spot_labels: tuple[tuple[str, str], ...] = interruption.SPOT_LABELS
     # For pools whose spec.runtime.image is empty: the runtime of the operator's version.
     runtime_image: str = constants.DEFAULT_RUNTIME_IMAGE
+    # The gateway's image: the operator's own (it has the gateway, and no torch).
+    gateway_image: str = constants.DEFAULT_GATEWAY_IMAGE
 
 
 def pod_name(pool: PoolRef, ordinal: int) -> str:
@@ -157,7 +159,26 @@ def runtime_args(
     ]
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def container_ports() -> list[dict[str, Any]]:
+    """The one port of a runtime or gateway container (the Services target it by name)."""
+    return [
+        {
+            "name": constants.RUNTIME_PORT_NAME,
+            "containerPort": constants.RUNTIME_PORT,
+            "protocol": "TCP",
+        }
+    ]
+
+
+def token_env(secret: str) -> dict[str, Any]:
+    """The pool token, from the pool's Secret ``secret``, as the runtime and gateway read it."""
+    return {
+        "name": constants.ENV_POOL_TOKEN,
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": constants.POOL_TOKEN_KEY}},
+    }
+
+
+def probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": constants.RUNTIME_PORT_NAME},
         "periodSeconds": period,
@@ -192,26 +213,13 @@ def _container(
         "image": spec.runtime.image or settings.runtime_image,
         "command": list(RUNTIME_COMMAND),
         "args": runtime_args(spec, plan, weights, prompt),
-        "ports": [
-            {
-                "name": constants.RUNTIME_PORT_NAME,
-                "containerPort": constants.RUNTIME_PORT,
-                "protocol": "TCP",
-            }
-        ],
-        "env": [
-            {
-                "name": constants.ENV_POOL_TOKEN,
-                "valueFrom": {
-                    "secretKeyRef": {"name": "", "key": constants.POOL_TOKEN_KEY},
-                },
-            }
-        ],
+        "ports": container_ports(),
+        "env": [token_env("")],
         "resources": resources(spec),
-        "readinessProbe": _probe(constants.PATH_READYZ, 2, 1),
+        "readinessProbe": probe(constants.PATH_READYZ, 2, 1),
         # Loading weights takes minutes; the startup probe covers it so liveness stays tight.
-        "startupProbe": _probe(constants.PATH_HEALTHZ, 5, 120),
-        "livenessProbe": _probe(constants.PATH_HEALTHZ, 10, 3),
+        "startupProbe": probe(constants.PATH_HEALTHZ, 5, 120),
+        "livenessProbe": probe(constants.PATH_HEALTHZ, 10, 3),
         "lifecycle": {
             "preStop": {
                 "exec": {

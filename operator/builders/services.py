@@ -1,11 +1,13 @@
-"""The pool's two Services: one for callers (ready pods only) and one headless for per-pod
-DNS names (every pod, ready or not, so a draining pod stays addressable)."""
+"""The pool's two Services: one for callers (the gateway's ready replicas, or without a
+gateway the ready runtime pods) and one headless for per-pod DNS names (every runtime pod,
+ready or not, so a draining pod stays addressable and pods stay reachable directly)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from voicefleet import constants
+from voicefleet.operator.builders.gateway import gateway_selector
 from voicefleet.operator.builders.common import (
     PoolRef,
     metadata,
@@ -31,10 +33,15 @@ def _port() -> dict[str, Any]:
     }
 
 
-def build_service(pool: PoolRef) -> dict[str, Any]:
-    """ClusterIP Service on the runtime port; only ready pods not marked draining get
-    traffic (the serving label flips with the drain mark, before the runtime hears of it)."""
-    selector = {**selector_labels(pool), constants.LABEL_SERVING: constants.SERVING_YES}
+def build_service(pool: PoolRef, *, gateway: bool) -> dict[str, Any]:
+    """ClusterIP Service on the runtime port. With the ``gateway``: its ready replicas.
+    Without: the runtime pods, only ready ones not marked draining (the serving label flips
+    with the drain mark, before the runtime hears of it)."""
+    selector = (
+        gateway_selector(pool)
+        if gateway
+        else {**selector_labels(pool), constants.LABEL_SERVING: constants.SERVING_YES}
+    )
     return with_applied_hash(
         {
             "apiVersion": "v1",

@@ -20,7 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from voicefleet import constants
+from voicefleet.api.gateway import GatewayStatus
 from voicefleet.api.runtime import DrainRequest, DrainResponse, RuntimeStatus
+from voicefleet.operator.gateway_client import GatewayCallError
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.runtime_client import RuntimeCallError
 from voicefleet.rfc3339 import format_time
@@ -331,6 +333,24 @@ class FakeRuntimes:
         return DrainResponse(
             draining=True, deadline_seconds=deadline_seconds, active=self.active[pod_ip]
         )
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeGateways:
+    """Gateway replicas by IP: the backend sets each was sent (checked against the pool
+    token's signature rules by the real gateway's tests), and what each answers."""
+
+    def __init__(self) -> None:
+        self.answering: dict[str, GatewayStatus] = {}  # IP -> its status; absent: unreachable
+        self.pushes: list[tuple[str, str, list[str]]] = []  # (IP, token, backends)
+
+    async def push(self, pod_ip: str, token: str, backends: Sequence[str]) -> GatewayStatus:
+        if pod_ip not in self.answering:
+            raise GatewayCallError(f"gateway {pod_ip}: connection refused")
+        self.pushes.append((pod_ip, token, list(backends)))
+        return self.answering[pod_ip]
 
     async def close(self) -> None:
         return None

@@ -7,8 +7,10 @@ import copy
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from voicefleet import catalog, constants
+from voicefleet.api.manifest import describe
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import builders
 from voicefleet.operator.builders.merge import merge
@@ -39,10 +41,13 @@ def test_every_object_is_owned_by_the_pool_and_labelled() -> None:
     token = builders.pool_token(b"key", POOL)
     objects = [
         builders.build_secret(POOL, token),
-        builders.build_service(POOL),
+        builders.build_service(POOL, gateway=True),
+        builders.build_service(POOL, gateway=False),
         builders.build_headless_service(POOL),
         builders.build_pdb(POOL),
         builders.build_pod(template(), POOL, 0),
+        builders.build_gateway_deployment(POOL, spec()),
+        builders.build_gateway_pdb(POOL),
     ]
     for obj in objects:
         meta = obj["metadata"]
@@ -70,7 +75,7 @@ def test_token_is_an_hmac_of_the_uid_and_lands_in_the_secret() -> None:
 
 
 def test_services_select_runtime_pods_on_the_runtime_port() -> None:
-    service = builders.build_service(POOL)
+    service = builders.build_service(POOL, gateway=False)
     headless = builders.build_headless_service(POOL)
     # Callers reach only pods not marked draining; the headless Service names every pod.
     assert service["spec"]["selector"] == {
@@ -82,6 +87,84 @@ def test_services_select_runtime_pods_on_the_runtime_port() -> None:
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True
     assert headless["metadata"]["name"] != service["metadata"]["name"]
+
+
+def test_with_a_gateway_callers_reach_its_replicas_and_never_a_runtime_pod_directly() -> None:
+    service = builders.build_service(POOL, gateway=True)
+    deployment = builders.build_gateway_deployment(POOL, spec())
+    runtime_pod = builders.build_pod(template(), POOL, 0)
+    selector = service["spec"]["selector"]
+    gateway_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= gateway_labels.items()
+    assert not selector.items() <= runtime_pod["metadata"]["labels"].items()
+    # ... and the runtime's selectors (PDB, headless Service, scale) never take a gateway.
+    runtime_selector = builders.selector_labels(POOL)
+    assert not runtime_selector.items() <= gateway_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"] == selector
+    pdb = builders.build_gateway_pdb(POOL)
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    assert pdb["metadata"]["name"] == deployment["metadata"]["name"] == "support-en-gateway"
+
+
+def test_the_gateway_runs_unprivileged_from_the_operators_image_on_on_demand_nodes() -> None:
+    settings = builders.PodSettings(gateway_image="registry.example/voicefleet/operator:9")
+    deployment = builders.build_gateway_deployment(
+        POOL, spec(sessions={"target": 100, "maxSessionSeconds": 180}), settings
+    )
+    assert deployment["spec"]["replicas"] == 2
+    # A rollout adds a replica before taking one away: no conversation waits for a gateway.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pod = deployment["spec"]["template"]["spec"]
+    (box,) = pod["containers"]
+    assert box["image"] == "registry.example/voicefleet/operator:9"
+    assert box["command"] == ["voicefleet", "gateway"]
+    # Backends from the operator; a replaced replica keeps a conversation as long as it may last.
+    assert "--backends-pushed" in box["args"] and "--drain-seconds=180" in box["args"]
+    assert pod["terminationGracePeriodSeconds"] > 180
+    (token,) = box["env"]
+    assert token["name"] == constants.ENV_POOL_TOKEN
+    assert token["valueFrom"]["secretKeyRef"]["name"] == builders.secret_name(POOL)
+    # No Kubernetes API access, nothing privileged: Pod Security "restricted".
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert box["securityContext"]["allowPrivilegeEscalation"] is False
+    assert box["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert constants.RESOURCE_GPU not in box["resources"]["requests"]
+    # Kept off spot nodes of every cloud, and off GPU nodes (no GPU toleration).
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {e["key"] for e in term["matchExpressions"] if e["operator"] == "NotIn"} >= {
+        constants.NODE_LABEL_KARPENTER_CAPACITY_TYPE,
+        constants.NODE_LABEL_GKE_SPOT,
+    }
+    assert pod["tolerations"] == []
+    anywhere = builders.build_gateway_deployment(
+        POOL, spec(gateway={"capacityType": "any", "replicas": 3})
+    )
+    assert "affinity" not in anywhere["spec"]["template"]["spec"]
+    assert anywhere["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize(
+    ("gateway", "error"),
+    [
+        ({"replicas": 1}, "gateway.replicas must be at least 2 while the gateway is enabled"),
+        ({"enabled": False, "replicas": 1}, None),
+        ({"capacityType": "spot"}, "capacityType"),
+    ],
+)
+def test_gateway_settings_are_checked(gateway: dict[str, Any], error: str | None) -> None:
+    try:
+        VoiceAgentPoolSpec.model_validate({"gateway": gateway})
+    except ValidationError as exc:
+        problems = [describe(e, ("spec",)) for e in exc.errors()]
+    else:
+        problems = []
+    if error is None:
+        assert problems == [], problems
+    else:
+        assert any(error in p for p in problems), problems
 
 
 def test_applied_hash_changes_with_content_only() -> None:

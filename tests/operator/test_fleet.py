@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from tests.operator.fakes import FakeKube, FakeRuntimes
+from tests.operator.fakes import FakeGateways, FakeKube, FakeRuntimes
 from voicefleet import catalog, constants
+from voicefleet.api.gateway import GatewayStatus
 from voicefleet.api.pool import VoiceAgentPoolSpec
-from voicefleet.operator import metrics
+from voicefleet.operator import builders, metrics
 from voicefleet.operator.config import OperatorConfig
 from voicefleet.operator.fleet import Fleet
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.planner import plan
-from voicefleet.operator.reconcile import TRIGGER_CREATE, TRIGGER_TIMER
+from voicefleet.operator.reconcile import TRIGGER_CREATE, TRIGGER_SPEC, TRIGGER_TIMER
 
 NS = "voice"
 SPEC: dict[str, Any] = {"sessions": {"target": 100}}
@@ -29,7 +30,9 @@ H100 = {
 }
 
 
-async def fleet_on(kube: FakeKube, runtimes: FakeRuntimes) -> Fleet:
+async def fleet_on(
+    kube: FakeKube, runtimes: FakeRuntimes, gateways: FakeGateways | None = None
+) -> Fleet:
     fleet = Fleet(
         kube,
         runtimes,
@@ -37,6 +40,7 @@ async def fleet_on(kube: FakeKube, runtimes: FakeRuntimes) -> Fleet:
         b"key",
         kube.pool_bodies(),
         kube.pods_by_node(),
+        gateways or FakeGateways(),
     )
     await fleet.start()
     return fleet
@@ -59,7 +63,14 @@ async def test_a_pass_makes_the_pools_objects_and_a_second_pass_writes_nothing()
     want = plan(VoiceAgentPoolSpec.model_validate(SPEC), catalog.builtin())
     assert len(kube.pods(NS)) == want.replicas
     kinds = {k for k, ns, _ in kube.objects if ns == NS}
-    assert kinds == {"Pod", "Secret", "Service", "PodDisruptionBudget", constants.KIND}
+    assert kinds == {
+        "Pod",
+        "Secret",
+        "Service",
+        "PodDisruptionBudget",
+        "Deployment",  # the gateway
+        constants.KIND,
+    }
     run_all(kube, runtimes)
     for _ in range(2):  # the first polls nothing yet (its pods were pending last time)
         await fleet.reconcile(kube.objects[(constants.KIND, NS, "support")], trigger=TRIGGER_TIMER)
@@ -68,6 +79,74 @@ async def test_a_pass_makes_the_pools_objects_and_a_second_pass_writes_nothing()
     writes = len(kube.writes)
     await fleet.reconcile(stored, trigger=TRIGGER_TIMER)
     assert kube.writes[writes:] == []
+    await fleet.close()
+
+
+def gateway_pod(kube: FakeKube, name: str, pool: str) -> None:
+    """A replica of the pool's gateway, as its Deployment's ReplicaSet would make it."""
+    kube.objects[("Pod", NS, name)] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"uid-{name}",
+            "labels": builders.gateway_selector(builders.PoolRef(pool, NS, "")),
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": f"{pool}-gateway-5d9c", "uid": "rs"}
+            ],
+        },
+        "spec": {},
+        "status": {"phase": "Pending"},
+    }
+
+
+async def test_the_gateway_is_told_the_pools_pods_and_its_counts_reach_the_status() -> None:
+    kube, runtimes, gateways = FakeKube(), FakeRuntimes(), FakeGateways()
+    kube.node("n0", H100)
+    fleet = await fleet_on(kube, runtimes, gateways)
+    body = kube.pool(NS, "support", SPEC)
+    await fleet.reconcile(body, trigger=TRIGGER_CREATE)
+    service = kube.objects[("Service", NS, "support")]
+    assert service["spec"]["selector"][constants.LABEL_COMPONENT] == constants.COMPONENT_GATEWAY
+    run_all(kube, runtimes)
+    for name in ("support-gateway-5d9c-a", "support-gateway-5d9c-b"):
+        gateway_pod(kube, name, "support")
+        ip = kube.run_pod(NS, name, "n0")
+        gateways.answering[ip] = GatewayStatus.model_validate(
+            {"ready": True, "draining": False, "active": 3, "queue": {"length": 0, "max": 8,
+             "waitSeconds": 30}, "backends": [], "moved": 2, "cut": {"pod_lost": 1}}
+        )  # fmt: skip
+    for _ in range(2):  # the first pass sees the replicas, the next poll tells them
+        await fleet.reconcile(kube.objects[(constants.KIND, NS, "support")], trigger=TRIGGER_TIMER)
+    runtime_urls = sorted(
+        f"http://{p['status']['podIP']}:{constants.RUNTIME_PORT}"
+        for p in kube.pods(NS)
+        if p["metadata"]["labels"].get(constants.LABEL_COMPONENT) == constants.COMPONENT_RUNTIME
+    )
+    token = builders.pool_token(b"key", builders.PoolRef.from_body(body))
+    assert {(ip, t) for ip, t, _ in gateways.pushes} == {(ip, token) for ip in gateways.answering}
+    assert all(backends == runtime_urls for _, _, backends in gateways.pushes)
+    await fleet.reconcile(kube.objects[(constants.KIND, NS, "support")], trigger=TRIGGER_TIMER)
+    stored = kube.objects[(constants.KIND, NS, "support")]["status"]
+    assert stored["gateway"] == {
+        "replicas": 2, "readyReplicas": 2, "moved": 4, "cut": {"pod_lost": 2}
+    }  # fmt: skip
+    # The runtime pod counts never include a gateway replica.
+    want = plan(VoiceAgentPoolSpec.model_validate(SPEC), catalog.builtin())
+    assert stored["replicas"] == want.replicas
+
+    # Turned off: the gateway's Deployment and PDB go, callers reach the runtime pods again.
+    pool = kube.objects[(constants.KIND, NS, "support")]
+    pool["spec"] = {**SPEC, "gateway": {"enabled": False}}
+    pool["metadata"]["generation"] = 2
+    await fleet.reconcile(pool, trigger=TRIGGER_SPEC)
+    assert ("Deployment", NS, "support-gateway") not in kube.objects
+    assert ("PodDisruptionBudget", NS, "support-gateway") not in kube.objects
+    assert ("PodDisruptionBudget", NS, "support") in kube.objects
+    service = kube.objects[("Service", NS, "support")]
+    assert service["spec"]["selector"][constants.LABEL_COMPONENT] == constants.COMPONENT_RUNTIME
+    assert "gateway" not in kube.objects[(constants.KIND, NS, "support")]["status"]
     await fleet.close()
 
 

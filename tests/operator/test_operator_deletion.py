@@ -85,7 +85,10 @@ def test_a_deleted_pools_pods_are_deleted_at_once_without_the_garbage_collector(
     core = client.CoreV1Api(kube_api)
 
     def terminating() -> bool:
-        left = core.list_namespaced_pod(namespace, label_selector=f"{constants.LABEL_POOL}=swept")
+        # Its runtime pods: the gateway's belong to a ReplicaSet, which the stopped
+        # controller manager's garbage collector removes once it runs again.
+        runtime = f"{constants.LABEL_POOL}=swept,{constants.LABEL_COMPONENT}=runtime"
+        left = core.list_namespaced_pod(namespace, label_selector=runtime)
         return all(p.metadata.deletion_timestamp is not None for p in left.items)
 
     os.kill(manager.pid, signal.SIGSTOP)

@@ -306,8 +306,24 @@ def test_objects_that_merely_share_a_name_are_never_adopted(
         lambda: kit.events(kube_api, namespace, constants.EVENT_NAME_CONFLICT), what="an event"
     )
     live_operator.wait_passes(3)
-    # No pod may mount a stranger's Secret as the pool token: none is created.
-    assert [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "taken")] == ["taken-0"]
+
+    def labelled() -> list[str]:
+        """Pods with the pool's label but the gateway's (the squatter has no component)."""
+        found = core.list_namespaced_pod(
+            namespace, label_selector=f"{constants.LABEL_POOL}=taken"
+        ).items
+        return sorted(
+            p.metadata.name
+            for p in found
+            if (p.metadata.labels or {}).get(constants.LABEL_COMPONENT)
+            != constants.COMPONENT_GATEWAY
+            and p.metadata.deletion_timestamp is None
+        )
+
+    # No pod may mount a stranger's Secret as the pool token: none is created, neither a
+    # runtime pod nor the gateway's Deployment.
+    assert labelled() == ["taken-0"]
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items == []
     theirs = core.read_namespaced_service("taken", namespace)
     assert theirs.spec.selector == {"app": "theirs"}
     assert not theirs.metadata.owner_references
@@ -323,7 +339,7 @@ def test_objects_that_merely_share_a_name_are_never_adopted(
     want = kit.planned(sessions={"target": 40}).replicas
 
     def own_pods() -> list[str]:
-        names = [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "taken")]
+        names = labelled()
         return names if len(names) == want + 1 else []
 
     names = wait_until(own_pods, what="the pool's own pods")
@@ -333,12 +349,7 @@ def test_objects_that_merely_share_a_name_are_never_adopted(
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         *kit.GROUP_VERSION, namespace, constants.PLURAL, "taken"
     )
-    wait_until(
-        lambda: (
-            [p.metadata.name for p in kit.pool_pods(kube_api, namespace, "taken")] == ["taken-0"]
-        ),
-        what="the pool's own pods garbage-collected",
-    )
+    wait_until(lambda: labelled() == ["taken-0"], what="the pool's own pods garbage-collected")
     assert core.read_namespaced_service("taken", namespace).spec.selector == {"app": "theirs"}
 
 

@@ -175,6 +175,11 @@ def printer_columns() -> list[dict[str, Any]]:
         col("Capacity", "integer", ".status.sessions.capacity", "Conversations ready pods hold."),
         col("$/Session-h", "number", ".status.plan.costPerSessionHour", "Cost per session-hour."),
         col("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        # `kubectl get -o wide` only (priority 1).
+        {
+            **col("Moved", "integer", ".status.gateway.moved", "Conversations moved off pods."),
+            "priority": 1,
+        },
     ]
 
 

@@ -6,8 +6,8 @@ dots allowed), far looser. The derived names and the rule each must follow:
 
 - the Services ``<pool>`` and ``<pool>-pods``: RFC 1035 labels (at most 63, a letter first,
   no dots);
-- the token Secret ``<pool>-token`` and the PodDisruptionBudget ``<pool>``: DNS subdomains
-  (at most 253);
+- the token Secret ``<pool>-token``, the PodDisruptionBudget ``<pool>`` and the gateway's
+  Deployment and PodDisruptionBudget ``<pool>-gateway``: DNS subdomains (at most 253);
 - the pods ``<pool>-<ordinal>``: DNS subdomains; ordinals stay below 100000 (at most
   ``sessions.maxReplicas`` = 10000 pods, twice that while replacing);
 - the label value ``voicefleet.dev/pool=<pool>``: at most 63.
@@ -40,6 +40,7 @@ DERIVED_NAMES: Final[tuple[tuple[str, str, int], ...]] = (
     ("headless Service", "{pool}" + constants.SUFFIX_HEADLESS_SERVICE, DNS_LABEL_MAX),
     ("token Secret", "{pool}" + constants.SUFFIX_TOKEN_SECRET, DNS_SUBDOMAIN_MAX),
     ("PodDisruptionBudget", "{pool}", DNS_SUBDOMAIN_MAX),
+    ("gateway Deployment and PDB", "{pool}" + constants.SUFFIX_GATEWAY, DNS_SUBDOMAIN_MAX),
     ("pods", "{pool}-" + str(LARGEST_ORDINAL), DNS_SUBDOMAIN_MAX),
     (f"label {constants.LABEL_POOL}", "{pool}", LABEL_VALUE_MAX),
 )

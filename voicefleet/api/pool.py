@@ -228,6 +228,45 @@ class RuntimeSpec(ApiModel):
     )
 
 
+class GatewaySpec(ApiModel):
+    """The session gateway in front of the pool's pods (CPU only, from the operator's image)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Run the gateway: callers of the pool's Service reach it, it admits each "
+            "conversation to a pod with a free slot, queues callers while the pool is full, "
+            "and moves live conversations off draining pods. false: the Service selects the "
+            "runtime pods directly, and a draining pod's callers are told to reconnect."
+        ),
+    )
+    replicas: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Gateway pods; at least 2, so one can be replaced while the other relays.",
+    )
+    capacity_type: Literal["on-demand", "any"] = Field(
+        default="on-demand",
+        description=(
+            "Nodes the gateway may run on: on-demand (default; a spot reclaim would cut every "
+            "conversation it relays) or any."
+        ),
+    )
+
+    RULES: ClassVar[tuple[Rule[Any], ...]] = (
+        Rule(
+            cel="!self.enabled || self.replicas >= 2",
+            message=(
+                "gateway.replicas must be at least 2 while the gateway is enabled: a lone "
+                "replica cut every conversation whenever it is replaced"
+            ),
+            violated=lambda g: g.enabled and g.replicas < 2,
+            field_path=".replicas",
+        ),
+    )
+
+
 def _context_rules() -> tuple[Rule[VoiceAgentPoolSpec], ...]:
     rules: list[Rule[VoiceAgentPoolSpec]] = []
     for name, profile in sorted(catalog.models().items()):
@@ -267,6 +306,10 @@ class VoiceAgentPoolSpec(ApiModel):
     )
     runtime: RuntimeSpec = Field(
         default_factory=RuntimeSpec, description="The model server the pods run."
+    )
+    gateway: GatewaySpec = Field(
+        default_factory=GatewaySpec,
+        description="The session gateway in front of the pool's pods.",
     )
     template: PodTemplate = Field(
         default_factory=PodTemplate,

@@ -68,6 +68,28 @@ class SessionsStatus(ApiModel):
     capacity: int = Field(default=0, description="Conversations the ready pods can hold.")
 
 
+class GatewayPoolStatus(ApiModel):
+    """The pool's gateway replicas, and what their relays counted."""
+
+    replicas: int = Field(default=0, description="Gateway pods that exist.")
+    ready_replicas: int = Field(default=0, description="Gateway pods ready for callers.")
+    moved: int = Field(
+        default=0,
+        description=(
+            "Conversations moved, with their context, off draining pods: the sum over the "
+            "gateway replicas now running, each since it started (Prometheus keeps the "
+            "history: voicefleet_gateway_conversations_moved_total)."
+        ),
+    )
+    cut: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Conversations the platform ended, by reason (pod_drained: a move failed and the "
+            "pod's deadline came; pod_lost, pod_error, gateway_shutdown), summed as moved."
+        ),
+    )
+
+
 class VoiceAgentPoolStatus(ApiModel):
     """Observed state of the pool, written by the operator."""
 
@@ -83,6 +105,9 @@ class VoiceAgentPoolStatus(ApiModel):
     on_demand_replicas: int = Field(default=0, description="Pods on on-demand nodes.")
     sessions: SessionsStatus = Field(
         default_factory=SessionsStatus, description="Live conversations and capacity."
+    )
+    gateway: GatewayPoolStatus | None = Field(
+        default=None, description="The session gateway, when the pool runs one."
     )
     selector: str | None = Field(
         default=None, description="Label selector of the pool's pods (for the scale subresource)."

@@ -152,6 +152,12 @@ def register(subparsers: Any) -> None:
         "operator's version)",
     )
     run.add_argument(
+        "--gateway-image",
+        default=constants.DEFAULT_GATEWAY_IMAGE,
+        help="image of the pools' gateways: the operator's own (default: this operator's "
+        "version), which has the gateway and no torch",
+    )
+    run.add_argument(
         "--prices",
         type=Path,
         metavar="FILE",
@@ -276,7 +282,9 @@ def run_operator(args: argparse.Namespace) -> int:
             mass_not_ready_fraction=args.mass_not_ready_fraction,
         ),
         pods=PodSettings(
-            grace_margin_seconds=args.grace_margin_seconds, runtime_image=args.runtime_image
+            grace_margin_seconds=args.grace_margin_seconds,
+            runtime_image=args.runtime_image,
+            gateway_image=args.gateway_image,
         ),
         spot_fallback_seconds=args.spot_fallback_seconds,
         poll_interval_seconds=args.poll_interval,

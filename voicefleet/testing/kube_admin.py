@@ -27,14 +27,20 @@ def get_pool(kube_api: client.ApiClient, namespace: str, name: str) -> dict[str,
     return result
 
 
+# Runtime pods of any pool: a pool's gateway replicas carry its pool label too.
+RUNTIME_PODS = f"{constants.LABEL_POOL},{constants.LABEL_COMPONENT}={constants.COMPONENT_RUNTIME}"
+
+
 def pool_pods(
     kube_api: client.ApiClient, namespace: str, pool: str, *, live: bool = True
 ) -> list[client.V1Pod]:
-    """The pool's pods, by name; ``live`` leaves out those being deleted."""
+    """The pool's runtime pods (not its gateway's), by name; ``live`` leaves out those being
+    deleted."""
     core = client.CoreV1Api(kube_api)
-    items = core.list_namespaced_pod(
-        namespace, label_selector=f"{constants.LABEL_POOL}={pool}"
-    ).items
+    selector = (
+        f"{constants.LABEL_POOL}={pool},{constants.LABEL_COMPONENT}={constants.COMPONENT_RUNTIME}"
+    )
+    items = core.list_namespaced_pod(namespace, label_selector=selector).items
     if live:
         items = [p for p in items if p.metadata.deletion_timestamp is None]
     return sorted(items, key=lambda p: p.metadata.name)

@@ -1,0 +1,296 @@
+"""The moving drill: live conversations through the pool's gateway, their pods' nodes
+interrupted one after another, every conversation moved (with its context) to another pod
+while its caller's socket stays open. Measured from the callers' side (socket closes,
+notices, the longest gap between audio messages per conversation) and from the pool's
+status (conversations moved and cut, as its gateways count them).
+
+The gateway's Deployment runs on kwok's fake nodes, so its replicas run here, one real
+``voicefleet gateway`` per gateway pod, bound to that pod's IP with the Deployment's own
+arguments and the pool's token, as the kubelet would start them; the operator tells them
+the pool's pods (``PUT /v1/backends``), real tiny-model runtimes stand in for the pods.
+
+No pytest here: ``e2e/test_fleet.py`` asserts on what these steps return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes import client
+
+from e2e.drill import table
+from e2e.fleet import Cluster, FleetError, _http_ok, serving_pods
+from voicefleet import constants
+from voicefleet.testing import kube_admin
+from voicefleet.testing.polling import poll, wait_for
+
+PCM_RATE = 16_000
+FRAME_BYTES = 2 * 1280  # 80 ms of 16 kHz PCM16
+FRAME_SECONDS = 0.08
+
+
+# --- the gateway's replicas, standing in for its pods ------------------------------------------
+@dataclass
+class Gateways:
+    """``voicefleet gateway`` processes bound to the gateway pods' IPs."""
+
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, pod: client.V1Pod, deployment: client.V1Deployment, token: str) -> None:
+        ip = pod.status.pod_ip
+        if not ip or not ip.startswith("127."):
+            raise FleetError(f"pod {pod.metadata.name} has no loopback IP ({ip}): not a sandbox?")
+        (container,) = deployment.spec.template.spec.containers
+        # The Deployment's command and arguments, but bound to the pod's own address.
+        args = [a for a in container.args if not a.startswith("--host=")] + [f"--host={ip}"]
+        if container.command[0] != "voicefleet":
+            raise FleetError(f"the gateway's command is not voicefleet's: {container.command}")
+        # `python -m voicefleet ...`: the console script, run by this environment's Python.
+        command = [sys.executable, "-m", *container.command, *args]
+        log = (self.log_dir / f"gateway-{pod.metadata.name}.log").open("wb")
+        env = {**os.environ, constants.ENV_POOL_TOKEN: token}
+        self.processes[ip] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+
+    def wait_up(self, timeout: float = 60) -> None:
+        for ip, process in self.processes.items():
+
+            def up(ip: str = ip, process: subprocess.Popen[bytes] = process) -> bool:
+                if process.poll() is not None:
+                    raise FleetError(f"the gateway on {ip} exited ({process.returncode})")
+                return _http_ok(f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_HEALTHZ}")
+
+            wait_for(up, timeout, f"the gateway on {ip}")
+
+    def status(self, ip: str) -> dict[str, Any]:
+        import urllib.request  # noqa: PLC0415
+
+        url = f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_STATUS}"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+    def in_rotation(self, ip: str) -> set[str]:
+        return {b["url"] for b in self.status(ip)["backends"] if b["inRotation"]}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes.values():
+            process.wait(timeout=10)
+        self.processes.clear()
+
+
+def gateway_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
+    selector = (
+        f"{constants.LABEL_POOL}={pool},{constants.LABEL_COMPONENT}={constants.COMPONENT_GATEWAY}"
+    )
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(namespace, label_selector=selector)
+    return [p for p in pods.items if p.metadata.deletion_timestamp is None]
+
+
+# --- the callers ---------------------------------------------------------------------------------
+@dataclass
+class Conversation:
+    gateway: str
+    audio: list[float] = field(default_factory=list)  # time.monotonic() of each audio message
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    closed: int | None = None  # the close code, once the socket closed
+
+    def longest_gap(self, since: float, until: float) -> float:
+        times = [since, *(t for t in self.audio if since < t < until), until]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+class Callers:
+    """Live PCM conversations through the gateway, on an event loop of their own thread (the
+    drill's API calls never delay a frame)."""
+
+    def __init__(self) -> None:
+        self.conversations: list[Conversation] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._calls: list[concurrent.futures.Future[None]] = []
+        self._stop = asyncio.Event()
+
+    def call(self, gateway_ip: str) -> Conversation:
+        conversation = Conversation(gateway_ip)
+        self.conversations.append(conversation)
+        self._calls.append(
+            asyncio.run_coroutine_threadsafe(self._converse(conversation), self._loop)
+        )
+        return conversation
+
+    async def _converse(self, conversation: Conversation) -> None:
+        url = (
+            f"ws://{conversation.gateway}:{constants.RUNTIME_PORT}{constants.PATH_PCM}"
+            f"?rate={PCM_RATE}"
+        )
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            sender = asyncio.create_task(self._speak(ws))
+            try:
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        conversation.audio.append(time.monotonic())
+                    elif message.type == aiohttp.WSMsgType.TEXT:
+                        conversation.notices.append(json.loads(message.data))
+            finally:
+                conversation.closed = ws.close_code
+                sender.cancel()
+
+    async def _speak(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        started = time.monotonic()
+        sent = 0
+        while not ws.closed:
+            await ws.send_bytes(bytes(FRAME_BYTES))
+            sent += 1
+            # Paced by the clock, as a live caller speaks: a late wake-up does not slow it.
+            await asyncio.sleep(max(0.0, started + sent * FRAME_SECONDS - time.monotonic()))
+
+    def close(self) -> None:
+        for call in self._calls:
+            call.cancel()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+# --- one interrupted node ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MoveStep:
+    node: str
+    signal: str
+    conversations: int  # on the node's pod when the signal came
+    moved: int  # the pool's status: its gateways' moves, during this step
+    cut: dict[str, int]
+    sockets_closed: int  # callers whose socket closed meanwhile (of all of them)
+    gaps_ms: tuple[float, ...]  # each of its conversations' longest audio gap
+    emptied_seconds: float  # signal -> the node's pod held no conversation
+    min_capacity: int
+    target: int
+
+
+def _runtime_active(ip: str) -> int:
+    import urllib.request  # noqa: PLC0415
+
+    url = f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_STATUS}"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return int(json.loads(response.read())["sessions"]["active"])
+
+
+def _gateway_counts(cluster: Cluster, namespace: str, pool: str) -> tuple[int, dict[str, int]]:
+    status = kube_admin.get_pool(cluster.api, namespace, pool).get("status") or {}
+    gateway = status.get("gateway") or {}
+    return int(gateway.get("moved", 0)), dict(gateway.get("cut") or {})
+
+
+def interrupt_node(
+    cluster: Cluster,
+    namespace: str,
+    pool: str,
+    *,
+    node: str,
+    signal: tuple[str, dict[str, Any]],
+    pod_ip: str,
+    callers: Callers,
+    timeout: float = 60,
+) -> MoveStep:
+    """Signal ``node``; wait until its pod (at ``pod_ip``) holds no conversation and the
+    pool's status counted the moves. The gaps: the longest silence of each conversation from
+    the signal to a second after the pod emptied, the worst ones, as many as were on the pod
+    (the callers cannot tell which were; a conversation elsewhere counts if it was worse)."""
+    status = kube_admin.get_pool(cluster.api, namespace, pool)
+    per_pod = int(status["status"]["plan"]["sessionsPerPod"])
+    target = int(status["spec"]["sessions"]["target"])
+    on_it = _runtime_active(pod_ip)
+    moved_before, cut_before = _gateway_counts(cluster, namespace, pool)
+    closed_before = sum(1 for c in callers.conversations if c.closed is not None)
+    min_capacity = len(serving_pods(cluster, namespace, pool)) * per_pod
+
+    started = time.monotonic()
+    client.CoreV1Api(cluster.api).patch_node(node, signal[1])
+    emptied: float | None = None
+
+    def done() -> bool:
+        nonlocal min_capacity, emptied
+        min_capacity = min(min_capacity, len(serving_pods(cluster, namespace, pool)) * per_pod)
+        if emptied is None and _runtime_active(pod_ip) == 0:
+            emptied = time.monotonic()
+        moved, _ = _gateway_counts(cluster, namespace, pool)
+        return emptied is not None and moved - moved_before >= on_it
+
+    poll(done, timeout, 0.1)
+    if emptied is None:
+        raise FleetError(f"{node}: its pod still holds conversations after {timeout:.0f} s")
+    # A second of audio after the move, so a gap that ends only after it is seen whole.
+    time.sleep(1.0)
+    until = time.monotonic()
+    moved, cut = _gateway_counts(cluster, namespace, pool)
+    gaps = sorted(
+        (c.longest_gap(started, until) * 1000 for c in callers.conversations), reverse=True
+    )
+    return MoveStep(
+        node=node,
+        signal=signal[0],
+        conversations=on_it,
+        moved=moved - moved_before,
+        cut={k: v - cut_before.get(k, 0) for k, v in cut.items() if v > cut_before.get(k, 0)},
+        sockets_closed=sum(1 for c in callers.conversations if c.closed is not None)
+        - closed_before,
+        gaps_ms=tuple(gaps[:on_it]),
+        emptied_seconds=emptied - started,
+        min_capacity=min_capacity,
+        target=target,
+    )
+
+
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def moves_table(steps: Sequence[MoveStep]) -> str:
+    """Beside the interruption drill's table: what happened to the live conversations."""
+    header = (
+        "NODE",
+        "SIGNAL",
+        "CONVERSATIONS",
+        "MOVED",
+        "CUT",
+        "SOCKETS CLOSED",
+        "EMPTIED",
+        "LONGEST GAP p50/p95/max",
+        "MIN CAPACITY / TARGET",
+    )
+    rows = [header] + [
+        (
+            s.node,
+            s.signal,
+            str(s.conversations),
+            str(s.moved),
+            str(sum(s.cut.values())),
+            str(s.sockets_closed),
+            f"{s.emptied_seconds * 1000:.0f} ms",
+            f"{statistics.median(s.gaps_ms):.0f} / {p95(s.gaps_ms):.0f} / {max(s.gaps_ms):.0f} ms",
+            f"{s.min_capacity} / {s.target}",
+        )
+        for s in steps
+    ]
+    return table(rows)
