@@ -38,7 +38,7 @@ import torch
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.frame_stats import FrameStats
-from voicefleet.runtime.limits import IMPORT_SHARE_OF_FRAME
+from voicefleet.runtime.limits import CATCH_UP_SILENCE_RMS, IMPORT_SHARE_OF_FRAME
 from voicefleet.runtime.moves import ImportJob, run_imports, settle
 from voicefleet.runtime.slots import FrameOutput, SlotHandle
 
@@ -60,12 +60,14 @@ class BatchedEngine:
         stats: FrameStats,
         queue_seconds: float = 2.0,
         on_step: Callable[[float, bool], None] | None = None,
+        on_catch_up: Callable[[int], None] | None = None,
     ) -> None:
         self.backend = backend
         self.frame = backend.frame
         self.capacity = capacity
         self._on_frame = on_frame
         self._on_step = on_step
+        self._on_catch_up = on_catch_up
         self.stats = stats
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -90,6 +92,8 @@ class BatchedEngine:
         self._sampling = [Sampling()] * capacity
         self._thread: threading.Thread | None = None
         self.silent_frames = 0
+        # Quiet input frames skipped to take a backlog down (limits.CATCH_UP_SILENCE_RMS).
+        self.caught_up_frames = 0
         self._last_late_log = 0.0
         # time.monotonic() of the clock loop's last pass: the supervisor's heartbeat.
         self.beat = time.monotonic()
@@ -172,7 +176,7 @@ class BatchedEngine:
         catch-up at the switch). A state this backend cannot continue raises
         :class:`SlotStateError` before any slot is claimed."""
         self.backend.check_import(state)
-        job = ImportJob(state)
+        job = ImportJob(state, catch_up=into is not None)
         with self._lock:
             if into is None:
                 if not self._free or not self.ready.is_set():
@@ -328,7 +332,9 @@ class BatchedEngine:
             except SlotStateError as exc:
                 settle(future, error=exc)
         with self._lock:
-            jobs = list(self._imports.items())
+            # A catch-up first: its caller's audio is held until it is done; a first import
+            # runs while the conversation is still served by its old pod.
+            jobs = sorted(self._imports.items(), key=lambda item: not item[1].catch_up)
         finished, failed = run_imports(self.backend, jobs, deadline)
         with self._lock:
             for slot in failed:
@@ -368,13 +374,19 @@ class BatchedEngine:
             active = self._active.copy()
             generations = list(self._generation)
             sampling = [self._sampling[slot] for slot in joining]
+            skipped = 0
             for slot in np.flatnonzero(active):
                 queue = self._inputs[slot]
                 if queue:
+                    skipped += _skip_quiet_backlog(queue)
                     frames[slot] = queue.popleft()
                 else:
                     # No new input this frame: the slot hears silence, as on a quiet line.
                     self.silent_frames += 1
+        if skipped:
+            self.caught_up_frames += skipped
+            if self._on_catch_up is not None:
+                self._on_catch_up(skipped)
         if joining:
             self.backend.reset(joining, sampling)
         if changed:
@@ -393,3 +405,17 @@ class BatchedEngine:
     def _step(self, frames: Pcm) -> StepOutput:
         """One batched step of the backend (a test's fault injection wraps this)."""
         return self.backend.step(frames)
+
+
+def _skip_quiet_backlog(queue: deque[Pcm]) -> int:
+    """Drop quiet frames from the head of a slot's input while more than one waits; how many.
+    The frame that is stepped is always the oldest left, so speech keeps its order."""
+    skipped = 0
+    while len(queue) > 1 and _rms(queue[0]) < CATCH_UP_SILENCE_RMS:
+        queue.popleft()
+        skipped += 1
+    return skipped
+
+
+def _rms(frame: Pcm) -> float:
+    return float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))

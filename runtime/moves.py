@@ -41,6 +41,8 @@ class ImportJob:
     once the slot can step, or with the :class:`SlotStateError` that refused it."""
 
     state: SlotState
+    # The last few steps of a conversation already imported once (the switch): urgent.
+    catch_up: bool = False
     ready: Future[int] = field(default_factory=Future)
     begun: bool = False
     left: int = 0

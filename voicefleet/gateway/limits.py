@@ -57,3 +57,7 @@ MAX_HELD_MESSAGES = 250
 # --- stopping ------------------------------------------------------------------------------
 # After the conversations are gone, how long aiohttp may take to close what is left.
 SHUTDOWN_TIMEOUT_SECONDS = 3.0
+
+# After a move's switch the caller still hears the old pod until the new one first speaks
+# (one frame, normally well under a second); past this, the old one is let go regardless.
+CUT_OVER_SECONDS = 2.0

@@ -30,7 +30,7 @@ import aiohttp
 
 from voicefleet import constants
 from voicefleet.gateway.backends import Backend, BackendPool
-from voicefleet.gateway.limits import MOVE_CALL_SECONDS
+from voicefleet.gateway.limits import CUT_OVER_SECONDS, MOVE_CALL_SECONDS
 from voicefleet.gateway.metrics import GatewayMetrics
 from voicefleet.gateway.relay import Relay
 from voicefleet.gateway.upstream import Target, Upstream, connect
@@ -113,10 +113,15 @@ class Mover:
             took,
             held,
         )
+        # The old pod keeps the caller's ear until the new one speaks (make before break).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(relay.cut_over.wait(), CUT_OVER_SECONDS)
+        relay.force_cut_over()
         with contextlib.suppress(ConnectionError, TimeoutError):
             await asyncio.wait_for(
                 retired.ws.close(code=CLOSE_NORMAL, message=MOVED_REASON), CLOSE_TIMEOUT_SECONDS
             )
+        await relay.retire()
 
     async def _export(self, upstream: Upstream) -> Exported:
         if upstream.session_id is None:

@@ -58,6 +58,7 @@ SHUTDOWN = Notice(
 
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 _RELAYED = (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG)
+_CONTENT = (WSMsgType.BINARY, WSMsgType.TEXT)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ class Relay:
         self._held: list[tuple[WSMsgType, Any]] | None = None
         self._switched = asyncio.Event()
         self._from_backend: asyncio.Task[Ended] | None = None
+        # Whose messages the caller hears: the old pod's, through a move, until the new pod
+        # has something to say (make before break: no silence while the new one starts).
+        self._heard: Upstream | None = None
+        self.cut_over = asyncio.Event()
+        # The old pod's direction after a switch, relaying until the cut-over.
+        self._retiring: asyncio.Task[Ended] | None = None
         self.moving = False
         # Pods this conversation was moved off, or tried to be: each is tried once.
         self.tried_moving_from: set[str] = set()
@@ -137,6 +144,7 @@ class Relay:
     async def run(self, upstream: Upstream) -> str:
         """Relay until either side ends; then close the other. Returns who ended it."""
         self.upstream = upstream
+        self._heard = upstream
         self._from_backend = asyncio.create_task(self._pump_down(upstream), name="relay-down")
         stalled = asyncio.create_task(self._stalled.wait())
         done = await self._until_the_end(stalled)
@@ -161,6 +169,7 @@ class Relay:
                 await self._abort(upstream)
         await self._settle(self._from_client)
         await self._settle(from_backend)
+        await self.retire()
         if self._shut:
             ended = ENDED_SHUTDOWN  # the gateway closed the caller: not the caller's doing
         self.metrics.ended.labels(ended).inc()
@@ -197,16 +206,39 @@ class Relay:
 
     async def switch(self, new: Upstream) -> Upstream:
         """Go on with ``new`` (a session that continues this conversation on another pod):
-        the caller's held messages go there first, and the old pod's messages are dropped
-        from now on. Returns the old upstream, for the caller to close."""
+        the caller's held messages go there first, then all it sends. The caller still hears
+        the old pod until the new one's first word or audio (:attr:`cut_over`); the old
+        pod's messages are dropped from then on. Returns the old upstream, for the caller to
+        close once cut over."""
         old = self.upstream
         assert old is not None
         self.upstream = new
-        self.streams.switch()
+        self.cut_over.clear()
+        self.streams.begin_switch()
         await self._flush(new)
+        self._retiring = self._from_backend
         self._from_backend = asyncio.create_task(self._pump_down(new), name="relay-down")
         self._switched.set()
         return old
+
+    def force_cut_over(self) -> None:
+        """The new pod said nothing in time: the caller hears only it from now on."""
+        if not self.cut_over.is_set() and self.upstream is not None:
+            self._cut_over(self.upstream)
+
+    def _cut_over(self, upstream: Upstream) -> None:
+        self._heard = upstream
+        self.streams.cut_over()
+        self.cut_over.set()
+
+    async def retire(self) -> None:
+        """Let the old pod's direction end after its socket was closed."""
+        retiring, self._retiring = self._retiring, None
+        if retiring is not None:
+            await asyncio.wait({retiring}, timeout=CLOSE_TIMEOUT_SECONDS)
+            retiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await retiring
 
     async def pass_drain_notice(self) -> None:
         """The move failed: the caller gets its pod's drain notice after all."""
@@ -300,14 +332,22 @@ class Relay:
         """Backend -> caller, for as long as ``upstream`` holds the conversation."""
 
         def to_caller(kind: WSMsgType, data: Any) -> tuple[Socket | None, Any]:
-            if self.upstream is not upstream:
+            current = self.upstream is upstream
+            if current and self._heard is not upstream:
+                # A new pod, not heard yet: its greeting is hidden; its first word or audio
+                # is the cut-over.
+                if self.streams.greeting(kind, data) or kind not in _CONTENT:
+                    return None, None
+                self._cut_over(upstream)
+            elif self._heard is not upstream:
                 return None, None  # moved on: what the old pod still says is dropped
             if self.streams.drain_notice(kind, data):
+                if not current:
+                    return None, None  # the old pod, while the new one starts
                 self.drain_notice = (kind, data)
                 if self.on_drain(self):
                     return None, None
-            out = self.streams.down(kind, data)
-            return (self.client, out) if out is not None else (None, None)
+            return self.client, self.streams.down(kind, data)
 
         return await self._pump(upstream.ws, to_caller, DOWN, UP)
 

@@ -43,16 +43,26 @@ class Streams:
         instead of passing the notice on)."""
         return False
 
-    def down(self, kind: WSMsgType, data: Any) -> Any | None:
-        """A pod's message as the caller gets it; None: hidden."""
+    def greeting(self, kind: WSMsgType, data: Any) -> bool:
+        """Whether a new pod's message is its greeting, which the caller must not see (it
+        greeted the caller on the first pod already); each part is hidden once."""
+        return False
+
+    def down(self, kind: WSMsgType, data: Any) -> Any:
+        """A pod's message as the caller gets it."""
         return data
 
     def up(self, kind: WSMsgType, data: Any) -> Any:
         """A caller's message as the pod gets it."""
         return data
 
-    def switch(self) -> None:
-        """What follows comes from, and goes to, a new pod's session."""
+    def begin_switch(self) -> None:
+        """The caller's messages go to a new pod's session from now on; its greeting is
+        hidden."""
+
+    def cut_over(self) -> None:
+        """What the caller hears comes from the new pod from now on (the old pod's stream
+        was relayed until the new one had something to say)."""
 
 
 class PcmStreams(Streams):
@@ -64,13 +74,13 @@ class PcmStreams(Streams):
     def drain_notice(self, kind: WSMsgType, data: Any) -> bool:
         return kind is WSMsgType.TEXT and _notice_type(data) == NOTICE_DRAIN
 
-    def down(self, kind: WSMsgType, data: Any) -> Any | None:
+    def greeting(self, kind: WSMsgType, data: Any) -> bool:
         if self._greeting and kind is WSMsgType.TEXT and _notice_type(data) == NOTICE_SESSION:
             self._greeting = False
-            return None
-        return data
+            return True
+        return False
 
-    def switch(self) -> None:
+    def begin_switch(self) -> None:
         self._greeting = True
 
 
@@ -90,16 +100,19 @@ class MoshiStreams(Streams):
             and _notice_type(data[1:]) == NOTICE_DRAIN
         )
 
-    def down(self, kind: WSMsgType, data: Any) -> Any | None:
+    def greeting(self, kind: WSMsgType, data: Any) -> bool:
         if kind is not WSMsgType.BINARY or not data:
-            return data
+            return False
         first = data[0]
         if first in self._hide and (
             first != MOSHI_METADATA or _notice_type(data[1:]) == NOTICE_SESSION
         ):
             self._hide.discard(first)
-            return None
-        if first == MOSHI_AUDIO:
+            return True
+        return False
+
+    def down(self, kind: WSMsgType, data: Any) -> Any:
+        if kind is WSMsgType.BINARY and data[:1] == bytes([MOSHI_AUDIO]):
             return _audio(self.toward_client.rewrite, data)
         return data
 
@@ -108,10 +121,12 @@ class MoshiStreams(Streams):
             return _audio(self.toward_pod.rewrite, data)
         return data
 
-    def switch(self) -> None:
-        self.toward_client.switch()
+    def begin_switch(self) -> None:
         self.toward_pod.switch()
         self._hide = {MOSHI_HANDSHAKE, MOSHI_METADATA}
+
+    def cut_over(self) -> None:
+        self.toward_client.switch()
 
 
 def _audio(rewrite: Callable[[bytes], bytes], data: bytes) -> bytes:
