@@ -18,6 +18,7 @@ END_ENGINE = "engine_failure"
 # Why input was dropped (the label of voicefleet_runtime_input_dropped_total).
 DROP_RATE = "rate"
 DROP_BACKLOG = "backlog"
+DROP_CATCH_UP = "catch_up"  # a quiet frame skipped to take a backlog down
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001

@@ -33,6 +33,7 @@ from voicefleet.runtime.drain import DrainState
 from voicefleet.runtime.endings import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
+    DROP_CATCH_UP,
     END_DRAIN,
     END_ENGINE,
     END_SHUTDOWN,
@@ -118,6 +119,10 @@ class Hub:
     def on_step(self, seconds: float, late: bool) -> None:
         """Engine thread: prometheus_client's metrics are thread-safe."""
         self.metrics.record_step(seconds, late)
+
+    def on_catch_up(self, frames: int) -> None:
+        """Engine thread: quiet input frames skipped to take backlogs down."""
+        self.metrics.input_dropped.labels(DROP_CATCH_UP).inc(frames)
 
     def _dispatch(self, outputs: list[FrameOutput]) -> None:
         to_encode: dict[int, list[tuple[Session, FrameOutput]]] = {}

@@ -129,3 +129,10 @@ SHUTDOWN_TIMEOUT_SECONDS = 3.0
 # engine thread, a codec worker that ignores its pipe): well inside the 30 s that
 # terminationGracePeriodSeconds leaves after the drain.
 EXIT_BACKSTOP_SECONDS = 15.0
+
+# A caller's input that arrived in a burst (a move's held audio, network jitter) would stay
+# queued for good: the clock takes one frame a tick. While more than one frame waits, frames
+# this quiet at the head of the queue are skipped, so the lag melts away in the caller's
+# pauses and no speech is lost (WebRTC's NetEQ "accelerates" in silence likewise). -50 dBFS:
+# below speech, above the dither and room noise of a quiet line.
+CATCH_UP_SILENCE_RMS = 10 ** (-50 / 20)

@@ -75,8 +75,9 @@ class RuntimeMetrics:
         )
         self.input_dropped = Counter(
             f"{P}input_dropped",
-            "Client messages dropped unprocessed: over the session's input budget (rate) or "
-            "with too many waiting for the codec (backlog).",
+            "Client messages dropped unprocessed: over the session's input budget (rate), "
+            "with too many waiting for the codec (backlog), or quiet frames skipped while "
+            "input waited in a burst (catch_up).",
             ["reason"],
             registry=r,
         )

@@ -90,6 +90,7 @@ def _load(hub: Hub) -> BatchedEngine:
         stats=hub.stats,
         queue_seconds=config.queue_seconds,
         on_step=hub.on_step,
+        on_catch_up=hub.on_catch_up,
     )
     engine.start()
     while not engine.ready.wait(0.2):
