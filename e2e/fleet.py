@@ -183,8 +183,11 @@ class Runtimes:
         env = {**os.environ, constants.ENV_POOL_TOKEN: token, "OMP_NUM_THREADS": "1"}
         self.processes[ip] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-    def wait_serving(self, timeout: float = 120) -> None:
+    def wait_serving(self, timeout: float = 120, only: Sequence[str] = ()) -> None:
+        """Until each runtime (``only`` those at these IPs) is ready: loaded, a slot free."""
         for ip, process in self.processes.items():
+            if only and ip not in only:
+                continue
 
             def up(ip: str = ip, process: subprocess.Popen[bytes] = process) -> bool:
                 if process.poll() is not None:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,16 @@ import aiohttp
 from kubernetes import client
 
 from e2e.drill import table
-from e2e.fleet import Cluster, FleetError, _http_ok, serving_pods
+from e2e.fleet import Cluster, FleetError, Runtimes, _http_ok, serving_pods
 from voicefleet import constants
 from voicefleet.testing import kube_admin
 from voicefleet.testing.polling import poll, wait_for
 
 PCM_RATE = 16_000
+# Slots long enough for the whole drill (about 30 s; a session cap ending a conversation would
+# close its socket), and no longer: the tiny model attends over the whole cache every step.
+SESSION_SECONDS = 60
+QUIET_SECONDS = 3.0  # the window before each signal the baseline gaps come from
 FRAME_BYTES = 2 * 1280  # 80 ms of 16 kHz PCM16
 FRAME_SECONDS = 0.08
 
@@ -172,6 +176,94 @@ class Callers:
         self._thread.join(timeout=5)
 
 
+# --- the stage: gateways, runtimes, live conversations --------------------------------------------
+def stage(  # noqa: PLR0917
+    cluster: Cluster,
+    namespace: str,
+    pool: str,
+    runtimes: Runtimes,
+    gateways: Gateways,
+    callers: Callers,
+    count: int,
+    log: Callable[[str], None],
+) -> list[tuple[str, client.V1Pod]]:
+    """The gateway's replicas up; ``count`` conversations through them, on the pods of two
+    spot nodes (stand-ins of ``count / 2`` slots each); then an on-demand pod with room for
+    them all, where they can move. Returns the two (node, pod) to interrupt."""
+    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(
+        f"{pool}{constants.SUFFIX_GATEWAY}", namespace
+    )
+    replicas = int(deployment.spec.replicas)
+    found = wait_for(
+        lambda: (
+            (pods := gateway_pods(cluster, namespace, pool))
+            and len(pods) == replicas
+            and all(p.status.pod_ip for p in pods)
+            and pods
+        ),
+        60,
+        "the gateway's replicas running",
+    )
+    token = kube_admin.pool_token(cluster.api, namespace, pool)
+    for pod in found:
+        gateways.start(pod, deployment, token)
+    gateways.wait_up()
+    log("gateways up")
+
+    pods = serving_pods(cluster, namespace, pool)
+    spot: dict[str, client.V1Pod] = {}
+    for pod in pods:
+        if pod.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.SPOT:
+            spot.setdefault(pod.spec.node_name, pod)
+    chosen = sorted(spot.items())[:2]
+    (target, *_) = [
+        p
+        for p in pods
+        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.ON_DEMAND
+    ]
+    for _, pod in chosen:
+        runtimes.start(pod, token, slots=count // len(chosen), session_seconds=SESSION_SECONDS)
+    runtimes.wait_serving()
+    _in_rotation(gateways, [pod for _, pod in chosen])
+    log("runtimes in the gateways' rotation")
+
+    ips = sorted(gateways.processes)
+    for index in range(count):
+        callers.call(ips[index % len(ips)])
+    wait_for(
+        lambda: all(len(c.audio) >= 10 for c in callers.conversations),
+        60,
+        "every conversation hearing audio",
+    )
+    log("conversations live")
+    # Only now the pod they move to: a new conversation goes to the pod with the most room.
+    runtimes.start(target, token, slots=count, session_seconds=SESSION_SECONDS)
+    runtimes.wait_serving(only=[target.status.pod_ip])  # the others are full: unready
+    _in_rotation(gateways, [target])
+    log("the pod to move to in rotation")
+
+    def seen() -> bool:
+        status = kube_admin.get_pool(cluster.api, namespace, pool)["status"]
+        return int(status["sessions"]["active"]) >= count
+
+    # The operator drains a pod with live sessions and deletes an empty one at once.
+    wait_for(seen, 60, "the operator to see the live conversations")
+    log("the operator sees them")
+    lost = [(c.closed, c.notices) for c in callers.conversations if c.closed is not None]
+    if lost:
+        raise FleetError(f"conversations ended before the drill: {lost}")
+    return chosen
+
+
+def _in_rotation(gateways: Gateways, pods: Sequence[client.V1Pod]) -> None:
+    urls = {f"http://{pod.status.pod_ip}:{constants.RUNTIME_PORT}" for pod in pods}
+    wait_for(
+        lambda: all(urls <= gateways.in_rotation(ip) for ip in gateways.processes),
+        60,
+        "the gateways to have the runtime pods from the operator",
+    )
+
+
 # --- one interrupted node ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class MoveStep:
@@ -182,6 +274,9 @@ class MoveStep:
     cut: dict[str, int]
     sockets_closed: int  # callers whose socket closed meanwhile (of all of them)
     gaps_ms: tuple[float, ...]  # each of its conversations' longest audio gap
+    # Every conversation's longest gap in the seconds before the signal: what this machine
+    # gives without a move (the baseline beside the gaps).
+    quiet_gaps_ms: tuple[float, ...]
     emptied_seconds: float  # signal -> the node's pod held no conversation
     min_capacity: int
     target: int
@@ -220,11 +315,16 @@ def interrupt_node(
     per_pod = int(status["status"]["plan"]["sessionsPerPod"])
     target = int(status["spec"]["sessions"]["target"])
     on_it = _runtime_active(pod_ip)
+    if on_it == 0:
+        raise FleetError(f"{node}: its pod {pod_ip} holds no conversation to move")
     moved_before, cut_before = _gateway_counts(cluster, namespace, pool)
     closed_before = sum(1 for c in callers.conversations if c.closed is not None)
     min_capacity = len(serving_pods(cluster, namespace, pool)) * per_pod
 
     started = time.monotonic()
+    quiet = tuple(
+        c.longest_gap(started - QUIET_SECONDS, started) * 1000 for c in callers.conversations
+    )
     client.CoreV1Api(cluster.api).patch_node(node, signal[1])
     emptied: float | None = None
 
@@ -255,6 +355,7 @@ def interrupt_node(
         sockets_closed=sum(1 for c in callers.conversations if c.closed is not None)
         - closed_before,
         gaps_ms=tuple(gaps[:on_it]),
+        quiet_gaps_ms=quiet,
         emptied_seconds=emptied - started,
         min_capacity=min_capacity,
         target=target,
@@ -277,6 +378,7 @@ def moves_table(steps: Sequence[MoveStep]) -> str:
         "SOCKETS CLOSED",
         "EMPTIED",
         "LONGEST GAP p50/p95/max",
+        "BEFORE IT, p95",
         "MIN CAPACITY / TARGET",
     )
     rows = [header] + [
@@ -288,7 +390,10 @@ def moves_table(steps: Sequence[MoveStep]) -> str:
             str(sum(s.cut.values())),
             str(s.sockets_closed),
             f"{s.emptied_seconds * 1000:.0f} ms",
-            f"{statistics.median(s.gaps_ms):.0f} / {p95(s.gaps_ms):.0f} / {max(s.gaps_ms):.0f} ms",
+            (f"{statistics.median(s.gaps_ms):.0f} / {p95(s.gaps_ms):.0f} / {max(s.gaps_ms):.0f} ms")
+            if s.gaps_ms
+            else "-",
+            f"{p95(s.quiet_gaps_ms):.0f} ms",
             f"{s.min_capacity} / {s.target}",
         )
         for s in steps

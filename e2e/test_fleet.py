@@ -252,6 +252,7 @@ def test_interruption_drill(
                 return int(status["sessions"]["active"]) >= live
 
             wait_until(seen, what="the operator to see the live conversations")
+
             steps.append(
                 drill.interrupt_node(
                     cluster, APPS, DRILL_POOL, node=node, signal=signal, callers=callers
@@ -297,71 +298,19 @@ def test_moving_drill(
     each node gets a cloud's interruption signal in turn; every conversation goes on, moved
     with its context to an on-demand pod, and no caller's socket closes."""
     pytest.importorskip("torch", reason="the runtime needs torch")
-    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment(
-        f"{DRILL_POOL}-gateway", APPS
-    )
-    gateway_pods = wait_until(
-        lambda: (
-            (found := moves.gateway_pods(cluster, APPS, DRILL_POOL))
-            and len(found) == 2
-            and all(p.status.pod_ip for p in found)
-            and found
-        ),
-        what="the gateway's two replicas running",
-    )
-    token = kube_admin.pool_token(cluster.api, APPS, DRILL_POOL)
     gateways = moves.Gateways(tmp_path_factory.mktemp("gateways"))
     callers = moves.Callers()
-    pods = fleet.serving_pods(cluster, APPS, DRILL_POOL)
-    spot: dict[str, client.V1Pod] = {}
-    for pod in pods:
-        if pod.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.SPOT:
-            spot.setdefault(pod.spec.node_name, pod)
-    chosen = sorted(spot.items())[:2]
-    (target_pod, *_) = [
-        p
-        for p in pods
-        if p.metadata.labels[constants.LABEL_CAPACITY_TYPE] == constants.CapacityType.ON_DEMAND
-    ]
-    per_spot_pod = MOVING_CONVERSATIONS // len(chosen)
+    chosen: list[tuple[str, client.V1Pod]] = []
     steps = []
+    began = time.monotonic()
+
+    def mark(what: str) -> None:
+        with capsys.disabled():
+            print(f"[moving drill {time.monotonic() - began:6.1f} s] {what}", flush=True)
+
     try:
-        for pod in gateway_pods:
-            gateways.start(pod, deployment, token)
-        gateways.wait_up()
-        for _, pod in chosen:
-            runtimes.start(pod, token, slots=per_spot_pod, session_seconds=120)
-        runtimes.wait_serving()
-        urls = {f"http://{pod.status.pod_ip}:{constants.RUNTIME_PORT}" for _, pod in chosen}
-        wait_until(
-            lambda: all(urls <= gateways.in_rotation(ip) for ip in gateways.processes),
-            what="both gateways to have the runtime pods from the operator",
-        )
-        gateway_ips = sorted(gateways.processes)
-        for index in range(MOVING_CONVERSATIONS):
-            callers.call(gateway_ips[index % len(gateway_ips)])
-        wait_until(
-            lambda: all(len(c.audio) >= 10 for c in callers.conversations),
-            what="every conversation hearing audio",
-        )
-        # Then the pod they move to, with room for them all.
-        runtimes.start(target_pod, token, slots=MOVING_CONVERSATIONS, session_seconds=120)
-        runtimes.wait_serving()
-        target_url = f"http://{target_pod.status.pod_ip}:{constants.RUNTIME_PORT}"
-        wait_until(
-            lambda: all(target_url in gateways.in_rotation(ip) for ip in gateways.processes),
-            what="both gateways to have the pod to move to",
-        )
-        wait_until(
-            lambda: (
-                int(
-                    kube_admin.get_pool(cluster.api, APPS, DRILL_POOL)["status"]["sessions"][
-                        "active"
-                    ]
-                )
-                >= MOVING_CONVERSATIONS
-            ),
-            what="the operator to see the live conversations",
+        chosen = moves.stage(
+            cluster, APPS, DRILL_POOL, runtimes, gateways, callers, MOVING_CONVERSATIONS, mark
         )
         for (node, pod), signal in zip(chosen, drill.DRILL_SIGNALS[1:], strict=False):
             steps.append(
@@ -375,6 +324,10 @@ def test_moving_drill(
                     callers=callers,
                 )
             )
+            mark(f"{node} done")
+        # Every caller still on the line at the end, before the drill hangs up on them.
+        open_at_end = sum(1 for c in callers.conversations if c.closed is None)
+        notices = [n for c in callers.conversations for n in c.notices]
     finally:
         for node, _ in chosen:
             drill.clear_node(cluster, node)
@@ -393,9 +346,9 @@ def test_moving_drill(
         assert step.cut == {}, step
         assert step.sockets_closed == 0, step
         assert step.min_capacity >= step.target, step
-    assert all(c.closed is None for c in callers.conversations)
+    assert open_at_end == MOVING_CONVERSATIONS
     # The gateway took care of every drain: no caller was told to reconnect.
-    assert [n for c in callers.conversations for n in c.notices] == []
+    assert notices == []
     assert moves.p95(gaps) <= MOVING_GAP_MS, gaps
 
 
