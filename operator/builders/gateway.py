@@ -96,19 +96,26 @@ def build_gateway_deployment(
         "terminationGracePeriodSeconds": spec.sessions.max_session_seconds
         + GATEWAY_GRACE_MARGIN_SECONDS,
         "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {}}],
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": constants.NODE_LABEL_HOSTNAME,
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": gateway_selector(pool)},
-            }
-        ],
+    }
+    # Replicas on different nodes where possible: one node lost takes one replica.
+    affinity: dict[str, Any] = {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": constants.NODE_LABEL_HOSTNAME,
+                        "labelSelector": {"matchLabels": gateway_selector(pool)},
+                    },
+                }
+            ]
+        }
     }
     if capacity is not None:
-        affinity, tolerations = placement(capacity, None, settings, gpu=False)
-        pod_spec["affinity"] = affinity
+        on_demand, tolerations = placement(capacity, None, settings, gpu=False)
+        affinity.update(on_demand)
         pod_spec["tolerations"] = tolerations
+    pod_spec["affinity"] = affinity
     pull_secrets = spec.template.spec.image_pull_secrets
     if pull_secrets:
         # The pool's registry credentials, for a mirror of the operator's image.

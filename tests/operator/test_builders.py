@@ -142,7 +142,8 @@ def test_the_gateway_runs_unprivileged_from_the_operators_image_on_on_demand_nod
     anywhere = builders.build_gateway_deployment(
         POOL, spec(gateway={"capacityType": "any", "replicas": 3})
     )
-    assert "affinity" not in anywhere["spec"]["template"]["spec"]
+    assert set(anywhere["spec"]["template"]["spec"]["affinity"]) == {"podAntiAffinity"}
+    assert set(pod["affinity"]) == {"nodeAffinity", "podAntiAffinity"}
     assert anywhere["spec"]["replicas"] == 3
 
 
