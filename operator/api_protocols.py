@@ -1,9 +1,9 @@
 """The external services the operator's reconcile talks to, as protocols.
 
 ``kube.Kube`` (the Kubernetes API), ``runtime_client.RuntimeClient`` (the runtime pods) and
-``gateway_client.GatewayClient`` (the pools' gateways) are the real implementations; ``tests/operator/fakes.py`` has in-memory ones, so the
-reconcile runs in the unit tier with no cluster (KubeRay's fake-client tier). Only what the
-reconcile uses is here.
+``gateway_client.GatewayClient`` (the pools' gateways) are the real implementations;
+``tests/operator/fakes.py`` has in-memory ones, so the reconcile runs in the unit tier with
+no cluster (KubeRay's fake-client tier). Only what the reconcile uses is here.
 """
 
 from __future__ import annotations

@@ -28,14 +28,14 @@ from voicefleet.operator import builders, metrics, scaling
 from voicefleet.operator.api_protocols import GatewayApi, KubeApi, RuntimeApi
 from voicefleet.operator.background import Background
 from voicefleet.operator.config import OperatorConfig
+from voicefleet.operator.gateway_client import GatewayClient
+from voicefleet.operator.gateway_reports import GatewayReports, backend_urls
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.node_signals import NodeSignals, PodsByNode
 from voicefleet.operator.pod_actions import PodActions
 from voicefleet.operator.pool_objects import PoolObjects
 from voicefleet.operator.pool_state import PoolState
 from voicefleet.operator.reconcile import TRIGGER_NODE, TRIGGER_POD, Outcome, PoolPass
-from voicefleet.operator.gateway_client import GatewayClient
-from voicefleet.operator.gateway_reports import GatewayReports, backend_urls
 from voicefleet.operator.runtime_reports import RuntimeReports
 from voicefleet.operator.scaling import PodView
 

@@ -19,6 +19,7 @@ from voicefleet import constants
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator import builders
 from voicefleet.operator.api_protocols import KubeApi
+from voicefleet.operator.builders.pod import DEFAULT_POD_SETTINGS
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.pool_state import PoolState
 from voicefleet.operator.scaling import PodView
@@ -78,7 +79,7 @@ class PoolObjects:
         *,
         force: bool,
         fresh: bool,
-        settings: builders.PodSettings = builders.PodSettings(),
+        settings: builders.PodSettings = DEFAULT_POD_SETTINGS,
     ) -> Ensured:
         """Every object but the pods; they do not depend on each other: all at once.
         ``spec`` None (it does not validate): what depends on it (the callers' Service and

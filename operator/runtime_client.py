@@ -9,8 +9,6 @@ models from ``voicefleet.api.runtime``.
 
 from __future__ import annotations
 
-from typing import Final
-
 import aiohttp
 from pydantic import ValidationError
 
@@ -18,6 +16,7 @@ from voicefleet import constants
 from voicefleet.api.runtime import DrainRequest, DrainResponse, RuntimeStatus
 from voicefleet.operator import metrics
 from voicefleet.operator.pod_calls import PodHttp, base_url
+
 
 class RuntimeCallError(RuntimeError):
     """A runtime pod did not answer as the contract says: unreachable, timed out, refused

@@ -25,6 +25,7 @@ from voicefleet.operator.builders.common import (
 )
 from voicefleet.operator.builders.pod import (
     CONTAINER_SECURITY_CONTEXT,
+    DEFAULT_POD_SETTINGS,
     POD_SECURITY_CONTEXT,
     SCRATCH_MOUNT,
     SCRATCH_VOLUME,
@@ -82,12 +83,10 @@ def _container(spec: VoiceAgentPoolSpec, pool: PoolRef, image: str) -> dict[str,
 
 
 def build_gateway_deployment(
-    pool: PoolRef, spec: VoiceAgentPoolSpec, settings: PodSettings = PodSettings()
+    pool: PoolRef, spec: VoiceAgentPoolSpec, settings: PodSettings = DEFAULT_POD_SETTINGS
 ) -> dict[str, Any]:
     wanted = spec.gateway
-    capacity = (
-        constants.CapacityType.ON_DEMAND if wanted.capacity_type == "on-demand" else None
-    )
+    capacity = constants.CapacityType.ON_DEMAND if wanted.capacity_type == "on-demand" else None
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, pool, settings.gateway_image)],
         "automountServiceAccountToken": False,

@@ -89,6 +89,10 @@ class PodSettings:
     gateway_image: str = constants.DEFAULT_GATEWAY_IMAGE
 
 
+# What every pod gets when the operator is run with its defaults (a default argument).
+DEFAULT_POD_SETTINGS: Final = PodSettings()
+
+
 def pod_name(pool: PoolRef, ordinal: int) -> str:
     """Pods are named by ordinal: a create after a crash hits "already exists", not a twin."""
     return f"{pool.name}-{ordinal}"

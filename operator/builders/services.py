@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from voicefleet import constants
-from voicefleet.operator.builders.gateway import gateway_selector
 from voicefleet.operator.builders.common import (
     PoolRef,
     metadata,
     selector_labels,
     with_applied_hash,
 )
+from voicefleet.operator.builders.gateway import gateway_selector
 
 
 def service_name(pool: PoolRef) -> str:
