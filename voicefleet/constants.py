@@ -191,3 +191,9 @@ RUNTIME_UID: Final = 10001
 # runtime image a pool gets when spec.runtime.image is empty: the operator's own version.
 IMAGE_REPOSITORY: Final = "ghcr.io/voicefleet"
 DEFAULT_RUNTIME_IMAGE: Final = f"{IMAGE_REPOSITORY}/runtime:{__version__}"
+
+# How a Moshi runtime stores its LM's KV cache (spec.model.kvCacheDtype, --kv-cache-dtype):
+# bf16 as the model computes it, or fp8 (e4m3 with a scale per head vector), half the memory.
+KV_CACHE_BF16: Final = "bf16"
+KV_CACHE_FP8: Final = "fp8"
+KV_CACHE_DTYPES: Final = (KV_CACHE_BF16, KV_CACHE_FP8)
