@@ -37,7 +37,7 @@ MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
 # KV cache of Moshi 7B: 32 layers x (K + V) x 4096 dims x 2 bytes = 512 KiB per step; in fp8,
 # 1 byte a value and a float32 scale per 128-value head vector: 264 KiB.
-KV_BYTES_PER_STEP = {
+KV_BYTES_PER_STEP: dict[str, int] = {
     constants.KV_CACHE_BF16: 32 * 2 * 4096 * 2,
     constants.KV_CACHE_FP8: 32 * 2 * 32 * (128 + 4),
 }
