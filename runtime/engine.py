@@ -18,6 +18,16 @@ the frames it made were dropped (no session was registered yet) or queued behind
 handshake, so the caller heard its first audio a frame late or with the handshake's delay
 added for the whole call.
 
+Moshi's first step of a conversation is silent whatever the caller says (its acoustic
+codebooks lag one step, and the LM's first step reads only initial tokens): the backend says
+so (``silent_first_steps``). Such a step would cost the caller a whole frame of waiting if it
+ran with the first input frame, so a claimed slot runs it ahead, on silence, at the first tick
+after the claim while the caller is still connecting (reset, one step, frozen again), and
+joins without a reset at its first frame, which is then stepped straight into audio. A frame
+that is already there at that tick is used as before (priming on silence would then delay
+every later frame by one). The priming step rides a tick that runs anyway: the other
+conversations' frames are not delayed.
+
 A conversation moved in from another pod (:meth:`BatchedEngine.import_state`) claims a slot
 that is loaded and prefilled between ticks (``moves.py``), then waits like any claimed slot
 for its first input frame, and joins without the reset a new conversation gets.
@@ -76,6 +86,8 @@ class BatchedEngine:
         self._generation = [0] * capacity
         # Claimed, waiting for the caller's first frame (frozen until then).
         self._pending: set[int] = set()
+        # Claimed, their silent first steps still to run ahead: slot -> steps left.
+        self._priming: dict[int, int] = {}
         # Reset and made active at the next tick.
         self._joining: set[int] = set()
         self._leaving: set[int] = set()
@@ -108,6 +120,8 @@ class BatchedEngine:
             # A slot given back since the last tick stays in _leaving: frozen until its new
             # caller's first frame, which resets it.
             self._pending.add(slot)
+            if self.backend.silent_first_steps:
+                self._priming[slot] = self.backend.silent_first_steps
             self._sampling[slot] = sampling or Sampling()
             return SlotHandle(slot, self._generation[slot])
 
@@ -122,6 +136,7 @@ class BatchedEngine:
             self._generation[handle.slot] += 1
             self._inputs[handle.slot].clear()
             self._pending.discard(handle.slot)
+            self._priming.pop(handle.slot, None)
             self._joining.discard(handle.slot)
             self._resumed.discard(handle.slot)
             job = self._imports.pop(handle.slot, None)
@@ -140,6 +155,7 @@ class BatchedEngine:
                 self._inputs[handle.slot].clear()
                 self._joining.discard(handle.slot)
                 self._resumed.discard(handle.slot)
+                self._priming.pop(handle.slot, None)
                 self._pending.add(handle.slot)
                 if self._active[handle.slot]:
                     self._leaving.add(handle.slot)
@@ -260,7 +276,11 @@ class BatchedEngine:
             self.beat = time.monotonic()
             with self._lock:
                 idle = not (
-                    self._active.any() or self._joining or self._leaving or self._starting()
+                    self._active.any()
+                    or self._joining
+                    or self._leaving
+                    or self._starting()
+                    or self._priming
                 )
                 moving = bool(self._imports or self._exports)
             if idle and moving:
@@ -354,6 +374,10 @@ class BatchedEngine:
             for slot in self._starting():
                 self._pending.discard(slot)
                 self._joining.add(slot)
+                if self._priming.pop(slot, None) == self.backend.silent_first_steps:
+                    # Its first frame came before any silent step ran: it joins as it is.
+                    self._resumed.discard(slot)
+            primed = self._prime()
             # Moved-in conversations join as they are: their state was imported, not reset.
             resumed = self._joining & self._resumed
             self._resumed -= resumed
@@ -372,7 +396,7 @@ class BatchedEngine:
                 queue = self._inputs[slot]
                 if queue:
                     frames[slot] = queue.popleft()
-                else:
+                elif int(slot) not in primed:
                     # No new input this frame: the slot hears silence, as on a quiet line.
                     self.silent_frames += 1
         if joining:
@@ -380,6 +404,8 @@ class BatchedEngine:
         if changed:
             self.backend.freeze(active)
         step = self._step(frames)
+        if primed:
+            self._primed(primed, generations)
         return [
             FrameOutput(
                 slot=int(slot),
@@ -388,7 +414,35 @@ class BatchedEngine:
                 text=step.text[slot],
             )
             for slot in np.flatnonzero(active)
+            if int(slot) not in primed
         ]
+
+    def _prime(self) -> set[int]:
+        """Claimed slots still waiting for their caller step on silence this tick (under the
+        lock, before the tick's joins): the first silent step with a reset, the next ones
+        without."""
+        primed: set[int] = set()
+        for slot, left in list(self._priming.items()):
+            primed.add(slot)
+            self._joining.add(slot)
+            if left < self.backend.silent_first_steps:
+                self._resumed.add(slot)
+            if left == 1:
+                del self._priming[slot]
+            else:
+                self._priming[slot] = left - 1
+        return primed
+
+    def _primed(self, primed: set[int], generations: list[int]) -> None:
+        """After the step: a slot done with its silent steps is frozen until its caller's
+        first frame, and then joins without a reset (its conversation has begun)."""
+        with self._lock:
+            for slot in primed:
+                if slot in self._priming or self._generation[slot] != generations[slot]:
+                    continue  # more silent steps to come, or released meanwhile
+                if slot in self._pending:
+                    self._leaving.add(slot)
+                    self._resumed.add(slot)
 
     def _step(self, frames: Pcm) -> StepOutput:
         """One batched step of the backend (a test's fault injection wraps this)."""

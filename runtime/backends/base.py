@@ -110,6 +110,11 @@ class Backend(ABC):
     device: torch.device
     frame: FrameFormat
     context_steps: int
+    # Steps a new conversation makes before its first audible frame, whose output does not
+    # depend on what the caller says (Moshi: 1, the acoustic codebooks' delay; its first LM
+    # step reads only the initial tokens). The engine runs them ahead, on silence, at the ticks
+    # while the caller is still connecting, so its first frame of audio is stepped into sound.
+    silent_first_steps: int = 0
 
     @abstractmethod
     def start(self, capacity: int) -> None:

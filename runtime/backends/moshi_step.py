@@ -106,6 +106,8 @@ class MoshiBackend(Backend):
             on_text_logits_hook=self._scale_text_logits,
         )
         self._text_scale = torch.ones(capacity, device=self.device, dtype=torch.float32)
+        # moshi's delays: a conversation's first max_delay steps give ungenerated audio.
+        self.silent_first_steps = int(self._lm_gen.max_delay)
         # Page-locked staging buffers: the copies in and out run as DMA without an extra
         # host copy, and the step needs one synchronisation instead of three.
         pin = self.device.type == "cuda"
