@@ -20,13 +20,12 @@ added for the whole call.
 
 Moshi's first step of a conversation is silent whatever the caller says (its acoustic
 codebooks lag one step, and the LM's first step reads only initial tokens): the backend says
-so (``silent_first_steps``). Such a step would cost the caller a whole frame of waiting if it
-ran with the first input frame, so a claimed slot runs it ahead, on silence, at the first tick
-after the claim while the caller is still connecting (reset, one step, frozen again), and
-joins without a reset at its first frame, which is then stepped straight into audio. A frame
-that is already there at that tick is used as before (priming on silence would then delay
-every later frame by one). The priming step rides a tick that runs anyway: the other
-conversations' frames are not delayed.
+so (``silent_first_steps``). Run with the caller's first frame, such a step costs the caller a
+whole frame of waiting. So a claimed slot is *primed* as soon as the engine thread sees it,
+between ticks: the backend copies into it the state of a conversation past its silent steps
+(``Backend.prime``: made once at start, on silence; a few device copies, no model step), and
+the slot joins without a reset at its caller's first frame, which is then stepped straight
+into audio. No tick is spent and no other conversation's frame is delayed.
 
 A conversation moved in from another pod (:meth:`BatchedEngine.import_state`) claims a slot
 that is loaded and prefilled between ticks (``moves.py``), then waits like any claimed slot
@@ -56,6 +55,8 @@ log = logging.getLogger(__name__)
 
 
 FrameCallback = Callable[[list[FrameOutput]], None]
+# Priming is device copies and one masked reset, a few milliseconds: more is worth a line.
+PRIME_WARN_MS = 10.0
 
 
 class BatchedEngine:
@@ -86,8 +87,8 @@ class BatchedEngine:
         self._generation = [0] * capacity
         # Claimed, waiting for the caller's first frame (frozen until then).
         self._pending: set[int] = set()
-        # Claimed, their silent first steps still to run ahead: slot -> steps left.
-        self._priming: dict[int, int] = {}
+        # Claimed, to be primed (their silent first steps copied in) before they join.
+        self._priming: set[int] = set()
         # Reset and made active at the next tick.
         self._joining: set[int] = set()
         self._leaving: set[int] = set()
@@ -121,9 +122,12 @@ class BatchedEngine:
             # caller's first frame, which resets it.
             self._pending.add(slot)
             if self.backend.silent_first_steps:
-                self._priming[slot] = self.backend.silent_first_steps
+                self._priming.add(slot)
             self._sampling[slot] = sampling or Sampling()
-            return SlotHandle(slot, self._generation[slot])
+            handle = SlotHandle(slot, self._generation[slot])
+        if self.backend.silent_first_steps:
+            self._wake.set()  # an idle clock primes it now, not at the first frame
+        return handle
 
     def release(self, handle: SlotHandle) -> None:
         """Give the slot back at once; the next tick freezes its state (exec mask off).
@@ -136,7 +140,7 @@ class BatchedEngine:
             self._generation[handle.slot] += 1
             self._inputs[handle.slot].clear()
             self._pending.discard(handle.slot)
-            self._priming.pop(handle.slot, None)
+            self._priming.discard(handle.slot)
             self._joining.discard(handle.slot)
             self._resumed.discard(handle.slot)
             job = self._imports.pop(handle.slot, None)
@@ -155,7 +159,7 @@ class BatchedEngine:
                 self._inputs[handle.slot].clear()
                 self._joining.discard(handle.slot)
                 self._resumed.discard(handle.slot)
-                self._priming.pop(handle.slot, None)
+                self._priming.discard(handle.slot)
                 self._pending.add(handle.slot)
                 if self._active[handle.slot]:
                     self._leaving.add(handle.slot)
@@ -274,13 +278,10 @@ class BatchedEngine:
         next_tick: float | None = None
         while not self._stop.is_set():
             self.beat = time.monotonic()
+            self._prime_claimed()
             with self._lock:
                 idle = not (
-                    self._active.any()
-                    or self._joining
-                    or self._leaving
-                    or self._starting()
-                    or self._priming
+                    self._active.any() or self._joining or self._leaving or self._starting()
                 )
                 moving = bool(self._imports or self._exports)
             if idle and moving:
@@ -374,10 +375,8 @@ class BatchedEngine:
             for slot in self._starting():
                 self._pending.discard(slot)
                 self._joining.add(slot)
-                if self._priming.pop(slot, None) == self.backend.silent_first_steps:
-                    # Its first frame came before any silent step ran: it joins as it is.
-                    self._resumed.discard(slot)
-            primed = self._prime()
+                # Its first frame came before it could be primed: a plain join, with a reset.
+                self._priming.discard(slot)
             # Moved-in conversations join as they are: their state was imported, not reset.
             resumed = self._joining & self._resumed
             self._resumed -= resumed
@@ -396,7 +395,7 @@ class BatchedEngine:
                 queue = self._inputs[slot]
                 if queue:
                     frames[slot] = queue.popleft()
-                elif int(slot) not in primed:
+                else:
                     # No new input this frame: the slot hears silence, as on a quiet line.
                     self.silent_frames += 1
         if joining:
@@ -404,8 +403,6 @@ class BatchedEngine:
         if changed:
             self.backend.freeze(active)
         step = self._step(frames)
-        if primed:
-            self._primed(primed, generations)
         return [
             FrameOutput(
                 slot=int(slot),
@@ -414,35 +411,27 @@ class BatchedEngine:
                 text=step.text[slot],
             )
             for slot in np.flatnonzero(active)
-            if int(slot) not in primed
         ]
 
-    def _prime(self) -> set[int]:
-        """Claimed slots still waiting for their caller step on silence this tick (under the
-        lock, before the tick's joins): the first silent step with a reset, the next ones
-        without."""
-        primed: set[int] = set()
-        for slot, left in list(self._priming.items()):
-            primed.add(slot)
-            self._joining.add(slot)
-            if left < self.backend.silent_first_steps:
-                self._resumed.add(slot)
-            if left == 1:
-                del self._priming[slot]
-            else:
-                self._priming[slot] = left - 1
-        return primed
-
-    def _primed(self, primed: set[int], generations: list[int]) -> None:
-        """After the step: a slot done with its silent steps is frozen until its caller's
-        first frame, and then joins without a reset (its conversation has begun)."""
+    def _prime_claimed(self) -> None:
+        """Prime the slots claimed since the last pass (engine thread, between ticks)."""
         with self._lock:
-            for slot in primed:
-                if slot in self._priming or self._generation[slot] != generations[slot]:
-                    continue  # more silent steps to come, or released meanwhile
-                if slot in self._pending:
-                    self._leaving.add(slot)
-                    self._resumed.add(slot)
+            claimed = [
+                (slot, self._generation[slot], self._sampling[slot]) for slot in self._priming
+            ]
+            self._priming.clear()
+        if not claimed:
+            return
+        started = time.perf_counter()
+        # One call for all: the backend resets their rows together (one pass over its state).
+        primed = self.backend.prime([c[0] for c in claimed], [c[2] for c in claimed])
+        took_ms = (time.perf_counter() - started) * 1000.0
+        if took_ms > PRIME_WARN_MS:
+            log.warning("priming %d claimed slots took %.1f ms", len(claimed), took_ms)
+        with self._lock:
+            for slot, generation, _sampling in claimed:
+                if primed and self._generation[slot] == generation and slot in self._pending:
+                    self._resumed.add(slot)  # joins as it is at its first frame
 
     def _step(self, frames: Pcm) -> StepOutput:
         """One batched step of the backend (a test's fault injection wraps this)."""

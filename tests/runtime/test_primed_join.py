@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from voicefleet.runtime.backends import get_loader
-from voicefleet.runtime.backends.base import Pcm
+from voicefleet.runtime.backends.base import Pcm, Sampling
+from voicefleet.runtime.backends.moshi_step import MoshiBackend
 from voicefleet.runtime.config import RuntimeConfig
 from voicefleet.runtime.engine import BatchedEngine
 from voicefleet.runtime.frame_stats import FrameStats
@@ -105,3 +106,46 @@ def test_the_other_conversation_keeps_every_tick_and_its_audio(runs: tuple[Run, 
         if got.pcm is not None and want.pcm is not None:
             gap = float(np.abs(got.pcm - want.pcm).max())
             assert gap <= PCM_TOLERANCE, f"tick {tick}: A's audio moved by {gap}"
+
+
+@pytest.mark.parametrize("kv_cache_dtype", ["bf16", "fp8"])
+def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
+    kv_cache_dtype: str,
+) -> None:
+    """Priming copies a silent first step in; stepping that step instead gives the same
+    conversation after it, token for token (so nothing of the step's state was left out),
+    while another slot holds a conversation of its own."""
+    torch.set_grad_enabled(False)
+    rng = np.random.default_rng(3)
+    speech = (0.1 * rng.standard_normal((12, 2, 1920))).astype(np.float32)
+    outputs = []
+    for prime in (True, False):
+        config = RuntimeConfig(
+            backend="tiny",
+            max_sessions=2,
+            max_session_seconds=20,
+            greedy=True,
+            kv_cache_dtype=kv_cache_dtype,
+        )
+        backend = get_loader("tiny")(config, torch.device("cpu"))
+        assert isinstance(backend, MoshiBackend)
+        backend.start(2)
+        backend.reset([0], [Sampling()])
+        backend.freeze(np.array([True, False]))
+        for frames in speech[:5]:  # slot 0 talks a while first (its rows must not move)
+            backend.step(frames)
+        if prime:
+            assert backend.prime([1], [Sampling()])
+            backend.step(speech[5])  # slot 0's tick, slot 1 still frozen
+        else:
+            backend.reset([1], [Sampling()])
+            backend.freeze(np.array([True, True]))
+            silence = speech[5].copy()
+            silence[1] = 0.0
+            backend.step(silence)
+        backend.freeze(np.array([True, True]))
+        tokens = [backend.step(frames).pcm.copy() for frames in speech[6:]]
+        outputs.append((np.stack(tokens), backend.last_tokens.copy()))
+    (primed_pcm, primed_tokens), (stepped_pcm, stepped_tokens) = outputs
+    np.testing.assert_array_equal(primed_tokens, stepped_tokens)
+    np.testing.assert_allclose(primed_pcm, stepped_pcm, atol=PCM_TOLERANCE)
