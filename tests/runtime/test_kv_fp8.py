@@ -151,3 +151,40 @@ def test_a_runtime_with_an_fp8_cache_serves_a_conversation(tmp_path: Path) -> No
         assert transcript.audio_samples > 0, transcript
     finally:
         server.stop()
+
+
+def test_a_moved_conversation_rebuilds_its_fp8_cache_in_the_new_slot() -> None:
+    """The replay of a moved conversation (several steps at batch 1, through the reference
+    path over a row view) writes the same fp8 history the source's one-step-at-a-time path
+    wrote: the codes may differ by one e4m3 step where float32 rounding crossed a boundary."""
+    torch.set_grad_enabled(False)
+    backends = []
+    for slots in (2, 3):
+        config = RuntimeConfig(
+            backend="tiny",
+            max_sessions=slots,
+            max_session_seconds=20,
+            greedy=True,
+            kv_cache_dtype=constants.KV_CACHE_FP8,
+        )
+        backend = get_loader("tiny")(config, torch.device("cpu"))
+        assert isinstance(backend, MoshiBackend)
+        backend.start(slots)
+        backends.append(backend)
+    source, target = backends
+    source.reset([0, 1], [Sampling(), Sampling()])
+    source.freeze(np.array([True, True]))
+    rng = np.random.default_rng(5)
+    steps = 40
+    for _ in range(steps):
+        source.step((0.1 * rng.standard_normal((2, 1920))).astype(np.float32))
+    state = source.export_slot(1)
+    left = target.import_begin(2, state)
+    while left:
+        left = target.import_step(2, 16)
+    for moved, kept in zip(_caches(target), _caches(source), strict=True):
+        assert int(moved.end_offset[2]) == steps
+        for which in (0, 1):
+            got = moved.dequantized(which, torch.float32)[2, :, :steps]
+            want = kept.dequantized(which, torch.float32)[1, :, :steps]
+            assert float((got - want).norm() / want.norm()) < 1e-2
