@@ -67,6 +67,7 @@ class KvCacheOption(_CatalogModel):
 
     state_bytes_per_step: int = Field(gt=0)
     per_session_ms: float | None = Field(default=None, ge=0)
+    workspace_gib: float | None = Field(default=None, ge=0)
     measured: bool
 
 
@@ -98,6 +99,9 @@ class ModelVariant(_CatalogModel):
             compute = compute.model_copy(update={"per_session_ms": option.per_session_ms})
         return self.model_copy(
             update={
+                "workspace_gib": (
+                    self.workspace_gib if option.workspace_gib is None else option.workspace_gib
+                ),
                 "state_bytes_per_step": option.state_bytes_per_step,
                 "measured": self.measured and option.measured,
                 "compute": compute,
