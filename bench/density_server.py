@@ -105,6 +105,7 @@ def server(
     backend: str = "moshi",
     *,
     extra: tuple[str, ...] = (),
+    kv_cache_dtype: str = "bf16",
 ) -> dict[str, Any]:
     port = 18998
     for wanted in sessions:
@@ -116,7 +117,7 @@ def server(
         ]  # fmt: skip
         if backend in ("moshi", "hertz-dev"):
             command.append("--weights=random")  # full-size architecture, random bf16 weights
-        command += extra
+        command += (*extra, f"--kv-cache-dtype={kv_cache_dtype}")
         log_path = Path(os.environ.get("OUT", "/tmp")) / f"server-{seconds_cap}-{wanted}.log"
         log = log_path.open("wb")
         started = time.monotonic()
@@ -177,6 +178,7 @@ def server(
             "ttfa_p95_ms": round(float(np.percentile(ttfa, 95)), 1) if ttfa else None,
             "audio_s_per_session": round(float(np.mean([r["samples"] for r in results])) / RATE, 2),
             "backend": backend,
+            "kv_cache_dtype": kv_cache_dtype,
             "errors": sorted({e for r in results for e in r["errors"]})[:5],
             "gpu_used_gib": round(gpu["memoryUsedBytes"] / 2**30, 1) if gpu["available"] else None,
             "gpu": gpu.get("name"),

@@ -215,8 +215,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
             continue
         gib = r.get("peak_gib", r.get("gpu_used_gib"))
         late = r.get("late_frames", "")
+        part = f"{r['part']} {r['kv_cache_dtype']}" if "kv_cache_dtype" in r else r["part"]
         lines.append(
-            f"| {r['part']} | {r['context']} | {r['sessions']} | {r['p50_ms']} | {r['p95_ms']} "
+            f"| {part} | {r['context']} | {r['sessions']} | {r['p50_ms']} | {r['p95_ms']} "
             f"| {late} | {r.get('ttfa_p50_ms', '')} | {r.get('ttfa_p95_ms', '')} | {gib} |"
         )
     return "\n".join(lines)
@@ -243,6 +244,11 @@ def main() -> int:
     parser.add_argument("--stream-seconds", type=float, default=25.0)
     parser.add_argument("--client-procs", type=int, default=6)
     parser.add_argument("--backend", default="moshi", help="tiny: a CPU smoke run of this script")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        nargs="*",
+        help="per --sessions entry: bf16 (default) or fp8 (runtime/backends/kv_fp8.py)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -266,9 +272,19 @@ def main() -> int:
             with context.Pool(1) as pool:
                 rows += pool.apply(baseline, ([point],))
     if args.part in ("server", "all"):
-        for cap, sizes in zip(args.seconds_cap, args.sessions, strict=True):
+        kv = args.kv_cache_dtype or ["bf16"] * len(args.sessions)
+        for cap, sizes, dtype in zip(args.seconds_cap, args.sessions, kv, strict=True):
             wanted = [int(s) for s in sizes.split(",")]
-            rows.append(server(cap, wanted, args.stream_seconds, args.client_procs, args.backend))
+            rows.append(
+                server(
+                    cap,
+                    wanted,
+                    args.stream_seconds,
+                    args.client_procs,
+                    args.backend,
+                    kv_cache_dtype=dtype,
+                )
+            )
     print(_table(rows))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))

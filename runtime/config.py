@@ -32,6 +32,8 @@ class RuntimeConfig:
     seed: int = 42_424_242
     # Moshi: argmax instead of sampling, so the same input gives the same conversation.
     greedy: bool = False
+    # Moshi: how the LM's KV cache is stored (constants.KV_CACHE_DTYPES; kv_fp8.py).
+    kv_cache_dtype: str = constants.KV_CACHE_BF16
     # Bounds on what callers may do; limits.py says why each default is what it is.
     idle_seconds: float = limits.IDLE_SECONDS
     header_timeout_seconds: float = limits.HEADER_TIMEOUT_SECONDS

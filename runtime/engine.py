@@ -18,6 +18,15 @@ the frames it made were dropped (no session was registered yet) or queued behind
 handshake, so the caller heard its first audio a frame late or with the handshake's delay
 added for the whole call.
 
+Moshi's first step of a conversation is silent whatever the caller says (its acoustic
+codebooks lag one step, and the LM's first step reads only initial tokens): the backend says
+so (``silent_first_steps``). Run with the caller's first frame, such a step costs the caller a
+whole frame of waiting. So a claimed slot is *primed* as soon as the engine thread sees it,
+between ticks: the backend copies into it the state of a conversation past its silent steps
+(``Backend.prime``: made once at start, on silence; a few device copies, no model step), and
+the slot joins without a reset at its caller's first frame, which is then stepped straight
+into audio. No tick is spent and no other conversation's frame is delayed.
+
 A conversation moved in from another pod (:meth:`BatchedEngine.import_state`) claims a slot
 that is loaded and prefilled between ticks (``moves.py``), then waits like any claimed slot
 for its first input frame, and joins without the reset a new conversation gets.
@@ -46,6 +55,8 @@ log = logging.getLogger(__name__)
 
 
 FrameCallback = Callable[[list[FrameOutput]], None]
+# Priming is device copies and one masked reset, a few milliseconds: more is worth a line.
+PRIME_WARN_MS = 10.0
 
 
 class BatchedEngine:
@@ -78,6 +89,8 @@ class BatchedEngine:
         self._generation = [0] * capacity
         # Claimed, waiting for the caller's first frame (frozen until then).
         self._pending: set[int] = set()
+        # Claimed, to be primed (their silent first steps copied in) before they join.
+        self._priming: set[int] = set()
         # Reset and made active at the next tick.
         self._joining: set[int] = set()
         self._leaving: set[int] = set()
@@ -112,8 +125,13 @@ class BatchedEngine:
             # A slot given back since the last tick stays in _leaving: frozen until its new
             # caller's first frame, which resets it.
             self._pending.add(slot)
+            if self.backend.silent_first_steps:
+                self._priming.add(slot)
             self._sampling[slot] = sampling or Sampling()
-            return SlotHandle(slot, self._generation[slot])
+            handle = SlotHandle(slot, self._generation[slot])
+        if self.backend.silent_first_steps:
+            self._wake.set()  # an idle clock primes it now, not at the first frame
+        return handle
 
     def release(self, handle: SlotHandle) -> None:
         """Give the slot back at once; the next tick freezes its state (exec mask off).
@@ -126,6 +144,7 @@ class BatchedEngine:
             self._generation[handle.slot] += 1
             self._inputs[handle.slot].clear()
             self._pending.discard(handle.slot)
+            self._priming.discard(handle.slot)
             self._joining.discard(handle.slot)
             self._resumed.discard(handle.slot)
             job = self._imports.pop(handle.slot, None)
@@ -144,6 +163,7 @@ class BatchedEngine:
                 self._inputs[handle.slot].clear()
                 self._joining.discard(handle.slot)
                 self._resumed.discard(handle.slot)
+                self._priming.discard(handle.slot)
                 self._pending.add(handle.slot)
                 if self._active[handle.slot]:
                     self._leaving.add(handle.slot)
@@ -262,6 +282,7 @@ class BatchedEngine:
         next_tick: float | None = None
         while not self._stop.is_set():
             self.beat = time.monotonic()
+            self._prime_claimed()
             with self._lock:
                 idle = not (
                     self._active.any() or self._joining or self._leaving or self._starting()
@@ -360,6 +381,8 @@ class BatchedEngine:
             for slot in self._starting():
                 self._pending.discard(slot)
                 self._joining.add(slot)
+                # Its first frame came before it could be primed: a plain join, with a reset.
+                self._priming.discard(slot)
             # Moved-in conversations join as they are: their state was imported, not reset.
             resumed = self._joining & self._resumed
             self._resumed -= resumed
@@ -401,6 +424,26 @@ class BatchedEngine:
             )
             for slot in np.flatnonzero(active)
         ]
+
+    def _prime_claimed(self) -> None:
+        """Prime the slots claimed since the last pass (engine thread, between ticks)."""
+        with self._lock:
+            claimed = [
+                (slot, self._generation[slot], self._sampling[slot]) for slot in self._priming
+            ]
+            self._priming.clear()
+        if not claimed:
+            return
+        started = time.perf_counter()
+        # One call for all: the backend resets their rows together (one pass over its state).
+        primed = self.backend.prime([c[0] for c in claimed], [c[2] for c in claimed])
+        took_ms = (time.perf_counter() - started) * 1000.0
+        if took_ms > PRIME_WARN_MS:
+            log.warning("priming %d claimed slots took %.1f ms", len(claimed), took_ms)
+        with self._lock:
+            for slot, generation, _sampling in claimed:
+                if primed and self._generation[slot] == generation and slot in self._pending:
+                    self._resumed.add(slot)  # joins as it is at its first frame
 
     def _step(self, frames: Pcm) -> StepOutput:
         """One batched step of the backend (a test's fault injection wraps this)."""

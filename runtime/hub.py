@@ -341,6 +341,7 @@ class Hub:
                 backend=self.config.backend,
                 name=backend.name if backend else (self.config.weights or ""),
                 variant=backend.variant if backend else self.config.variant,
+                kv_cache_dtype=self.config.kv_cache_dtype,
                 context_steps=backend.context_steps
                 if backend
                 else frame.context_steps(self.config.max_session_seconds),

@@ -197,3 +197,15 @@ IMAGE_REPOSITORY: Final = "ghcr.io/voicefleet"
 DEFAULT_RUNTIME_IMAGE: Final = f"{IMAGE_REPOSITORY}/runtime:{__version__}"
 # The gateway runs from the operator's image (it needs no torch): the operator's own version.
 DEFAULT_GATEWAY_IMAGE: Final = f"{IMAGE_REPOSITORY}/operator:{__version__}"
+
+
+# How a Moshi runtime stores its LM's KV cache (spec.model.kvCacheDtype, --kv-cache-dtype):
+# bf16 as the model computes it, or fp8 (e4m3 with a scale per head vector), half the memory.
+class KvCacheDtype(StrEnum):
+    BF16 = "bf16"
+    FP8 = "fp8"
+
+
+KV_CACHE_BF16: Final = KvCacheDtype.BF16
+KV_CACHE_FP8: Final = KvCacheDtype.FP8
+KV_CACHE_DTYPES: Final = tuple(str(dtype) for dtype in KvCacheDtype)

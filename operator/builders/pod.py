@@ -144,6 +144,8 @@ def runtime_args(
     )
     if prompt is not None:
         model += ["--prompt", prompt]
+    if spec.model.kv_cache_dtype != constants.KvCacheDtype.BF16:
+        model += ["--kv-cache-dtype", spec.model.kv_cache_dtype]
     return [
         "--backend",
         spec.model.name,

@@ -65,8 +65,11 @@ def resolve_gpu(spec: GpuSpec, tables: Catalog) -> Gpu:
 def resolve_model(
     spec: ModelSpec, models: Mapping[str, ModelProfile]
 ) -> tuple[ModelProfile, ModelVariant]:
+    """The model and its variant as the spec runs it: with the KV cache dtype it asks for
+    (the state per step, and so memory and frame time, follow it)."""
     profile = models[spec.name]
-    return profile, profile.variants[spec.variant or profile.default_variant]
+    variant = profile.variants[spec.variant or profile.default_variant]
+    return profile, variant.with_kv_cache(spec.kv_cache_dtype)
 
 
 def _check_fits(gpu: Gpu, profile: ModelProfile, variant: ModelVariant, found: Density) -> None:
@@ -199,5 +202,6 @@ def plan(
         if found.frame_ms_at_capacity is not None
         else None,
         frame_budget_ms=profile.frame_ms,
+        kv_cache_dtype=spec.model.kv_cache_dtype,
         estimate=not variant.measured or gpu.product != variant.compute.calibrated_on,
     )

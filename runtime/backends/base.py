@@ -110,6 +110,11 @@ class Backend(ABC):
     device: torch.device
     frame: FrameFormat
     context_steps: int
+    # Steps a new conversation makes before its first audible frame, whose output does not
+    # depend on what the caller says (Moshi: 1, the acoustic codebooks' delay; its first LM
+    # step reads only the initial tokens). The engine primes a claimed slot past them
+    # (:meth:`prime`) while its caller is still connecting.
+    silent_first_steps: int = 0
 
     @abstractmethod
     def start(self, capacity: int) -> None:
@@ -127,6 +132,12 @@ class Backend(ABC):
     @abstractmethod
     def step(self, frames: Pcm) -> StepOutput:
         """One frame of input per slot, ``(capacity, frame.samples)``; one frame out per slot."""
+
+    def prime(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> bool:
+        """Put a new conversation (with its ``sampling``) past its silent first steps into
+        each of the frozen ``slots``, between steps; they then start without a reset. False:
+        not done (the default), they start with a reset at their first frame."""
+        return False
 
     def sampling_in_force(self, asked: Sampling) -> Sampling:
         """What a session asking for ``asked`` gets (reported back to its client)."""

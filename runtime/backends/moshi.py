@@ -23,6 +23,8 @@ import torch
 from huggingface_hub import snapshot_download
 from moshi.models import loaders
 
+from voicefleet import constants
+from voicefleet.runtime.backends import kv_fp8
 from voicefleet.runtime.backends.base import BackendLoadError, no_text
 from voicefleet.runtime.backends.moshi_step import MOSHI_FRAME, MoshiBackend
 
@@ -33,16 +35,20 @@ RANDOM_WEIGHTS = "random"
 LM_FILES = {"bf16": "model.safetensors", "int8": "model.q8.safetensors"}
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
-# KV cache of Moshi 7B: 32 layers x (K + V) x 4096 dims x 2 bytes = 512 KiB per step.
-KV_BYTES_PER_STEP = 32 * 2 * 4096 * 2
+# KV cache of Moshi 7B: 32 layers x (K + V) x 4096 dims x 2 bytes = 512 KiB per step; in fp8,
+# 1 byte a value and a float32 scale per 128-value head vector: 264 KiB.
+KV_BYTES_PER_STEP: dict[str, int] = {
+    constants.KV_CACHE_BF16: 32 * 2 * 4096 * 2,
+    constants.KV_CACHE_FP8: 32 * 2 * 32 * (128 + 4),
+}
 # Mimi state, depformer and activations per session, measured (REFERENCE.md: 1.49 GiB at
 # 3000 steps, of which 1.46 GiB is the LM's KV cache).
 OTHER_BYTES_PER_SESSION = 40 * 2**20
 
 
-def session_bytes(context_steps: int) -> int:
+def session_bytes(context_steps: int, kv_cache_dtype: str = constants.KV_CACHE_BF16) -> int:
     """GPU memory one session slot needs at this context length."""
-    return context_steps * KV_BYTES_PER_STEP + OTHER_BYTES_PER_SESSION
+    return context_steps * KV_BYTES_PER_STEP[kv_cache_dtype] + OTHER_BYTES_PER_SESSION
 
 
 def _resolve_dir(weights: str) -> Path:
@@ -93,15 +99,21 @@ def _check_memory(device: torch.device, config: RuntimeConfig, context_steps: in
     if device.type != "cuda":
         return
     free, _total = torch.cuda.mem_get_info(device)
-    need = config.max_sessions * session_bytes(context_steps)
+    one = session_bytes(context_steps, config.kv_cache_dtype)
+    need = config.max_sessions * one
     if need > free:
         gib = 2**30
-        fit = max(0, free // session_bytes(context_steps))
+        fit = max(0, free // one)
         raise BackendLoadError(
             f"--max-sessions {config.max_sessions} at --max-session-seconds "
             f"{config.max_session_seconds} needs {need / gib:.1f} GiB of session state, but "
             f"only {free / gib:.1f} GiB is free after the weights: lower --max-sessions to "
-            f"{fit} or shorten --max-session-seconds"
+            f"{fit}, shorten --max-session-seconds"
+            + (
+                " or pass --kv-cache-dtype fp8"
+                if config.kv_cache_dtype != constants.KV_CACHE_FP8
+                else ""
+            )
         )
 
 
@@ -138,6 +150,7 @@ def load_moshi(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
                 f"{config.variant} (is it a different model or variant?): {exc}"
             ) from exc
         raise
+    kv_fp8.use_kv_cache_dtype(lm, config.kv_cache_dtype)
     _check_memory(device, config, context_steps)
     return MoshiBackend(
         mimi,

@@ -17,6 +17,7 @@ import torch
 from moshi.modules.streaming import State
 from moshi.modules.transformer import RingKVCache, _LayerState, _MHAState, _TransformerState
 
+from voicefleet.runtime.backends.kv_fp8 import Fp8RingCache
 from voicefleet.runtime.backends.slot_state import SlotStateError
 
 # state class name -> (field, batch dimension) of its per-slot tensors
@@ -82,6 +83,9 @@ def _row_view(state: State, row: int, name: str) -> State:
         if state.kv_cache is None:
             raise SlotStateError(f"attention at {name} has no KV cache to rebuild")
         _require_per_row(state.kv_cache, name)
+        if isinstance(state.kv_cache, Fp8RingCache):  # --kv-cache-dtype fp8
+            fp8 = state.kv_cache.row(row)
+            return _MHAState(1, device, fp8, offset=state.offset[one], offset_cpu=0)
         cache = RingKVCache.__new__(RingKVCache)
         cache.capacity = state.kv_cache.capacity
         cache.respect_exec_mask = True

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from moshi.models.lm import LMGen
 
-from voicefleet.runtime.backends import FRAMES, moshi_move
+from voicefleet.runtime.backends import FRAMES, moshi_move, moshi_prime
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput, clamp
 from voicefleet.runtime.backends.replay import advance
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
@@ -75,6 +75,7 @@ class MoshiBackend(Backend):
         # Steps of an imported history already in a frozen slot's KV cache, until it steps.
         self._rebuilt: dict[int, int] = {}
         self._model_id: dict[str, Any] = {}
+        self._primer: moshi_prime.Primer | None = None
         # Tokens of the last step, ``[capacity, 1 + 8]``: text, then the model's audio
         # codebooks; negative inside the model's delay.
         self.last_tokens = np.zeros((0, 0), dtype=np.int64)
@@ -106,6 +107,8 @@ class MoshiBackend(Backend):
             on_text_logits_hook=self._scale_text_logits,
         )
         self._text_scale = torch.ones(capacity, device=self.device, dtype=torch.float32)
+        # moshi's delays: a conversation's first max_delay steps give ungenerated audio.
+        self.silent_first_steps = int(self._lm_gen.max_delay)
         # Page-locked staging buffers: the copies in and out run as DMA without an extra
         # host copy, and the step needs one synchronisation instead of three.
         pin = self.device.type == "cuda"
@@ -122,6 +125,7 @@ class MoshiBackend(Backend):
         silence = np.zeros((capacity, samples), dtype=np.float32)
         for _ in range(WARMUP_FRAMES):
             self._run(silence)
+        self._primer = self._silent_start(silence)
         everything = torch.ones(capacity, dtype=torch.bool)
         self.mimi.reset_streaming(everything)
         self._lm_gen.reset_streaming(everything)
@@ -129,6 +133,29 @@ class MoshiBackend(Backend):
         for slot in range(capacity):
             self._log.clear(slot)
         self._model_id = moshi_move.model_identity(self.lm, self.mimi, self.variant)
+
+    def _silent_start(self, silence: np.ndarray[Any, np.dtype[np.float32]]) -> moshi_prime.Primer:
+        """Slot 0 alone through a new conversation's silent first steps, on silence: the
+        rows :meth:`prime` copies into every new conversation's slot (moshi_prime)."""
+        self.reset([0], [Sampling()])
+        only = np.zeros(self.capacity, dtype=bool)
+        only[0] = True
+        self.freeze(only)
+        for _ in range(self.silent_first_steps):
+            self._run(silence)
+        return moshi_prime.take(self._lm_gen, self.mimi, self._log, 0)
+
+    def prime(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> bool:
+        if self._primer is None:
+            return False
+        self.reset(slots, sampling)
+        # moshi's reset makes the rows executable: frozen again until the engine joins them.
+        active = self._active.copy()
+        active[list(slots)] = False
+        self.freeze(active)
+        for slot in slots:
+            moshi_prime.put(self._primer, self._lm_gen, self.mimi, self._log, slot)
+        return True
 
     def _record_fed_tokens(self, capacity: int) -> None:
         """Wrap the LM's ``forward_text`` (before LMGen captures it in a CUDA graph) so that

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from moshi.models import loaders
 
+from voicefleet.runtime.backends import kv_fp8
 from voicefleet.runtime.backends.moshi_step import MOSHI_FRAME, MoshiBackend
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def load_tiny(config: RuntimeConfig, device: torch.device) -> MoshiBackend:
     mimi_config, lm_kwargs = tiny_configs(context_steps)
     mimi = loaders.get_mimi(None, mimi_config, device=device, num_codebooks=8)
     lm = loaders.get_moshi_lm(None, lm_kwargs=lm_kwargs, device=device, dtype=torch.float32)
+    kv_fp8.use_kv_cache_dtype(lm, config.kv_cache_dtype)
     return MoshiBackend(
         mimi,
         lm,

@@ -213,6 +213,18 @@ def test_runtime_args_carry_slots_session_cap_and_source() -> None:
     assert pairs["--backend"] == "moshi"
 
 
+def test_an_fp8_kv_cache_reaches_the_runtime_flag_and_bf16_adds_none() -> None:
+    for dtype, wanted in (("fp8", ["--kv-cache-dtype", "fp8"]), ("bf16", [])):
+        s = spec(model={"name": "moshi", "kvCacheDtype": dtype})
+        p = plan(s, catalog.builtin())
+        args = container(
+            builders.build_pod_template(POOL, s, p, constants.CapacityType.SPOT, None)
+        )["args"]
+        found = args[args.index("--kv-cache-dtype") :][:2] if "--kv-cache-dtype" in args else []
+        assert found == wanted
+        assert args[args.index("--max-sessions") + 1] == str(p.sessions_per_pod)
+
+
 def test_pvc_source_becomes_a_read_only_mount() -> None:
     pod = template(model={"source": "pvc://weights/moshiko"})
     volume = pod["spec"]["volumes"][0]

@@ -192,3 +192,18 @@ def test_plan_of_a_hertz_dev_pool_matches_the_measured_density(tmp_path: Path) -
     assert abs(plan["sessionsPerPod"] - server["sessions"]) <= 1, plan
     assert plan["perSessionGiB"] == pytest.approx(measured_state, rel=0.10)
     assert not plan["estimate"]
+
+
+def test_plan_table_shows_an_fp8_kv_cache_and_its_density(tmp_path: Path) -> None:
+    pool = example_pool()
+    pool["spec"]["model"] = {"name": "moshi", "kvCacheDtype": "fp8"}
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    done = voicefleet("plan", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if "kv:fp8" in line]
+    assert "moshi kv:fp8" in row
+    done = voicefleet("plan", "-f", str(path), "-o", "json")
+    result = json.loads(done.stdout)
+    assert result["kvCacheDtype"] == "fp8"
+    assert result["sessionsPerPod"] >= 72

@@ -51,8 +51,12 @@ def test_cross_field_rules_use_the_crd_message_on_the_blamed_field() -> None:
 def test_every_catalog_model_is_an_allowed_model_name_and_has_rules() -> None:
     for name in catalog.models():
         assert ModelSpec(name=name).name == name
-    # One variant rule per model, and the prompt's.
-    assert len(ModelSpec.RULES) == len(catalog.models()) + 1
+    # One variant rule per model, one KV cache rule per model whose variants do not all
+    # offer fp8 (hertz-dev), and the prompt's.
+    kv_limited = [
+        p for p in catalog.models().values() if not all(v.kv_cache for v in p.variants.values())
+    ]
+    assert len(ModelSpec.RULES) == len(catalog.models()) + len(kv_limited) + 1
 
 
 def test_an_unknown_model_lists_the_catalog_names() -> None:
@@ -230,3 +234,17 @@ def test_a_prompt_is_for_hertz_dev_only_and_must_name_a_file() -> None:
         assert "should match" in message
     parsed = parse_pool(pool({"model": {"name": "hertz-dev", "prompt": "pvc://voices/bob.wav"}}))
     assert parsed.spec.model.prompt == "pvc://voices/bob.wav"
+
+
+def test_a_kv_cache_dtype_is_bf16_or_fp8_and_fp8_only_where_the_catalog_offers_it() -> None:
+    assert parse_pool(pool({})).spec.model.kv_cache_dtype == constants.KvCacheDtype.BF16
+    for name in ("moshi", "tiny"):
+        parsed = parse_pool(pool({"model": {"name": name, "kvCacheDtype": "fp8"}}))
+        assert parsed.spec.model.kv_cache_dtype == constants.KvCacheDtype.FP8
+    (message,) = problems({"model": {"name": "moshi", "kvCacheDtype": "fp4"}})
+    assert message.startswith('spec.model.kvCacheDtype: Unsupported value: "fp4"'), message
+    (message,) = problems({"model": {"name": "hertz-dev", "kvCacheDtype": "fp8"}})
+    assert message.startswith("spec.model.kvCacheDtype: Invalid value: "), message
+    assert "kvCacheDtype fp8 is not offered for model hertz-dev; remove it or set bf16" in message
+    parsed = parse_pool(pool({"model": {"name": "hertz-dev", "kvCacheDtype": "bf16"}}))
+    assert parsed.spec.model.kv_cache_dtype == constants.KvCacheDtype.BF16

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from voicefleet import catalog
+from voicefleet import catalog, constants
 from voicefleet.api.model import ApiModel
 from voicefleet.api.rules import Rule
 
@@ -93,6 +93,15 @@ class ModelSpec(ApiModel):
         ),
     )
 
+    kv_cache_dtype: constants.KvCacheDtype = Field(
+        default=constants.KvCacheDtype.BF16,
+        description=(
+            "How the runtime stores the model's KV cache: bf16, or fp8 (e4m3 with a scale per "
+            "head vector, read by a fused GPU kernel): half the GPU memory per conversation, "
+            "so about twice the conversations per pod, at a small cost in accuracy (the "
+            "README's fp8 section). moshi and tiny only."
+        ),
+    )
     prompt: str | None = Field(
         default=None,
         pattern=PROMPT_PATTERN,
@@ -109,6 +118,54 @@ class ModelSpec(ApiModel):
     RULES: ClassVar[tuple[Rule[Any], ...]] = ()  # filled below, once the catalog is read
 
 
+def _kv_cache_rules() -> tuple[Rule[ModelSpec], ...]:
+    """A KV cache dtype beside bf16 only where the model's variant offers it (models.yaml)."""
+    rules: list[Rule[ModelSpec]] = []
+    for name, profile in sorted(catalog.models().items()):
+        for dtype in constants.KvCacheDtype:
+            if dtype == constants.KvCacheDtype.BF16:
+                continue
+            ok = frozenset(v for v, offer in profile.variants.items() if dtype in offer.kv_cache)
+            if ok == frozenset(profile.variants):
+                continue
+            cel_list = "[" + ", ".join(f"'{v}'" for v in sorted(ok)) + "]"
+            if not ok:
+                chosen = "false"
+            elif profile.default_variant in ok:
+                chosen = f"(!has(self.variant) || self.variant in {cel_list})"
+            else:
+                chosen = f"(has(self.variant) && self.variant in {cel_list})"
+            message = (
+                f"kvCacheDtype {dtype} is offered for variants {', '.join(sorted(ok))} of "
+                f"model {name} only; choose one of them or kvCacheDtype bf16"
+                if ok
+                else f"kvCacheDtype {dtype} is not offered for model {name}; remove it or set bf16"
+            )
+
+            def violated(
+                m: ModelSpec,
+                n: str = name,
+                d: str = dtype,
+                allowed: frozenset[str] = ok,
+                default: str = profile.default_variant,
+            ) -> bool:
+                chosen_variant = m.variant or default
+                return m.name == n and m.kv_cache_dtype == d and chosen_variant not in allowed
+
+            rules.append(
+                Rule(
+                    cel=(
+                        f"self.name != '{name}' || !has(self.kvCacheDtype) || "
+                        f"self.kvCacheDtype != '{dtype}' || {chosen}"
+                    ),
+                    message=message,
+                    violated=violated,
+                    field_path=".kvCacheDtype",
+                )
+            )
+    return tuple(rules)
+
+
 def _prompt_rule() -> Rule[ModelSpec]:
     # Only Hertz-dev continues a prompt; Moshi's runtime has no such input.
     return Rule(
@@ -119,4 +176,4 @@ def _prompt_rule() -> Rule[ModelSpec]:
     )
 
 
-ModelSpec.RULES = (*_variant_rules(), _prompt_rule())
+ModelSpec.RULES = (*_variant_rules(), *_kv_cache_rules(), _prompt_rule())

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from voicefleet import constants
+
 # The longest drain a caller may ask for: a day. Kubernetes grace periods are far shorter;
 # the bound only keeps a typo from pinning a pod for a year.
 MAX_DRAIN_SECONDS = 86_400
@@ -45,6 +47,10 @@ class ModelInfo(ContractModel):
     backend: str = Field(description="tiny | moshi | hertz-dev | hertz-tiny")
     name: str = Field(description="What was loaded: a weights path, a hub id, or 'random'.")
     variant: str = Field(description="bf16 | int8 | fp32")
+    kv_cache_dtype: str = Field(
+        default=constants.KV_CACHE_BF16,
+        description="How the KV cache is stored: bf16 | fp8 (--kv-cache-dtype).",
+    )
     context_steps: int = Field(ge=1, description="KV-cache length per session, in frames.")
     frame_seconds: float | None = Field(
         default=None, gt=0, description="One frame (one step): 0.08 for Moshi, 0.125 for Hertz-dev."

@@ -43,6 +43,10 @@ class PlanStatus(ApiModel):
         description="Predicted p95 step time of a full pod, in ms (real time: below the frame).",
     )
     frame_budget_ms: float = Field(description="One audio frame, in ms: the real-time budget.")
+    kv_cache_dtype: constants.KvCacheDtype = Field(
+        default=constants.KvCacheDtype.BF16,
+        description="How the KV cache is stored (spec.model.kvCacheDtype): bf16 or fp8.",
+    )
     estimate: bool = Field(
         description="True when the GPU or model profile was not measured, only estimated."
     )

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voicefleet import constants
 from voicefleet.naming import camel
 
 
@@ -60,6 +61,16 @@ class PodResources(_CatalogModel):
     memory_limit: str
 
 
+class KvCacheOption(_CatalogModel):
+    """Another way a variant's runtime may store its KV cache (``spec.model.kvCacheDtype``):
+    the state per step it then takes, and the compute per session when it differs."""
+
+    state_bytes_per_step: int = Field(gt=0)
+    per_session_ms: float | None = Field(default=None, ge=0)
+    workspace_gib: float | None = Field(default=None, ge=0)
+    measured: bool
+
+
 class ModelVariant(_CatalogModel):
     """Weights and precision of one model: its memory and compute profile."""
 
@@ -74,6 +85,28 @@ class ModelVariant(_CatalogModel):
     workspace_gib: float = Field(ge=0)
     measured: bool
     compute: ComputeProfile
+    # KV cache dtypes beside bf16 (the numbers above) that the runtime offers for this variant.
+    kv_cache: dict[str, KvCacheOption] = Field(default_factory=dict)
+
+    def with_kv_cache(self, dtype: str) -> ModelVariant:
+        """This variant as it runs with its KV cache in ``dtype`` (bf16: unchanged); a dtype
+        it does not offer raises KeyError (the spec's rules refuse it first)."""
+        if dtype == constants.KV_CACHE_BF16:
+            return self
+        option = self.kv_cache[dtype]
+        compute = self.compute
+        if option.per_session_ms is not None:
+            compute = compute.model_copy(update={"per_session_ms": option.per_session_ms})
+        return self.model_copy(
+            update={
+                "workspace_gib": (
+                    self.workspace_gib if option.workspace_gib is None else option.workspace_gib
+                ),
+                "state_bytes_per_step": option.state_bytes_per_step,
+                "measured": self.measured and option.measured,
+                "compute": compute,
+            }
+        )
 
 
 class ModelProfile(_CatalogModel):

@@ -139,6 +139,8 @@ COLUMNS = (
 def _row(pool: VoiceAgentPool, density: str, result: PlanStatus | PlanError) -> list[str]:
     model = pool.spec.model
     name = f"{model.name}/{model.variant}" if model.variant else model.name
+    if model.kv_cache_dtype != constants.KvCacheDtype.BF16:
+        name += f" kv:{model.kv_cache_dtype}"
     if isinstance(result, PlanError):
         return [pool.metadata.name, density, name, "-", "-", result.message]
     return [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from voicefleet import constants
 from voicefleet.runtime.backends.base import BackendLoadError
 from voicefleet.runtime.backends.hertz.backend import HertzBackend
 from voicefleet.runtime.backends.hertz.config import FULL, TINY, HertzConfig
@@ -93,6 +94,11 @@ def _check_memory(config: RuntimeConfig, backend: HertzBackend) -> None:
 def _backend(
     config: RuntimeConfig, device: torch.device, hertz: HertzConfig, weights: str, variant: str
 ) -> HertzBackend:
+    if config.kv_cache_dtype != constants.KV_CACHE_BF16:
+        raise BackendLoadError(
+            f"--kv-cache-dtype {config.kv_cache_dtype}: Hertz-dev's cache is bf16 only (the fp8 "
+            "cache is Moshi's); pass --kv-cache-dtype bf16"
+        )
     frame = HertzBackend.frame
     context_steps = frame.context_steps(config.max_session_seconds)
     prompt = read_prompt(config.prompt)
