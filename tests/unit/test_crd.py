@@ -71,11 +71,14 @@ def test_crd_carries_the_contract_from_design() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["vap", "voicepool"]
     version = crd["spec"]["versions"][0]
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.sessions.target"
-    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert columns == [
         "Model", "GPU", "Sessions/Pod", "Pods", "Ready", "Spot", "Active", "Capacity",
         "$/Session-h", "Age",
     ]  # fmt: skip
+    # `kubectl get -o wide` adds what the pool's gateway moved.
+    wide = [c for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert [(c["name"], c["jsonPath"]) for c in wide] == [("Moved", ".status.gateway.moved")]
     capacity = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["capacity"]
     spot = capacity["properties"]["spotPercentage"]
     assert (spot["minimum"], spot["maximum"]) == (0, 100)
