@@ -15,17 +15,18 @@ No pytest here: ``e2e/test_fleet.py`` asserts on what these steps return.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import itertools
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from voicefleet.testing import kube_admin
 from voicefleet.testing.polling import poll, wait_for
 
 PCM_RATE = 16_000
+NOTICE_TEXT = "text"  # /ws/pcm's text messages: the agent's words
+CALLERS_ANSWER_SECONDS = 30.0
 # Slots long enough for the whole drill (about 30 s; a session cap ending a conversation would
 # close its socket), and no longer: the tiny model attends over the whole cache every step.
 SESSION_SECONDS = 60
@@ -115,7 +118,7 @@ def gateway_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1P
 class Conversation:
     gateway: str
     audio: list[float] = field(default_factory=list)  # time.monotonic() of each audio message
-    notices: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # their "type"s (session, drain, ...)
     closed: int | None = None  # the close code, once the socket closed
 
     def longest_gap(self, since: float, until: float) -> float:
@@ -124,56 +127,91 @@ class Conversation:
 
 
 class Callers:
-    """Live PCM conversations through the gateway, on an event loop of their own thread (the
-    drill's API calls never delay a frame)."""
+    """Live PCM conversations through the gateway, in a process of their own: the drill's
+    Kubernetes calls (deserialising pod lists holds this process's GIL for tens of
+    milliseconds) must never delay the loop whose arrival times are measured. CLOCK_MONOTONIC
+    is the machine's, so the child's times compare with this process's."""
 
     def __init__(self) -> None:
-        self.conversations: list[Conversation] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._calls: list[concurrent.futures.Future[None]] = []
-        self._stop = asyncio.Event()
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_run_callers, args=(child,), daemon=True)
+        self._process.start()
 
-    def call(self, gateway_ip: str) -> Conversation:
-        conversation = Conversation(gateway_ip)
-        self.conversations.append(conversation)
-        self._calls.append(
-            asyncio.run_coroutine_threadsafe(self._converse(conversation), self._loop)
-        )
-        return conversation
+    def call(self, gateway_ip: str) -> None:
+        self._ask(("call", gateway_ip))
 
-    async def _converse(self, conversation: Conversation) -> None:
-        url = (
-            f"ws://{conversation.gateway}:{constants.RUNTIME_PORT}{constants.PATH_PCM}"
-            f"?rate={PCM_RATE}"
-        )
-        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-            sender = asyncio.create_task(self._speak(ws))
-            try:
-                async for message in ws:
-                    if message.type == aiohttp.WSMsgType.BINARY:
-                        conversation.audio.append(time.monotonic())
-                    elif message.type == aiohttp.WSMsgType.TEXT:
-                        conversation.notices.append(json.loads(message.data))
-            finally:
-                conversation.closed = ws.close_code
-                sender.cancel()
+    @property
+    def conversations(self) -> list[Conversation]:
+        """What each caller has seen so far."""
+        return [Conversation(**seen) for seen in self._ask(("report", ""))]
 
-    async def _speak(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        started = time.monotonic()
-        sent = 0
-        while not ws.closed:
-            await ws.send_bytes(bytes(FRAME_BYTES))
-            sent += 1
-            # Paced by the clock, as a live caller speaks: a late wake-up does not slow it.
-            await asyncio.sleep(max(0.0, started + sent * FRAME_SECONDS - time.monotonic()))
+    def _ask(self, command: tuple[str, str]) -> Any:
+        self._conn.send(command)
+        if not self._conn.poll(CALLERS_ANSWER_SECONDS):
+            raise FleetError(f"the callers' process did not answer {command[0]!r}")
+        return self._conn.recv()
 
     def close(self) -> None:
-        for call in self._calls:
-            call.cancel()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self._conn.send(("stop", ""))
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _run_callers(conn: Connection) -> None:
+    asyncio.run(_callers(conn))
+
+
+async def _callers(conn: Connection) -> None:
+    """The child: take commands from the pipe; each call is a conversation until stopped."""
+    loop = asyncio.get_running_loop()
+    conversations: list[Conversation] = []
+    tasks: list[asyncio.Task[None]] = []
+    while True:
+        command, argument = await loop.run_in_executor(None, conn.recv)
+        if command == "call":
+            conversation = Conversation(argument)
+            conversations.append(conversation)
+            tasks.append(asyncio.create_task(_converse(conversation)))
+            conn.send(None)
+        elif command == "report":
+            conn.send([asdict(c) for c in conversations])
+        else:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return
+
+
+async def _converse(conversation: Conversation) -> None:
+    url = (
+        f"ws://{conversation.gateway}:{constants.RUNTIME_PORT}{constants.PATH_PCM}?rate={PCM_RATE}"
+    )
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        sender = asyncio.create_task(_speak(ws))
+        try:
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    conversation.audio.append(time.monotonic())
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    kind = json.loads(message.data).get("type")
+                    if kind != NOTICE_TEXT:  # the agent's words are content, not notices
+                        conversation.notices.append(str(kind))
+        finally:
+            conversation.closed = ws.close_code
+            sender.cancel()
+
+
+async def _speak(ws: aiohttp.ClientWebSocketResponse) -> None:
+    started = time.monotonic()
+    sent = 0
+    while not ws.closed:
+        await ws.send_bytes(bytes(FRAME_BYTES))
+        sent += 1
+        # Paced by the clock, as a live caller speaks: a late wake-up does not slow it.
+        await asyncio.sleep(max(0.0, started + sent * FRAME_SECONDS - time.monotonic()))
 
 
 # --- the stage: gateways, runtimes, live conversations --------------------------------------------
@@ -336,7 +374,7 @@ def interrupt_node(
         moved, _ = _gateway_counts(cluster, namespace, pool)
         return emptied is not None and moved - moved_before >= on_it
 
-    poll(done, timeout, 0.1)
+    poll(done, timeout, 0.25)
     if emptied is None:
         raise FleetError(f"{node}: its pod still holds conversations after {timeout:.0f} s")
     # A second of audio after the move, so a gap that ends only after it is seen whole.
