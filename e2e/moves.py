@@ -37,6 +37,7 @@ from e2e.drill import table
 from e2e.fleet import Cluster, FleetError, Runtimes, _http_ok, serving_pods
 from voicefleet import constants
 from voicefleet.testing import kube_admin
+from voicefleet.testing.loopback import http
 from voicefleet.testing.polling import poll, wait_for
 
 PCM_RATE = 16_000
@@ -86,12 +87,7 @@ class Gateways:
             wait_for(up, timeout, f"the gateway on {ip}")
 
     def status(self, ip: str) -> dict[str, Any]:
-        import urllib.request  # noqa: PLC0415
-
-        url = f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_STATUS}"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            answer: dict[str, Any] = json.loads(response.read())
-        return answer
+        return _json(f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_STATUS}")
 
     def in_rotation(self, ip: str) -> set[str]:
         return {b["url"] for b in self.status(ip)["backends"] if b["inRotation"]}
@@ -103,14 +99,6 @@ class Gateways:
         for process in self.processes.values():
             process.wait(timeout=10)
         self.processes.clear()
-
-
-def gateway_pods(cluster: Cluster, namespace: str, pool: str) -> list[client.V1Pod]:
-    selector = (
-        f"{constants.LABEL_POOL}={pool},{constants.LABEL_COMPONENT}={constants.COMPONENT_GATEWAY}"
-    )
-    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(namespace, label_selector=selector)
-    return [p for p in pods.items if p.metadata.deletion_timestamp is None]
 
 
 # --- the callers ---------------------------------------------------------------------------------
@@ -234,7 +222,7 @@ def stage(  # noqa: PLR0917
     replicas = int(deployment.spec.replicas)
     found = wait_for(
         lambda: (
-            (pods := gateway_pods(cluster, namespace, pool))
+            (pods := kube_admin.gateway_pods(cluster.api, namespace, pool))
             and len(pods) == replicas
             and all(p.status.pod_ip for p in pods)
             and pods
@@ -321,11 +309,17 @@ class MoveStep:
 
 
 def _runtime_active(ip: str) -> int:
-    import urllib.request  # noqa: PLC0415
-
     url = f"http://{ip}:{constants.RUNTIME_PORT}{constants.PATH_STATUS}"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        return int(json.loads(response.read())["sessions"]["active"])
+    return int(_json(url)["sessions"]["active"])
+
+
+def _json(url: str) -> dict[str, Any]:
+    """A pod's JSON answer (a runtime's or a gateway's ``/v1/status``)."""
+    status, _, body = http("GET", url)
+    if status != 200:
+        raise FleetError(f"{url}: HTTP {status} {body[:200]!r}")
+    answer: dict[str, Any] = json.loads(body)
+    return answer
 
 
 def _gateway_counts(cluster: Cluster, namespace: str, pool: str) -> tuple[int, dict[str, int]]:

@@ -132,16 +132,7 @@ def apply_pool(cluster: fleet.Cluster) -> list[client.V1Pod]:
 
 
 def gateway_pods(cluster: fleet.Cluster) -> list[client.V1Pod]:
-    selector = ",".join(
-        f"{k}={v}"
-        for k, v in {
-            constants.LABEL_POOL: POOL,
-            constants.LABEL_COMPONENT: constants.COMPONENT_GATEWAY,
-        }.items()
-    )
-    return list(
-        client.CoreV1Api(cluster.api).list_namespaced_pod(APPS, label_selector=selector).items
-    )
+    return kube_admin.gateway_pods(cluster.api, APPS, POOL)
 
 
 def endpoint_addresses(cluster: fleet.Cluster) -> set[str]:

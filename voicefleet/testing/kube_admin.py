@@ -36,10 +36,19 @@ def pool_pods(
 ) -> list[client.V1Pod]:
     """The pool's runtime pods (not its gateway's), by name; ``live`` leaves out those being
     deleted."""
+    return _pods_of(kube_api, namespace, pool, constants.COMPONENT_RUNTIME, live)
+
+
+def gateway_pods(kube_api: client.ApiClient, namespace: str, pool: str) -> list[client.V1Pod]:
+    """The pool's gateway replicas (its Deployment's pods) not being deleted, by name."""
+    return _pods_of(kube_api, namespace, pool, constants.COMPONENT_GATEWAY, live=True)
+
+
+def _pods_of(
+    kube_api: client.ApiClient, namespace: str, pool: str, component: str, live: bool
+) -> list[client.V1Pod]:
     core = client.CoreV1Api(kube_api)
-    selector = (
-        f"{constants.LABEL_POOL}={pool},{constants.LABEL_COMPONENT}={constants.COMPONENT_RUNTIME}"
-    )
+    selector = f"{constants.LABEL_POOL}={pool},{constants.LABEL_COMPONENT}={component}"
     items = core.list_namespaced_pod(namespace, label_selector=selector).items
     if live:
         items = [p for p in items if p.metadata.deletion_timestamp is None]
