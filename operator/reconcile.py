@@ -12,7 +12,9 @@ The steps, in this order (each looks its object up, writes only what differs, an
    of those names that the pool does not own is never adopted: a NameConflict instead;
 4. the pods: what ``scaling.decide`` asks for (drains, deletes, creates) - skipped when the
    plan is invalid, so bad input never deletes anything that runs; writes the API server
-   refuses wait with a back-off (``pool_state.Refusals``);
+   refuses wait with a back-off (``pool_state.Refusals``); before it creates pods, the pass
+   reads the pool once more and does nothing if it was deleted since the pass read it (its
+   pods are then going with it, not to be replaced);
 5. the status, computed from what was observed and written only when it changed.
 
 A pass holds no state of its own: what it needs of the nodes, the runtimes and the pool's
@@ -185,6 +187,11 @@ class PoolPass:
                 # Refused before: wait out the back-off. A token Secret of someone else's
                 # must never be mounted into the pool's pods.
                 actions.create = []
+            if actions.create and not await self._still_exists(pool):
+                # Deleted since this pass read it: what it listed is the pool's pods going
+                # with it, not pods to replace.
+                log.debug("%s: deleted during the pass; no pods made", pool.key)
+                return Outcome()
             avoid = tuple(sorted(self.watch.signals))
             pods = await self.pod_actions.act(pool, body, actions, templates, pods, state, avoid)
 
@@ -200,6 +207,25 @@ class PoolPass:
             hashes=hashes,
             conflicts=conflicts,
         )
+
+    async def _still_exists(self, pool: builders.PoolRef) -> bool:
+        """The pool is still there, the same one (its UID) and not being deleted, as the API
+        server says after the pods were listed.
+
+        Why a read of its own, before creating pods: the body a pass runs on was read
+        before it started (kopf's index, a poke, a tick), and a pool deleted meanwhile has
+        its pods deleted by the operator and the garbage collector, maybe before this
+        operator's watch shows the deletion. The pass then lists the pod terminating (or
+        gone) and would make a replacement: a second pod owned by a deleted pool, removed
+        again by the garbage collector. Anything that deletes a pod for the pool's
+        deletion does so after the pool is gone, and this read comes after the list that
+        saw it: it sees the pool gone.
+        """
+        live = await self.kube.get(constants.KIND, pool.namespace, pool.name)
+        if live is None:
+            return False
+        meta = live.get("metadata") or {}
+        return meta.get("uid") == pool.uid and not meta.get("deletionTimestamp")
 
     async def _write_status(
         self,

@@ -65,10 +65,14 @@ def pool_burst(run: Run) -> Row:
     if slowest > limit:
         late = sorted(n for n, s in took.items() if s > limit)
         failures.append(f"deletions over {limit:.0f} s: {late}")
-    made = Counter(p.pool for p in run.monitor.names.copy().values() if p.pool in names)
+    seen = run.monitor.names.copy()
+    made = Counter(p.pool for p in seen.values() if p.pool in names)
     extra = sorted(n for n in names if made[n] != want)
     if extra:
-        failures.append(f"pools with other than {want} pods ever: {extra}")
+        failures.append(
+            f"pools with other than {want} pods ever: "
+            + "; ".join(f"{n}: {_pods_ever(run, n, asked.get(n))}" for n in extra)
+        )
     row = run.row(
         "50 pools created and deleted",
         f"{count} pools created at once (all pods running after {up:.0f} s), then deleted "
@@ -85,3 +89,21 @@ def pool_burst(run: Run) -> Row:
         "terminating or gone"
     )
     return row
+
+
+def _pods_ever(run: Run, pool: str, delete_asked: float | None) -> str:
+    """Each pod the pool ever had, with when the watch first saw it against the pool's
+    delete call: which side of the deletion a pod too many came from."""
+    pods = sorted(
+        ((run.monitor.first_seen.get(uid, 0.0), p) for uid, p in run.monitor.names.copy().items()),
+        key=lambda item: item[0],
+    )
+    out = []
+    for first, pod in pods:
+        if pod.pool != pool:
+            continue
+        when = (
+            "" if delete_asked is None else f", seen {first - delete_asked:+.1f} s from its delete"
+        )
+        out.append(f"{pod.name} (uid {pod.uid[:8]}, owner {pod.owner[:8]}{when})")
+    return ", ".join(out)

@@ -20,7 +20,7 @@ from voicefleet.operator.config import OperatorConfig
 from voicefleet.operator.fleet import Fleet
 from voicefleet.operator.kube import KubeError
 from voicefleet.operator.planner import plan
-from voicefleet.operator.reconcile import TRIGGER_CREATE, TRIGGER_SPEC, TRIGGER_TIMER
+from voicefleet.operator.reconcile import TRIGGER_CREATE, TRIGGER_POD, TRIGGER_SPEC, TRIGGER_TIMER
 
 NS = "voice"
 SPEC: dict[str, Any] = {"sessions": {"target": 100}}
@@ -175,6 +175,29 @@ async def test_a_node_signal_drains_its_pods_and_replaces_them_in_one_pass() -> 
         if pod["metadata"]["name"] in drained:
             assert pod["metadata"]["labels"][constants.LABEL_SERVING] == constants.SERVING_NO
     await fleet.close()
+
+
+@pytest.mark.parametrize("since", ["deleted", "made again"])
+async def test_a_pass_on_a_pool_read_before_its_deletion_makes_no_pod(since: str) -> None:
+    """A pass runs on the body it read before it started; the pool was deleted meanwhile
+    (and perhaps made again under its name) and its pods with it: the pass must not
+    replace them with pods owned by the deleted pool (the chaos run's 50 pools deleted at
+    once had two such pods)."""
+    kube, runtimes = FakeKube(), FakeRuntimes()
+    kube.node("n0", H100)
+    fleet = await fleet_on(kube, runtimes)
+    read_before = kube.pool(NS, "brief", SPEC)
+    await fleet.reconcile(read_before, trigger=TRIGGER_CREATE)
+    assert kube.pods(NS)
+    kube.drop((constants.KIND, NS, "brief"))
+    fleet.forget(NS, "brief")
+    await fleet.remove_pods(read_before)  # as the operator does when its watch shows it
+    assert not kube.pods(NS)
+    if since == "made again":
+        kube.pool(NS, "brief", SPEC)
+    await fleet.reconcile(read_before, trigger=TRIGGER_POD, poll=False)
+    deleted = builders.PoolRef.from_body(read_before)
+    assert not [p["metadata"]["name"] for p in kube.pods(NS) if builders.owned_by(p, deleted)]
 
 
 async def test_api_trouble_is_logged_once_when_it_starts_and_once_when_it_ends(

@@ -1,13 +1,17 @@
 """Pool deletion: no finalizer, so a pool is gone within seconds with or without the
-operator; its pods go within seconds too, without waiting for the garbage collector; and
-pools that an older operator left with its finalizer are released when this one starts
-(kopf removes a finalizer that no handler needs any more)."""
+operator; its pods go within seconds too, without waiting for the garbage collector; a pass
+that read the pool before it was deleted makes no pod for it; and pools that an older
+operator left with its finalizer are released when this one starts (kopf removes a
+finalizer that no handler needs any more)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -16,10 +20,19 @@ from tests.fixtures.sandbox import Apply, Cluster, wait_until
 from tests.operator import kit
 from tests.operator.conftest import Operator
 from voicefleet import constants
+from voicefleet.operator.config import OperatorConfig
+from voicefleet.operator.fleet import Fleet
+from voicefleet.operator.kube import Kube, load_credentials
+from voicefleet.operator.reconcile import TRIGGER_POD
+from voicefleet.operator.runtime_client import RuntimeClient
+from voicefleet.operator.token_key import load_or_create_key
+from voicefleet.testing.kube_admin import OPERATOR_NAMESPACE, service_account_kubeconfig
 
 pytestmark = pytest.mark.sandbox
 
 DELETE_SECONDS = 10.0
+# A finalizer of the test's own: keeps a pod Terminating for as long as the test needs.
+HOLD = "test.voicefleet.dev/hold"
 
 
 def _exists(kube_api: client.ApiClient, namespace: str, name: str) -> bool:
@@ -36,6 +49,19 @@ def _delete(kube_api: client.ApiClient, namespace: str, name: str) -> None:
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         *kit.GROUP_VERSION, namespace, constants.PLURAL, name
     )
+
+
+@contextmanager
+def _frozen(sandbox: Cluster, process: str) -> Iterator[None]:
+    """One of the sandbox's processes stopped (SIGSTOP) for the block."""
+    if sandbox.sandbox is None:
+        pytest.skip(f"needs the sandbox's own {process}")
+    (found,) = [p for p in sandbox.sandbox.processes if p.name == process]
+    os.kill(found.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(found.pid, signal.SIGCONT)
 
 
 def _seconds_until_gone(kube_api: client.ApiClient, namespace: str, name: str) -> float:
@@ -76,9 +102,6 @@ def test_a_deleted_pools_pods_are_deleted_at_once_without_the_garbage_collector(
     the garbage collector, which works behind the controller manager's client rate limit
     (20 requests/s by default, three per pod). With the controller manager frozen, the
     operator alone deletes them."""
-    if sandbox.sandbox is None:
-        pytest.skip("needs the sandbox's own controller manager")
-    (manager,) = [p for p in sandbox.sandbox.processes if p.name == "kube-controller-manager"]
     spec = {"sessions": {"target": 80}}
     kit.make_pool(apply, "swept", **spec)
     pods = kit.wait_running(kube_api, namespace, "swept", kit.planned(**spec).replicas)
@@ -91,13 +114,80 @@ def test_a_deleted_pools_pods_are_deleted_at_once_without_the_garbage_collector(
         left = core.list_namespaced_pod(namespace, label_selector=runtime)
         return all(p.metadata.deletion_timestamp is not None for p in left.items)
 
-    os.kill(manager.pid, signal.SIGSTOP)
-    try:
+    with _frozen(sandbox, "kube-controller-manager"):
         _delete(kube_api, namespace, "swept")
         took = kit.elapsed_until(terminating, DELETE_SECONDS)
-    finally:
-        os.kill(manager.pid, signal.SIGCONT)
     assert took < DELETE_SECONDS, f"{len(pods)} pods"
+
+
+@pytest.mark.parametrize("its_pod", ["terminating", "gone"])
+async def test_a_pass_that_read_the_pool_before_its_deletion_makes_no_pod_for_it(  # noqa: PLR0917
+    its_pod: str,
+    live_operator: Operator,
+    sandbox: Cluster,
+    kube_api: client.ApiClient,
+    apply: Apply,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The chaos run's 50 pools deleted at once: two of them had a second runtime pod. A
+    pass runs on the body it read before it started (kopf's index, a poke, a tick); the
+    pool was deleted meanwhile and its pod with it (by the operator, or by the garbage
+    collector before the operator's watch showed the deletion), so the pass listed the pod
+    terminating, or no pod at all, and made a replacement owned by the deleted pool (which
+    the garbage collector removed again). Here a pass of the operator's code, as its
+    ServiceAccount, runs on the pool as read before its deletion, once the operator deleted
+    the pod. The scheduler is frozen, so the pod stays unbound and out of kwok's hands (kwok
+    removes a bound pod's finalizers): a finalizer of the test's keeps it Terminating, or
+    without one it is gone at once. The controller manager is frozen too, so a pod made by
+    mistake stays to be seen."""
+    # One pod, as each of the chaos run's small pools has.
+    spec = {"sessions": {"target": 10}, "capacity": {"strategy": "on-demand"}}
+    core = client.CoreV1Api(kube_api)
+    kubeconfig = service_account_kubeconfig(sandbox.kubeconfig, kube_api, tmp_path / "kubeconfig")
+    kube = Kube(load_credentials(str(kubeconfig)))
+    fleet = Fleet(
+        kube,
+        RuntimeClient(1.0, constants.RUNTIME_PORT),
+        OperatorConfig(all_namespaces=True),
+        await load_or_create_key(kube, OPERATOR_NAMESPACE),
+        {},
+        {},
+    )
+
+    def deleted() -> bool:
+        left = kit.pool_pods(kube_api, namespace, "late", live=False)
+        if its_pod == "gone":
+            return not left
+        return [p.metadata.deletion_timestamp is not None for p in left] == [True]
+
+    with _frozen(sandbox, "kube-scheduler"):
+        kit.make_pool(apply, "late", **spec)
+        (pod,) = wait_until(
+            lambda: kit.pool_pods(kube_api, namespace, "late"), what="the pool's pod"
+        )
+        assert kit.planned(**spec).replicas == 1
+        read_before = kit.get_pool(kube_api, namespace, "late")
+        if its_pod == "terminating":
+            core.patch_namespaced_pod(
+                pod.metadata.name, namespace, {"metadata": {"finalizers": [HOLD]}}
+            )
+        try:
+            await fleet.start()
+            with _frozen(sandbox, "kube-controller-manager"):
+                _delete(kube_api, namespace, "late")
+                wait_until(deleted, timeout=DELETE_SECONDS, what="the operator to delete the pod")
+                await fleet.reconcile(read_before, trigger=TRIGGER_POD, poll=False)
+                left = kit.pool_pods(kube_api, namespace, "late", live=False)
+        finally:
+            await fleet.close()
+            if its_pod == "terminating":
+                core.patch_namespaced_pod(
+                    pod.metadata.name, namespace, {"metadata": {"finalizers": None}}
+                )
+    kept = [pod.metadata.uid] if its_pod == "terminating" else []
+    made = [f"{p.metadata.name} ({p.metadata.uid})" for p in left if p.metadata.uid not in kept]
+    assert not made, f"pods made for a deleted pool (its own was {pod.metadata.uid})"
 
 
 def test_with_the_operator_stopped_a_pool_is_still_gone_within_seconds(
