@@ -48,7 +48,7 @@ from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
 from voicefleet.runtime.frame_stats import FrameStats
 from voicefleet.runtime.limits import CATCH_UP_SILENCE_RMS, IMPORT_SHARE_OF_FRAME
-from voicefleet.runtime.moves import ImportJob, run_imports, settle
+from voicefleet.runtime.moves import ChunkCost, ImportJob, run_imports, settle
 from voicefleet.runtime.slots import FrameOutput, SlotHandle
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class BatchedEngine:
         # Moved in and prefilled: joins without a reset.
         self._resumed: set[int] = set()
         self._imports: dict[int, ImportJob] = {}
+        self._chunk_cost = ChunkCost()
         self._exports: deque[tuple[SlotHandle, Future[SlotState]]] = deque()
         self._active = np.zeros(capacity, dtype=bool)
         self._inputs: list[deque[Pcm]] = [
@@ -356,7 +357,7 @@ class BatchedEngine:
             # A catch-up first: its caller's audio is held until it is done; a first import
             # runs while the conversation is still served by its old pod.
             jobs = sorted(self._imports.items(), key=lambda item: not item[1].catch_up)
-        finished, failed = run_imports(self.backend, jobs, deadline)
+        finished, failed = run_imports(self.backend, jobs, deadline, self._chunk_cost)
         with self._lock:
             for slot in failed:
                 if self._imports.get(slot) is dict(jobs)[slot]:

@@ -64,6 +64,9 @@ IMPORT_CHUNK_STEPS = 64
 # always progresses): 20 ms of Moshi's 80 ms, beside a batched step of 20-50 ms at full
 # load, keeps every other conversation's frame on time.
 IMPORT_SHARE_OF_FRAME = 0.25
+# A chunk's expected cost is the longest recent one, decaying by this factor per chunk:
+# one slow chunk makes the next few wait for a frame with more room, not all of them.
+CHUNK_COST_DECAY = 0.9
 # The largest state an import accepts: full-size Moshi's is ~16 MiB (Mimi's two transformer
 # caches; the token history is 25 KiB a minute), so four times that is no legitimate state.
 MAX_STATE_BYTES = 64 * 2**20

@@ -2,8 +2,9 @@
 event loop, done between two frames, each answered through a future.
 
 An import is bounded work per frame: its prefill replays at most ``IMPORT_CHUNK_STEPS`` a
-chunk and stops starting chunks once the frame's share (``IMPORT_SHARE_OF_FRAME``) is spent,
-so the pod's other conversations keep their frame. The engine owns the slots; this module
+chunk, and a chunk is started only while the recent chunks' cost still fits before the frame's
+share (``IMPORT_SHARE_OF_FRAME``) runs out, so the pod's other conversations keep their frame.
+One chunk a pass always runs, so an import always progresses. The engine owns the slots; this module
 only runs the backend's part and says which imports finished or failed.
 """
 
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 from voicefleet.runtime.backends.base import Backend
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
-from voicefleet.runtime.limits import IMPORT_CHUNK_STEPS
+from voicefleet.runtime.limits import CHUNK_COST_DECAY, IMPORT_CHUNK_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,19 @@ class ImportJob:
     replayed: int = 0
 
 
+@dataclass
+class ChunkCost:
+    """What an import chunk costs on this pod: the longest recent one, decaying (a chunk's
+    cost varies with its length and the device's load; guessing high only defers work)."""
+
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.seconds = max(seconds, self.seconds * CHUNK_COST_DECAY)
+
+
 def run_imports(
-    backend: Backend, jobs: list[tuple[int, ImportJob]], deadline: float
+    backend: Backend, jobs: list[tuple[int, ImportJob]], deadline: float, cost: ChunkCost
 ) -> tuple[list[int], list[int]]:
     """Advance ``jobs`` (slot, job) until ``deadline`` (``time.perf_counter``), at least one
     chunk in all; the slots (finished, failed). Futures are resolved by the caller."""
@@ -64,9 +76,11 @@ def run_imports(
             if not job.begun:
                 job.left = backend.import_begin(slot, job.state)
                 job.begun = True
-            while job.left and (first or time.perf_counter() < deadline):
+            while job.left and (first or time.perf_counter() + cost.seconds < deadline):
                 first = False
+                started = time.perf_counter()
                 left = backend.import_step(slot, IMPORT_CHUNK_STEPS)
+                cost.add(time.perf_counter() - started)
                 job.replayed += job.left - left
                 job.left = left
         except SlotStateError as exc:

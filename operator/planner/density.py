@@ -57,9 +57,10 @@ def per_session_gib(variant: ModelVariant, steps: int) -> float:
 
 
 def memory_limit(gpu: Gpu, variant: ModelVariant, session_gib: float) -> int:
-    """Sessions whose state fits beside one copy of the weights (0 if the weights don't fit)."""
+    """Sessions whose state fits beside one copy of the weights and the runtime's replay
+    rows (0 if the weights don't fit)."""
     free = gpu.memory_gib - gpu.overhead_gib - variant.workspace_gib - variant.weights_gib
-    return max(0, math.floor(free / session_gib))
+    return max(0, math.floor(free / session_gib) - variant.replay_rows)
 
 
 def replicated_memory_limit(gpu: Gpu, variant: ModelVariant, session_gib: float) -> int:

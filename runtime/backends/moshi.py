@@ -44,6 +44,8 @@ KV_BYTES_PER_STEP: dict[str, int] = {
 # Mimi state, depformer and activations per session, measured (REFERENCE.md: 1.49 GiB at
 # 3000 steps, of which 1.46 GiB is the LM's KV cache).
 OTHER_BYTES_PER_SESSION = 40 * 2**20
+# The replay row (moshi_replay) holds one conversation's LM state beside the slots.
+REPLAY_ROWS = 1
 
 
 def session_bytes(context_steps: int, kv_cache_dtype: str = constants.KV_CACHE_BF16) -> int:
@@ -100,7 +102,8 @@ def _check_memory(device: torch.device, config: RuntimeConfig, context_steps: in
         return
     free, _total = torch.cuda.mem_get_info(device)
     one = session_bytes(context_steps, config.kv_cache_dtype)
-    need = config.max_sessions * one
+    # One more: the row moved-in conversations are replayed on (moshi_replay).
+    need = (config.max_sessions + REPLAY_ROWS) * one
     if need > free:
         gib = 2**30
         fit = max(0, free // one)
@@ -108,7 +111,7 @@ def _check_memory(device: torch.device, config: RuntimeConfig, context_steps: in
             f"--max-sessions {config.max_sessions} at --max-session-seconds "
             f"{config.max_session_seconds} needs {need / gib:.1f} GiB of session state, but "
             f"only {free / gib:.1f} GiB is free after the weights: lower --max-sessions to "
-            f"{fit}, shorten --max-session-seconds"
+            f"{max(0, fit - REPLAY_ROWS)}, shorten --max-session-seconds"
             + (
                 " or pass --kv-cache-dtype fp8"
                 if config.kv_cache_dtype != constants.KV_CACHE_FP8

@@ -7,30 +7,26 @@ delays, exactly as ``LMModel.forward_text`` saw them: :class:`TokenLog` records 
 LMGen's own row (its delay buffer and offset), the session's text temperature, and the slot's
 row of every Mimi streaming tensor (conv buffers, the codec transformers' small KV caches).
 The LM's KV cache is not exported: it is a function of the token history, so the receiving
-slot replays the history through the LM transformer as a prefill (:class:`Replay`).
+slot replays the history through the LM transformer as a prefill (``moshi_replay``: at batch 1,
+in chunks, on a row of its own; the depformer is not run, the replayed tokens are known).
 
-Why a batch-1 view and not a chunk through the live batch: moshi's streaming attention does
-take several steps at once, per row, and ``exec_mask`` keeps other rows' positions from
-advancing, but every row would compute the whole chunk (B x T work for T steps of one row),
-and every masked row's ring cache still gets the chunk's keys written past its end, which
-overwrites live history once that row's ring has wrapped. The replay instead runs the LM
-transformer at batch 1 over streaming states whose tensors are views of the target row
-(``moshi_rows.row_views``): T steps cost T steps of one row, write that row only, and need no
-copy and no memory. The depformer is not run: the replayed tokens are known.
+Why batch 1 and not a chunk through the live batch: moshi's streaming attention does take
+several steps at once, per row, and ``exec_mask`` keeps other rows' positions from advancing,
+but every row would compute the whole chunk (B x T work for T steps of one row), and every
+masked row's ring cache still gets the chunk's keys written past its end, which overwrites
+live history once that row's ring has wrapped.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from moshi.utils.compile import no_compile
 
 from voicefleet.runtime.backends.fingerprint import weights_fingerprint
-from voicefleet.runtime.backends.moshi_rows import row_tensors, row_views
+from voicefleet.runtime.backends.moshi_rows import row_tensors
 from voicefleet.runtime.backends.slot_state import (
     Array,
     Scalar,
@@ -176,7 +172,7 @@ def _numpy_dtype(tensor: torch.Tensor) -> Any:
 
 def load_state(lm_gen: Any, mimi: Any, log: TokenLog, slot: int, state: SlotState) -> None:
     """Write a checked state into ``slot`` (already reset and frozen); the LM's KV cache
-    still has to be rebuilt by a :class:`Replay`."""
+    still has to be rebuilt by a replay (``moshi_replay.Replay``)."""
     device = lm_gen.lm_model.device
     for name, (tensor, dim) in row_tensors(mimi).items():
         value = torch.from_numpy(state.arrays[MIMI_PREFIX + name].copy())
@@ -187,43 +183,3 @@ def load_state(lm_gen: Any, mimi: Any, log: TokenLog, slot: int, state: SlotStat
     history = state.arrays[HISTORY]
     log.tokens[slot, : len(history)] = history
     log.steps[slot] = len(history)
-
-
-@dataclass
-class Replay:
-    """A slot's token history going through the LM transformer, in chunks, into the slot's
-    own row of the batch's KV cache."""
-
-    forward_text: Any  # LMModel.forward_text, unwrapped
-    transformer: Any
-    tokens: torch.Tensor  # [1, streams, steps] on the model's device
-    views: dict[str, Any]
-    done: int = 0
-
-    @classmethod
-    def of(cls, lm: Any, forward_text: Any, history: Array, slot: int) -> Replay:
-        tokens = torch.from_numpy(history.astype(np.int64)).to(lm.device).T[None]
-        return cls(forward_text, lm.transformer, tokens, row_views(lm.transformer, slot))
-
-    @property
-    def left(self) -> int:
-        return int(self.tokens.shape[2]) - self.done
-
-    def step(self, max_steps: int) -> int:
-        """Replay up to ``max_steps`` more steps; the steps still left."""
-        count = min(max_steps, self.left)
-        if count <= 0:
-            return self.left
-        chunk = self.tokens[:, :, self.done : self.done + count]
-        live = self.transformer.get_streaming_state()
-        self.transformer.set_streaming_state(self.views)
-        try:
-            # Eager: moshi compiles a few functions (rope, gating) lazily per input shape,
-            # and a chunk's shape would cost a compile of seconds on the engine thread, with
-            # every conversation of the pod waiting behind it.
-            with torch.no_grad(), no_compile():
-                self.forward_text(chunk)
-        finally:
-            self.transformer.set_streaming_state(live)
-        self.done += count
-        return self.left

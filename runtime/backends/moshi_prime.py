@@ -5,9 +5,12 @@ delay), and its audio output is "ungenerated" (the acoustic codebooks lag one st
 same step for every conversation, and run with the caller's first frame it costs the caller a
 whole frame of waiting. So the backend runs it once at start, on silence, in slot 0, and keeps
 that slot's rows (:class:`Primer`): the LM's KV cache positions written, its offsets, LMGen's
-token cache row, Mimi's streaming rows and the token history. Priming a claimed slot copies
-them into its rows on the GPU (no model step; well under a millisecond), and the slot then
-joins without a reset at its caller's first frame, which is stepped straight into audio.
+token cache row, Mimi's streaming rows and the token history. Priming claimed slots copies
+them into their rows on the GPU: no model step, and no moshi reset (a reset walks every
+streaming module from Python, 7-10 ms at full size, and resetting then copying slot by slot
+took 16-28 ms a pass, which made ticks late while many callers joined). The copies are one per
+state tensor for all the slots of a pass, queued by the backend's next step while the device
+runs it; a slot then joins at its caller's first frame, which is stepped straight into audio.
 
 Every conversation starts from the same sampled step-0 tokens (text padding and one semantic
 audio token, heard as the first 80 ms): with greedy decoding they were the same anyway.
@@ -15,6 +18,7 @@ audio token, heard as the first 80 ms): with greedy decoding they were the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,62 +27,84 @@ import torch
 from moshi.modules.transformer import _MHAState, _TransformerState
 
 from voicefleet.runtime.backends import moshi_move
-from voicefleet.runtime.backends.kv_fp8 import Fp8RingCache
-from voicefleet.runtime.backends.moshi_rows import row_tensors
+from voicefleet.runtime.backends.kv_fp8 import FP8, Fp8RingCache
+from voicefleet.runtime.backends.moshi_rows import RowField, row_fields
 
-# (tensor of the live batch, batch dim, positions dim or None) -> what to copy into a row
-_Part = tuple[torch.Tensor, int, int | None]
+# (a per-slot field of the live batch, its positions dim or None)
+_Part = tuple[RowField, int | None]
 
 
 @dataclass
 class Primer:
     steps: int
     history: np.ndarray[Any, Any]
-    # Per live tensor path: its batch dim, its positions dim (KV caches: only the written
-    # positions are kept), and slot 0's row of it.
-    rows: dict[str, tuple[int, int | None, torch.Tensor]]
+    # Per per-slot field: its positions dim (KV caches: only the positions written are
+    # kept) and slot 0's row of it.
+    rows: list[tuple[RowField, int | None, torch.Tensor]]
+    device: torch.device
 
 
-def _parts(lm_gen: Any, mimi: Any) -> dict[str, _Part]:
-    """Every per-slot tensor a conversation's first steps write, by a stable path."""
-    parts: dict[str, _Part] = {
-        f"mimi/{name}": (tensor, dim, None) for name, (tensor, dim) in row_tensors(mimi).items()
-    }
+def _parts(lm_gen: Any, mimi: Any) -> list[_Part]:
+    """Every per-slot field a conversation's first steps write."""
+    parts: list[_Part] = [(field, None) for field in row_fields(mimi).values()]
     state = lm_gen._streaming_state  # what moshi_move.lmgen_row exports of it
-    parts["lmgen/cache"] = (state.cache, 0, None)
-    parts["lmgen/offsets"] = (state.offsets, 0, None)
-    for name, module_state in lm_gen.lm_model.transformer.get_streaming_state().items():
+    parts.append((RowField(state, "cache", 0), None))
+    parts.append((RowField(state, "offsets", 0), None))
+    for module_state in lm_gen.lm_model.transformer.get_streaming_state().values():
         if isinstance(module_state, _MHAState) and module_state.kv_cache is not None:
             kv = module_state.kv_cache
-            parts[f"lm/{name}/cache"] = (kv.cache, 1, 3)
+            parts.append((RowField(kv, "cache", 1), 3))
             if isinstance(kv, Fp8RingCache):
-                parts[f"lm/{name}/scales"] = (kv.scales, 1, 3)
-            parts[f"lm/{name}/end_offset"] = (kv.end_offset, 0, None)
-            parts[f"lm/{name}/offset"] = (module_state.offset, 0, None)
+                parts.append((RowField(kv, "scales", 1), 3))
+            parts.append((RowField(kv, "end_offset", 0), None))
+            parts.append((RowField(module_state, "offset", 0), None))
         elif isinstance(module_state, _TransformerState):
-            parts[f"lm/{name}/offsets"] = (module_state.offsets, 0, None)
+            parts.append((RowField(module_state, "offsets", 0), None))
     return parts
+
+
+def _written(field: RowField, positions: int | None, steps: int) -> torch.Tensor:
+    """The part of ``field`` (every slot) a conversation's first ``steps`` steps write; fp8
+    caches as their bytes (index_copy_ has no fp8 kernel)."""
+    tensor = field.tensor()
+    if positions is not None:
+        tensor = tensor.narrow(positions, 0, steps)
+    return tensor.view(torch.uint8) if tensor.dtype == FP8 else tensor
 
 
 def take(lm_gen: Any, mimi: Any, log: moshi_move.TokenLog, slot: int) -> Primer:
     """``slot``'s rows after its first steps (it must have run them alone since its reset)."""
     steps = int(log.steps[slot])
-    rows = {}
-    for path, (tensor, dim, positions) in _parts(lm_gen, mimi).items():
-        row = tensor.narrow(dim, slot, 1)
-        if positions is not None:
-            row = row.narrow(positions, 0, steps)
-        rows[path] = (dim, positions, row.clone())
-    return Primer(steps=steps, history=log.tokens[slot, :steps].copy(), rows=rows)
+    rows = [
+        (field, positions, _written(field, positions, steps).narrow(field.dim, slot, 1).clone())
+        for field, positions in _parts(lm_gen, mimi)
+    ]
+    device = rows[0][2].device
+    if any(row.device != device for _field, _positions, row in rows):
+        raise ValueError("a conversation's state spans several devices: priming needs one")
+    return Primer(steps=steps, history=log.tokens[slot, :steps].copy(), rows=rows, device=device)
 
 
-def put(primer: Primer, lm_gen: Any, mimi: Any, log: moshi_move.TokenLog, slot: int) -> None:
-    """Copy ``primer`` into ``slot`` (reset and frozen by the caller): device copies only."""
-    for path, (tensor, dim, _positions) in _parts(lm_gen, mimi).items():
-        _, positions, row = primer.rows[path]
-        target = tensor.narrow(dim, slot, 1)
-        if positions is not None:
-            target = target.narrow(positions, 0, primer.steps)
-        target.copy_(row)
-    log.tokens[slot, : primer.steps] = primer.history
-    log.steps[slot] = primer.steps
+def put_history(primer: Primer, log: moshi_move.TokenLog, slots: Sequence[int]) -> None:
+    """The primed steps' tokens as ``slots``' history (host only)."""
+    for slot in slots:
+        log.tokens[slot, : primer.steps] = primer.history
+        log.steps[slot] = primer.steps
+
+
+def put_rows(primer: Primer, slots: Sequence[int]) -> None:
+    """Copy ``primer`` into ``slots`` (frozen by the caller): one device copy per state
+    tensor for all of them, queued without waiting for the device. Every per-slot tensor the
+    first steps write is overwritten, so no reset is needed first; KV positions past the
+    primed steps are masked by the cache's end offset, as after a reset."""
+    index = torch.tensor(list(slots), dtype=torch.long)
+    if primer.device.type == "cuda":
+        # Page-locked, so the copy is queued and the host goes on (from pageable memory it
+        # would wait for the step the device is running).
+        index = index.pin_memory()
+    index = index.to(primer.device, non_blocking=True)
+    for field, positions, row in primer.rows:
+        written = _written(field, positions, primer.steps)
+        shape = list(row.shape)
+        shape[field.dim] = len(slots)
+        written.index_copy_(field.dim, index, row.expand(shape))

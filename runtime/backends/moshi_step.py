@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from moshi.models.lm import LMGen
 
-from voicefleet.runtime.backends import FRAMES, moshi_move, moshi_prime
+from voicefleet.runtime.backends import FRAMES, moshi_move, moshi_prime, moshi_replay
 from voicefleet.runtime.backends.base import Backend, Pcm, Sampling, StepOutput, clamp
 from voicefleet.runtime.backends.replay import advance
 from voicefleet.runtime.backends.slot_state import SlotState, SlotStateError
+from voicefleet.runtime.limits import IMPORT_CHUNK_STEPS
 
 MOSHI_FRAME = FRAMES["moshi"]
 WARMUP_FRAMES = 4
@@ -71,11 +72,14 @@ class MoshiBackend(Backend):
         self._text_scale: Any = None
         self._asked: list[Sampling] = []
         self._active = np.zeros(0, dtype=bool)
-        self._replays: dict[int, moshi_move.Replay] = {}
+        self._replays: dict[int, moshi_replay.Replay] = {}
+        self._replay_row: moshi_replay.ReplayRow | None = None
         # Steps of an imported history already in a frozen slot's KV cache, until it steps.
         self._rebuilt: dict[int, int] = {}
         self._model_id: dict[str, Any] = {}
         self._primer: moshi_prime.Primer | None = None
+        # Slots primed whose rows are still to be copied in (at the next step).
+        self._unprimed: set[int] = set()
         # Tokens of the last step, ``[capacity, 1 + 8]``: text, then the model's audio
         # codebooks; negative inside the model's delay.
         self.last_tokens = np.zeros((0, 0), dtype=np.int64)
@@ -125,6 +129,13 @@ class MoshiBackend(Backend):
         silence = np.zeros((capacity, samples), dtype=np.float32)
         for _ in range(WARMUP_FRAMES):
             self._run(silence)
+        # After the warm-up (cuBLAS and moshi's own graphs are set up), before any session.
+        self._replay_row = moshi_replay.ReplayRow(
+            self.lm,
+            self._forward_text,
+            max_chunk=IMPORT_CHUNK_STEPS,
+            graphs=self.device.type == "cuda",
+        )
         self._primer = self._silent_start(silence)
         everything = torch.ones(capacity, dtype=torch.bool)
         self.mimi.reset_streaming(everything)
@@ -146,16 +157,30 @@ class MoshiBackend(Backend):
         return moshi_prime.take(self._lm_gen, self.mimi, self._log, 0)
 
     def prime(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> bool:
+        """The copies are queued, not made: the next step makes them while the device runs
+        it (:meth:`_put_primes`), so a pass of joins costs the engine thread no time between
+        frames (a few hundred small copies took it 4-35 ms on a busy host and pushed ticks
+        late while many callers joined)."""
         if self._primer is None:
             return False
-        self.reset(slots, sampling)
-        # moshi's reset makes the rows executable: frozen again until the engine joins them.
-        active = self._active.copy()
-        active[list(slots)] = False
-        self.freeze(active)
-        for slot in slots:
-            moshi_prime.put(self._primer, self._lm_gen, self.mimi, self._log, slot)
+        self._forget(slots, sampling)
+        if self._active[list(slots)].any():  # a slot given back since the last tick
+            active = self._active.copy()
+            active[list(slots)] = False
+            self.freeze(active)
+        moshi_prime.put_history(self._primer, self._log, slots)
+        self._unprimed.update(slots)
         return True
+
+    def _put_primes(self, due: np.ndarray[Any, np.dtype[np.bool_]] | None = None) -> None:
+        """Copy the primed rows into the slots queued by :meth:`prime` (only those ``due``
+        when given). The copies follow the device's earlier work in stream order; a primed
+        slot is frozen until it joins, so a step queued before them leaves its rows alone."""
+        slots = sorted(s for s in self._unprimed if due is None or due[s])
+        if not slots or self._primer is None:
+            return
+        moshi_prime.put_rows(self._primer, slots)
+        self._unprimed.difference_update(slots)
 
     def _record_fed_tokens(self, capacity: int) -> None:
         """Wrap the LM's ``forward_text`` (before LMGen captures it in a CUDA graph) so that
@@ -187,11 +212,18 @@ class MoshiBackend(Backend):
         mask[list(slots)] = True
         self.mimi.reset_streaming(mask)
         self._lm_gen.reset_streaming(mask)
+        self._forget(slots, sampling)
+
+    def _forget(self, slots: Sequence[int], sampling: Sequence[Sampling]) -> None:
+        """The backend's own records of ``slots``' previous conversations, dropped."""
         for slot, asked in zip(slots, sampling, strict=True):
             self._set_sampling(slot, asked)
             self._log.clear(slot)
+            self._unprimed.discard(slot)  # a queued prime never lands on what comes next
             self._replays.pop(slot, None)
             self._rebuilt.pop(slot, None)
+            if self._replay_row is not None:
+                self._replay_row.forget(slot)
 
     def _set_sampling(self, slot: int, asked: Sampling) -> None:
         self._asked[slot] = asked
@@ -210,6 +242,7 @@ class MoshiBackend(Backend):
     def export_slot(self, slot: int) -> SlotState:
         if slot in self._replays:
             raise SlotStateError(f"slot {slot} is still being imported: nothing to export yet")
+        self._put_primes()
         return moshi_move.export_state(
             self._lm_gen,
             self.mimi,
@@ -226,13 +259,18 @@ class MoshiBackend(Backend):
 
     def import_begin(self, slot: int, state: SlotState) -> int:
         self.check_import(state)
+        self._unprimed.discard(slot)  # the slot's last caller left before it stepped
         history = state.arrays[moshi_move.HISTORY]
         # A newer state of the conversation already (being) imported here: its KV cache
         # rows for the steps both share are right, so only the rest is replayed.
+        assert self._replay_row is not None, "import_begin before start"
+        # What an earlier state's replay into this slot did so far goes back to the slot.
+        if self._replay_row.owner == slot:
+            self._replay_row.give_back()
         known = self._rebuilt.get(slot, 0)
         if not np.array_equal(self._log.tokens[slot, :known], history[:known]):
             known = 0
-        replay = moshi_move.Replay.of(self.lm, self._forward_text, history[known:], slot)
+        replay = moshi_replay.Replay.of(self._replay_row, history[known:], slot, self.device)
         if not known:
             mask = torch.zeros(self.capacity, dtype=torch.bool)
             mask[slot] = True
@@ -271,6 +309,7 @@ class MoshiBackend(Backend):
         self, frames: Pcm
     ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.float32]]]:
         """Mimi encode, one LM step and Mimi decode for the whole batch; (tokens, pcm)."""
+        self._put_primes(due=self._active)  # slots joining at this step: before it
         self._frames_host.numpy()[:] = frames
         x = self._frames_host.to(self.device, non_blocking=True)[:, None, :]
         codes = self.mimi.encode(x)
@@ -282,6 +321,8 @@ class MoshiBackend(Backend):
         self._tokens_host.copy_(tokens[:, :, 0], non_blocking=True)
         self._fed_host.copy_(self._fed, non_blocking=True)
         self._pcm_host.copy_(pcm[:, 0].float(), non_blocking=True)
+        # The other primed slots while the device runs the step (their copies queue after it).
+        self._put_primes()
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
         self._log.record(self._active, self._fed_host.numpy())

@@ -114,7 +114,9 @@ def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
 ) -> None:
     """Priming copies a silent first step in; stepping that step instead gives the same
     conversation after it, token for token (so nothing of the step's state was left out),
-    while another slot holds a conversation of its own."""
+    while another slot holds a conversation of its own. The primed slot held an earlier
+    conversation: priming does no reset, so whatever of it priming did not overwrite
+    would show here."""
     torch.set_grad_enabled(False)
     rng = np.random.default_rng(3)
     speech = (0.1 * rng.standard_normal((12, 2, 1920))).astype(np.float32)
@@ -130,9 +132,12 @@ def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
         backend = get_loader("tiny")(config, torch.device("cpu"))
         assert isinstance(backend, MoshiBackend)
         backend.start(2)
-        backend.reset([0], [Sampling()])
+        backend.reset([0, 1], [Sampling()] * 2)
+        backend.freeze(np.array([True, True]))
+        for frames in speech[:3]:  # slot 1's earlier conversation, beside slot 0's
+            backend.step(frames[::-1].copy())
         backend.freeze(np.array([True, False]))
-        for frames in speech[:5]:  # slot 0 talks a while first (its rows must not move)
+        for frames in speech[:2]:  # slot 0 talks on (its rows must not move)
             backend.step(frames)
         if prime:
             assert backend.prime([1], [Sampling()])
@@ -149,3 +154,23 @@ def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
     (primed_pcm, primed_tokens), (stepped_pcm, stepped_tokens) = outputs
     np.testing.assert_array_equal(primed_tokens, stepped_tokens)
     np.testing.assert_allclose(primed_pcm, stepped_pcm, atol=PCM_TOLERANCE)
+
+
+def test_a_queued_prime_never_lands_on_a_slot_reset_before_its_first_step() -> None:
+    """A prime's copies wait for the next step; a slot reset before that step (its caller's
+    first frame came first: a plain join) starts from the reset, as if never primed."""
+    torch.set_grad_enabled(False)
+    rng = np.random.default_rng(5)
+    speech = (0.1 * rng.standard_normal((6, 2, 1920))).astype(np.float32)
+    outputs = []
+    for primed_first in (True, False):
+        config = RuntimeConfig(backend="tiny", max_sessions=2, max_session_seconds=20, greedy=True)
+        backend = get_loader("tiny")(config, torch.device("cpu"))
+        assert isinstance(backend, MoshiBackend)
+        backend.start(2)
+        if primed_first:
+            assert backend.prime([1], [Sampling()])
+        backend.reset([0, 1], [Sampling()] * 2)
+        backend.freeze(np.array([True, True]))
+        outputs.append(np.stack([backend.step(frames).pcm.copy() for frames in speech]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -87,7 +87,11 @@ def test_policy_cap_limits_sessions_per_pod() -> None:
 
 
 def test_slow_gpu_is_limited_by_compute_and_marked_estimate() -> None:
-    result = plan(spec(gpu={"product": "NVIDIA-L40S"}), catalog.builtin())
+    # 120 s conversations: an L40S's memory holds twice what its bandwidth can step.
+    result = plan(
+        spec(gpu={"product": "NVIDIA-L40S"}, sessions={"target": 100, "maxSessionSeconds": 120}),
+        catalog.builtin(),
+    )
     assert result.limited_by == "compute"
     assert result.compute_limit is not None and result.compute_limit < result.memory_limit
     assert result.estimate
@@ -200,3 +204,24 @@ def test_an_fp8_kv_cache_applies_to_every_moshi_variant() -> None:
     )
     assert int8_fp8.sessions_per_pod > int8.sessions_per_pod
     assert int8_fp8.estimate  # the int8 weights were never measured
+
+
+def test_the_runtimes_replay_row_takes_one_sessions_memory() -> None:
+    """Moshi pods keep one conversation's state more than their slots (the row a moved-in
+    conversation is rebuilt on): the memory limit leaves it out."""
+    builtin = catalog.builtin()
+    moshi = builtin.models["moshi"]
+    assert moshi.variants[moshi.default_variant].replay_rows == 1
+    without_row = moshi.model_copy(
+        update={
+            "variants": {
+                name: variant.model_copy(update={"replay_rows": 0})
+                for name, variant in moshi.variants.items()
+            }
+        }
+    )
+    other = catalog.Catalog(
+        gpus=builtin.gpus, models={**builtin.models, "moshi": without_row}, prices=builtin.prices
+    )
+    pool = spec(sessions={"target": 200, "maxSessionSeconds": 240})
+    assert plan(pool, builtin).memory_limit == plan(pool, other).memory_limit - 1

@@ -83,6 +83,9 @@ class ModelVariant(_CatalogModel):
     state_bytes_per_step: int = Field(gt=0)
     state_fixed_gib: float = Field(ge=0)
     workspace_gib: float = Field(ge=0)
+    # Sessions' worth of state the runtime keeps beside the slots (Moshi: the row a moved-in
+    # conversation's history is replayed on).
+    replay_rows: int = Field(default=0, ge=0)
     measured: bool
     compute: ComputeProfile
     # KV cache dtypes beside bf16 (the numbers above) that the runtime offers for this variant.
