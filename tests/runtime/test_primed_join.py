@@ -31,6 +31,9 @@ TICKS = 14  # A's frames in all
 B_SPEAKS_AFTER = 6  # A's frames before B's first frame is pushed
 WAIT_SECONDS = 120.0
 PCM_TOLERANCE = 1e-4  # other rows' values may change fp32 rounding (test_move.py says why)
+# On the GPU machine (``pytest --noconftest`` this file there) priming's queued copies also run
+# in stream order behind a step the device is still running.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 class Run:
@@ -108,9 +111,10 @@ def test_the_other_conversation_keeps_every_tick_and_its_audio(runs: tuple[Run, 
             assert gap <= PCM_TOLERANCE, f"tick {tick}: A's audio moved by {gap}"
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kv_cache_dtype", ["bf16", "fp8"])
 def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
-    kv_cache_dtype: str,
+    kv_cache_dtype: str, device: str
 ) -> None:
     """Priming copies a silent first step in; stepping that step instead gives the same
     conversation after it, token for token (so nothing of the step's state was left out),
@@ -129,7 +133,7 @@ def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
             greedy=True,
             kv_cache_dtype=kv_cache_dtype,
         )
-        backend = get_loader("tiny")(config, torch.device("cpu"))
+        backend = get_loader("tiny")(config, torch.device(device))
         assert isinstance(backend, MoshiBackend)
         backend.start(2)
         backend.reset([0, 1], [Sampling()] * 2)
@@ -156,7 +160,8 @@ def test_a_primed_slot_continues_exactly_as_one_that_stepped_on_silence(
     np.testing.assert_allclose(primed_pcm, stepped_pcm, atol=PCM_TOLERANCE)
 
 
-def test_a_queued_prime_never_lands_on_a_slot_reset_before_its_first_step() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_queued_prime_never_lands_on_a_slot_reset_before_its_first_step(device: str) -> None:
     """A prime's copies wait for the next step; a slot reset before that step (its caller's
     first frame came first: a plain join) starts from the reset, as if never primed."""
     torch.set_grad_enabled(False)
@@ -165,7 +170,7 @@ def test_a_queued_prime_never_lands_on_a_slot_reset_before_its_first_step() -> N
     outputs = []
     for primed_first in (True, False):
         config = RuntimeConfig(backend="tiny", max_sessions=2, max_session_seconds=20, greedy=True)
-        backend = get_loader("tiny")(config, torch.device("cpu"))
+        backend = get_loader("tiny")(config, torch.device(device))
         assert isinstance(backend, MoshiBackend)
         backend.start(2)
         if primed_first:

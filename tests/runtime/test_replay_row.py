@@ -2,6 +2,10 @@
 model, greedy: two conversations imported at once take turns on it chunk by chunk and both
 continue exactly as their uninterrupted twins; an import whose slot is given to a new
 conversation midway never lands on that conversation.
+
+Where CUDA is present (the GPU machine: ``pytest --noconftest`` this file there) the same tests
+run the row's CUDA graphs, and one more checks that a graph writes the bytes the eager replay
+writes.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import torch
 
 from voicefleet.runtime.backends import get_loader
 from voicefleet.runtime.backends.base import Sampling
+from voicefleet.runtime.backends.moshi_replay import ReplayRow
+from voicefleet.runtime.backends.moshi_rows import row_tensors
 from voicefleet.runtime.backends.moshi_step import MoshiBackend
 from voicefleet.runtime.backends.slot_state import SlotState
 from voicefleet.runtime.config import RuntimeConfig
+from voicefleet.runtime.limits import IMPORT_CHUNK_STEPS
 
 pytestmark = pytest.mark.runtime
 
@@ -27,11 +34,14 @@ SLOTS = 4
 Frames = np.ndarray[Any, np.dtype[np.float32]]
 
 
-def _backend() -> MoshiBackend:
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _backend(device: str = "cpu") -> MoshiBackend:
     config = RuntimeConfig(
         backend="tiny", max_sessions=SLOTS, max_session_seconds=20, seed=7, greedy=True
     )
-    backend = get_loader("tiny")(config, torch.device("cpu"))
+    backend = get_loader("tiny")(config, torch.device(device))
     assert isinstance(backend, MoshiBackend)
     backend.start(SLOTS)
     return backend
@@ -63,15 +73,16 @@ def _no_grad() -> Any:
         yield
 
 
-def test_two_imports_take_turns_on_the_row_and_both_continue_as_their_twins() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_imports_take_turns_on_the_row_and_both_continue_as_their_twins(device: str) -> None:
     a, b = _audio(1), _audio(2)
-    source = _backend()
+    source = _backend(device)
     _start(source, [0, 1])
     for tick in range(STEPS):
         _run(source, {0: a, 1: b}, tick)
     states = {slot: SlotState.from_bytes(source.export_slot(slot).to_bytes()) for slot in (0, 1)}
 
-    target = _backend()
+    target = _backend(device)
     other = _audio(3, steps=4 * STEPS)
     _start(target, [0])
     # A into slot 2, B into slot 3, one chunk each in turn, the target stepping in between:
@@ -100,16 +111,17 @@ def test_two_imports_take_turns_on_the_row_and_both_continue_as_their_twins() ->
     np.testing.assert_array_equal(after, twin)
 
 
-def test_an_import_cut_short_never_lands_on_the_slots_next_conversation() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_import_cut_short_never_lands_on_the_slots_next_conversation(device: str) -> None:
     a, fresh, b = _audio(1), _audio(4), _audio(5)
-    source = _backend()
+    source = _backend(device)
     _start(source, [0, 1])
     for tick in range(STEPS):
         _run(source, {0: a, 1: b}, tick)
     state_a = SlotState.from_bytes(source.export_slot(0).to_bytes())
     state_b = SlotState.from_bytes(source.export_slot(1).to_bytes())
 
-    target, control = _backend(), _backend()
+    target, control = _backend(device), _backend(device)
     # A's import into slot 1 stops after one chunk (its caller left): the row holds A.
     target.import_begin(1, state_a)
     target.import_step(1, CHUNK)
@@ -122,3 +134,37 @@ def test_an_import_cut_short_never_lands_on_the_slots_next_conversation() -> Non
     expected = [_run(control, {1: fresh}, tick)[1] for tick in range(AFTER)]
     seen = [_run(target, {1: fresh}, tick)[1] for tick in range(AFTER)]
     np.testing.assert_array_equal(np.array(seen), np.array(expected))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_graph_replay_writes_what_the_eager_replay_writes() -> None:
+    """The same history replayed through the captured graphs and eagerly, with the same chunk
+    lengths, gives the same keys, values and positions bit for bit: the graphs read and
+    write the row's live tensors, not copies taken at capture."""
+    source = _backend("cuda")
+    _start(source, [0])
+    audio = _audio(6)
+    for tick in range(STEPS):
+        _run(source, {0: audio}, tick)
+    state = SlotState.from_bytes(source.export_slot(0).to_bytes())
+
+    rows = []
+    for graphs in (True, False):
+        target = _backend("cuda")
+        assert target._replay_row is not None and target._replay_row.chunks
+        if not graphs:
+            target._replay_row = ReplayRow(
+                target.lm, target._forward_text, max_chunk=IMPORT_CHUNK_STEPS, graphs=False
+            )
+        left = target.import_begin(1, state)
+        while left:
+            # 40 steps as 32 + 8: the eager row takes the graphs' lengths.
+            left = target.import_step(1, min(left, 32) if left >= 32 else 8)
+        rows.append(
+            [
+                tensor.narrow(dim, 1, 1).clone()
+                for tensor, dim in row_tensors(target.lm.transformer).values()
+            ]
+        )
+    for index, (graphed, eager) in enumerate(zip(*rows, strict=True)):
+        assert torch.equal(graphed, eager), f"state tensor {index} differs"
