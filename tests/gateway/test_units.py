@@ -79,6 +79,8 @@ def test_backend_flags_must_be_urls(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--backend takes http://host:port URLs, not 10.0.0.2:8998" in capsys.readouterr().err
 
 
+MISSING = "/nonexistent/voicefleet-pool-token"
+UNREAD = f"[Errno 2] No such file or directory: '{MISSING}'"
 ONE_SOURCE = "give one of --backend URL (repeated), --backends-dns NAME:PORT or --backends-pushed"
 
 
@@ -91,6 +93,7 @@ ONE_SOURCE = "give one of --backend URL (repeated), --backends-dns NAME:PORT or 
         (["--backends-pushed"], "--backends-pushed needs the pool token"),
         (["--backends-dns", "pool-pods"], "--backends-dns takes NAME:PORT, not pool-pods"),
         (["--backends-dns", "pool-pods:0"], "--backends-dns takes NAME:PORT, not pool-pods:0"),
+        (["--backends-pushed", "--token-file", MISSING], f"cannot read --token-file: {UNREAD}"),
     ],
 )
 def test_backends_come_from_exactly_one_source(

@@ -28,6 +28,11 @@ COMMAND_MODULES = (
 Handler = Callable[[argparse.Namespace], int]
 
 
+class UsageError(Exception):
+    """Bad input a sub-command found after parsing: its message says what to change; the
+    command exits with status 2, as argparse's own errors do."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voicefleet",
@@ -51,7 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.func
-    return handler(args)
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

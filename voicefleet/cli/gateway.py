@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from voicefleet import constants
+from voicefleet.cli.pool_token import pool_token
 from voicefleet.cli.runtime import positive_seconds
 from voicefleet.gateway import limits
 from voicefleet.runtime import limits as runtime_limits
@@ -105,7 +105,6 @@ def _count(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from voicefleet.gateway.config import GatewayConfig  # noqa: PLC0415
     from voicefleet.gateway.server import serve  # noqa: PLC0415
-    from voicefleet.runtime.config import read_token  # noqa: PLC0415
 
     bad = [url for url in args.backend if not url.startswith(("http://", "https://"))]
     if bad:
@@ -122,11 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not name or not port.isdigit() or not 0 < int(port) < 65536:
             print(f"--backends-dns takes NAME:PORT, not {args.backends_dns}", file=sys.stderr)
             return 2
-    try:
-        token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
-    except OSError as exc:
-        print(f"cannot read --token-file: {exc}", file=sys.stderr)
-        return 2
+    token = pool_token(args.token_file)
     if args.backends_pushed and token is None:
         print(
             "--backends-pushed needs the pool token (--token-file or $"

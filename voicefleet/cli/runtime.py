@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from voicefleet import constants
+from voicefleet.cli.pool_token import pool_token
 from voicefleet.runtime import limits  # plain numbers: no torch
 
 BACKENDS = ("tiny", "moshi", "hertz-dev", "hertz-tiny")
@@ -158,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
         # time. On the CPU that costs seconds of start-up and a C++ compiler, for nothing.
         os.environ.setdefault("NO_TORCH_COMPILE", "1")
     # Imported here, not at the top: they pull in torch, and `voicefleet plan` must not.
-    from voicefleet.runtime.config import RuntimeConfig, read_token  # noqa: PLC0415
+    from voicefleet.runtime.config import RuntimeConfig  # noqa: PLC0415
     from voicefleet.runtime.server import serve  # noqa: PLC0415
 
     if min(args.max_sessions, args.max_session_seconds, args.cpu_threads) < 1:
@@ -167,11 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        token = read_token(args.token_file, os.environ.get(constants.ENV_POOL_TOKEN))
-    except OSError as exc:
-        print(f"cannot read --token-file: {exc}", file=sys.stderr)
-        return 2
+    token = pool_token(args.token_file)
     config = RuntimeConfig(
         backend=args.backend,
         host=args.host,
