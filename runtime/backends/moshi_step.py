@@ -261,12 +261,12 @@ class MoshiBackend(Backend):
         self.check_import(state)
         self._unprimed.discard(slot)  # the slot's last caller left before it stepped
         history = state.arrays[moshi_move.HISTORY]
-        # A newer state of the conversation already (being) imported here: its KV cache
-        # rows for the steps both share are right, so only the rest is replayed.
         assert self._replay_row is not None, "import_begin before start"
         # What an earlier state's replay into this slot did so far goes back to the slot.
         if self._replay_row.owner == slot:
             self._replay_row.give_back()
+        # A newer state of the conversation already (being) imported here: its KV cache
+        # rows for the steps both share are right, so only the rest is replayed.
         known = self._rebuilt.get(slot, 0)
         if not np.array_equal(self._log.tokens[slot, :known], history[:known]):
             known = 0
