@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 
 FrameCallback = Callable[[list[FrameOutput]], None]
-# Priming is device copies and one masked reset, a few milliseconds: more is worth a line.
+# Priming queues device copies for the next step (Backend.prime), well under a millisecond
+# of this thread: more is worth a line.
 PRIME_WARN_MS = 10.0
 
 

@@ -4,8 +4,8 @@ event loop, done between two frames, each answered through a future.
 An import is bounded work per frame: its prefill replays at most ``IMPORT_CHUNK_STEPS`` a
 chunk, and a chunk is started only while the recent chunks' cost still fits before the frame's
 share (``IMPORT_SHARE_OF_FRAME``) runs out, so the pod's other conversations keep their frame.
-One chunk a pass always runs, so an import always progresses. The engine owns the slots; this module
-only runs the backend's part and says which imports finished or failed.
+One chunk a pass always runs, so an import always progresses. The engine owns the slots; this
+module only runs the backend's part and says which imports finished or failed.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from collections import Counter
 from e2e.chaos.context import Run
 from e2e.chaos.report import Row
 from e2e.chaos.settings import BURST_NODES, BURST_PREFIX, POOL, burst_spec, steady
+from e2e.observe import PodSeen
 from voicefleet import catalog
 from voicefleet.api.pool import VoiceAgentPoolSpec
 from voicefleet.operator.planner import plan
@@ -71,7 +72,7 @@ def pool_burst(run: Run) -> Row:
     if extra:
         failures.append(
             f"pools with other than {want} pods ever: "
-            + "; ".join(f"{n}: {_pods_ever(run, n, asked.get(n))}" for n in extra)
+            + "; ".join(f"{n}: {_pods_ever(seen, run, n, asked.get(n))}" for n in extra)
         )
     row = run.row(
         "50 pools created and deleted",
@@ -91,11 +92,11 @@ def pool_burst(run: Run) -> Row:
     return row
 
 
-def _pods_ever(run: Run, pool: str, delete_asked: float | None) -> str:
+def _pods_ever(seen: dict[str, PodSeen], run: Run, pool: str, delete_asked: float | None) -> str:
     """Each pod the pool ever had, with when the watch first saw it against the pool's
     delete call: which side of the deletion a pod too many came from."""
     pods = sorted(
-        ((run.monitor.first_seen.get(uid, 0.0), p) for uid, p in run.monitor.names.copy().items()),
+        ((run.monitor.first_seen.get(uid, 0.0), p) for uid, p in seen.items()),
         key=lambda item: item[0],
     )
     out = []

@@ -14,7 +14,7 @@ it).
 
 :func:`attend_reference` is the same computation in plain torch, for any number of query
 steps: the CPU (the tiny model, tests) and a conversation's replayed history (several steps at
-batch 1, ``moshi_move``) use it. Both paths read the same stored bytes.
+batch 1, ``moshi_replay``) use it. Both paths read the same stored bytes.
 
 Each slot row has one spare position past the ring: a frozen slot's write of the batched step
 lands there, so a frozen conversation's history is never overwritten (moshi's bf16 ring writes
@@ -64,11 +64,6 @@ class Fp8RingCache(RingKVCache):
             torch.zeros((2, batch, heads, capacity + 1), dtype=torch.float32, device=device),
             torch.zeros(batch, dtype=torch.long, device=device),
         )
-
-    def row(self, row: int) -> Fp8RingCache:
-        """A batch-1 cache whose tensors are views of ``row``: writes land in the live batch."""
-        one = slice(row, row + 1)
-        return Fp8RingCache(self.cache[:, one], self.scales[:, one], self.end_offset[one])
 
     def complete(self, k: torch.Tensor, v: torch.Tensor, exec_mask: torch.Tensor) -> Any:
         raise TypeError("an fp8 ring is written by write() and read by Fp8Attention")

@@ -50,7 +50,7 @@ class ReplayRow:
         self._transformer = lm.transformer
         self._forward_text = forward_text
         self._streams = int(lm.num_codebooks)
-        self._device: torch.device = lm.device
+        self.device: torch.device = lm.device
         self._pairs: list[_Pair] = []
         self.states: dict[str, State] = {}
         for name, state in lm.transformer.get_streaming_state().items():
@@ -131,15 +131,15 @@ class ReplayRow:
             length *= 2
 
     def _capture(self, length: int, pool: Any) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        static = torch.zeros((1, self._streams, length), dtype=torch.long, device=self._device)
+        static = torch.zeros((1, self._streams, length), dtype=torch.long, device=self.device)
         # Warm up on a side stream first (PyTorch's rule for capture: lazy initialisations
         # and cuBLAS workspaces must not happen inside it). What the warm-up writes into the
         # row is overwritten by the next hold().
-        side = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(self._device))
+        side = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             self._forward(static)
-        torch.cuda.current_stream(self._device).wait_stream(side)
+        torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: the event loop's thread may touch CUDA (metrics) meanwhile.
         with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
@@ -197,8 +197,8 @@ class Replay:
     done: int = 0
 
     @classmethod
-    def of(cls, row: ReplayRow, history: Array, slot: int, device: torch.device) -> Replay:
-        tokens = torch.from_numpy(history.astype(np.int64)).to(device).T[None]
+    def of(cls, row: ReplayRow, history: Array, slot: int) -> Replay:
+        tokens = torch.from_numpy(history.astype(np.int64)).to(row.device).T[None]
         return cls(row, slot, tokens.contiguous())
 
     @property

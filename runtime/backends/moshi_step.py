@@ -270,7 +270,7 @@ class MoshiBackend(Backend):
         known = self._rebuilt.get(slot, 0)
         if not np.array_equal(self._log.tokens[slot, :known], history[:known]):
             known = 0
-        replay = moshi_replay.Replay.of(self._replay_row, history[known:], slot, self.device)
+        replay = moshi_replay.Replay.of(self._replay_row, history[known:], slot)
         if not known:
             mask = torch.zeros(self.capacity, dtype=torch.bool)
             mask[slot] = True
